@@ -1,0 +1,126 @@
+//! The blob container: a fixed header, the plan section and the parameter section.
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  magic "DWSB"
+//!      4     2  format version (u16 LE)
+//!      6     2  flags (u16 LE, 0 = f32 parameters)
+//!      8     4  plan length in bytes (u32 LE)
+//!     12     4  parameter section length in bytes (u32 LE)
+//!     16     4  CRC-32 of every byte from offset 32 to the end (u32 LE)
+//!     20    12  reserved, zero
+//!     32     .  plan: postcard `Spec`, then `Spec::ops` postcard `Op` records
+//!      .     .  zero padding up to a multiple of 16
+//!      .     .  parameters: little-endian f32
+//! ```
+//! The parameter section starts 16-byte aligned relative to the blob, so a blob
+//! stored at an aligned address (`include_bytes!` into an aligned static, a file
+//! read into an aligned buffer) is used in place.
+
+use crate::crc::crc32;
+use crate::Error;
+
+/// The four bytes every blob starts with.
+pub const MAGIC: [u8; 4] = *b"DWSB";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes of the fixed header.
+pub const HEADER_LEN: usize = 32;
+/// Alignment of the parameter section relative to the blob start.
+pub const PARAM_ALIGN: usize = 16;
+
+/// A blob whose container has been checked: magic, version, lengths and checksum.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobView<'a> {
+    plan: &'a [u8],
+    params: &'a [u8],
+}
+
+fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Offset of the parameter section for a plan of `plan_len` bytes.
+pub fn params_offset(plan_len: usize) -> usize {
+    (HEADER_LEN + plan_len).div_ceil(PARAM_ALIGN) * PARAM_ALIGN
+}
+
+impl<'a> BlobView<'a> {
+    /// Checks the container and splits it into its sections.
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, Error> {
+        if bytes.len() < HEADER_LEN {
+            return Err(if bytes.len() >= 4 && bytes[..4] != MAGIC {
+                Error::BadMagic
+            } else {
+                Error::Truncated
+            });
+        }
+        if bytes[..4] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let version = read_u16(bytes, 4);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        if read_u16(bytes, 6) != 0 {
+            return Err(Error::WrongPrecision);
+        }
+        let plan_len = read_u32(bytes, 8) as usize;
+        let params_len = read_u32(bytes, 12) as usize;
+        let start = params_offset(plan_len);
+        let end = start.checked_add(params_len).ok_or(Error::Truncated)?;
+        if end > bytes.len() {
+            return Err(Error::Truncated);
+        }
+        if end < bytes.len() {
+            return Err(Error::TrailingBytes);
+        }
+        if crc32(&bytes[HEADER_LEN..]) != read_u32(bytes, 16) {
+            return Err(Error::Checksum);
+        }
+        Ok(BlobView {
+            plan: &bytes[HEADER_LEN..HEADER_LEN + plan_len],
+            params: &bytes[start..end],
+        })
+    }
+
+    /// The plan section.
+    pub fn plan(&self) -> &'a [u8] {
+        self.plan
+    }
+
+    /// The parameter section.
+    pub fn params(&self) -> &'a [u8] {
+        self.params
+    }
+}
+
+/// Bytes of a blob with these section lengths.
+pub fn blob_len(plan_len: usize, params_len: usize) -> usize {
+    params_offset(plan_len) + params_len
+}
+
+/// Writes a blob from its sections into `out` and returns the used part.
+pub fn emit<'o>(plan: &[u8], params: &[u8], out: &'o mut [u8]) -> Result<&'o mut [u8], Error> {
+    let len = blob_len(plan.len(), params.len());
+    let plan_len = u32::try_from(plan.len()).map_err(|_| Error::InvalidPlan("plan too large"))?;
+    let params_len =
+        u32::try_from(params.len()).map_err(|_| Error::InvalidPlan("parameters too large"))?;
+    let actual = out.len();
+    let out = out.get_mut(..len).ok_or(Error::OutputLength { expected: len, actual })?;
+    out.fill(0);
+    out[..4].copy_from_slice(&MAGIC);
+    out[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[8..12].copy_from_slice(&plan_len.to_le_bytes());
+    out[12..16].copy_from_slice(&params_len.to_le_bytes());
+    out[HEADER_LEN..HEADER_LEN + plan.len()].copy_from_slice(plan);
+    let start = params_offset(plan.len());
+    out[start..].copy_from_slice(params);
+    let crc = crc32(&out[HEADER_LEN..]);
+    out[16..20].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}

@@ -1,0 +1,89 @@
+//! `dws-core`: inference for Deep Weight Space Networks (DWSNets) with no heap.
+//!
+//! A DWSNet (Navon et al., ICML 2023) takes the weights and biases of another MLP
+//! as its input and is equivariant to permutations of that MLP's hidden neurons.
+//! This crate runs a trained upstream model (`DWSModel` or
+//! `DWSModelForClassification` of `AvivNavon/DWSNets`, in eval mode) that the
+//! `dws` tool converted into a *blob*:
+//!
+//! ```no_run
+//! # fn demo(blob: &[u8], input: &[f32]) -> Result<(), dws_core::Error> {
+//! let model = dws_core::Model::new_checked(blob)?; // validates everything once
+//! let mut scratch = [0f32; 4096];                  // model.scratch_len() elements
+//! let mut logits = [0f32; 10];                     // model.output_len() elements
+//! let out = model.run(input, &mut scratch[..model.scratch_len()], &mut logits)?;
+//! # let _ = out; Ok(()) }
+//! ```
+//!
+//! * [`blob`]: the container (header, checksum, sections).
+//! * [`plan`]: what the model computes, as data shared by every backend.
+//! * [`Model`]: validation and the f32 forward pass.
+//!
+//! The core never allocates and never panics on any blob or input: every check
+//! happens in [`Model::new_checked`] and at the start of [`Model::run`].
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(target_endian = "big")]
+compile_error!("dws-core reads little-endian parameters in place and needs a little-endian target");
+
+pub mod blob;
+mod crc;
+mod error;
+pub mod kernels;
+mod model;
+pub mod plan;
+mod shape;
+pub mod validate;
+
+pub use crc::crc32;
+pub use error::Error;
+pub use model::Model;
+pub use shape::Shape;
+pub use validate::Layout;
+
+use plan::Op;
+
+/// The plan's op records, decoded one at a time from the blob (no allocation).
+#[derive(Debug, Clone)]
+pub struct Ops<'a> {
+    rest: &'a [u8],
+    left: u32,
+}
+
+impl<'a> Ops<'a> {
+    /// `count` records starting at `bytes`.
+    pub fn new(bytes: &'a [u8], count: u32) -> Self {
+        Ops { rest: bytes, left: count }
+    }
+
+    /// Decodes every remaining record and returns the bytes after them.
+    pub fn rest_after_all(mut self) -> Result<&'a [u8], Error> {
+        for op in self.by_ref() {
+            op?;
+        }
+        Ok(self.rest)
+    }
+}
+
+impl Iterator for Ops<'_> {
+    type Item = Result<Op, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        match postcard::take_from_bytes::<Op>(self.rest) {
+            Ok((op, rest)) => {
+                self.rest = rest;
+                self.left -= 1;
+                Some(Ok(op))
+            }
+            Err(_) => {
+                self.left = 0;
+                Some(Err(Error::Decode))
+            }
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Writing plans as blobs and loading blobs into aligned memory.
+
+use crate::convert::Plan;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Encodes a plan as a blob (see [`dws_core::blob`]).
+pub fn encode(plan: &Plan) -> Result<Vec<u8>> {
+    let mut section = postcard::to_allocvec(&plan.spec).context("encoding the spec")?;
+    for op in &plan.ops {
+        section.extend(postcard::to_allocvec(op).context("encoding an op")?);
+    }
+    let params: &[u8] = bytemuck::cast_slice(&plan.params);
+    let mut out = vec![0u8; dws_core::blob::blob_len(section.len(), params.len())];
+    dws_core::blob::emit(&section, params, &mut out)?;
+    Ok(out)
+}
+
+/// Blob bytes in a buffer aligned for in-place f32 parameters.
+#[derive(Debug, Clone)]
+pub struct AlignedBlob {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBlob {
+    /// Copies `bytes` into aligned memory.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        AlignedBlob { words, len: bytes.len() }
+    }
+
+    /// Reads a blob file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// The blob bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
+    }
+
+    /// Opens the model.
+    pub fn model(&self) -> Result<dws_core::Model<'_>> {
+        dws_core::Model::new_checked(self.bytes()).map_err(|e| anyhow::anyhow!("opening model blob: {e}"))
+    }
+}

@@ -1,0 +1,217 @@
+//! The conversion config: upstream constructor keyword arguments as JSON.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// Which upstream class the checkpoint belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ModelKind {
+    /// `nn.models.DWSModelForClassification`: returns logits.
+    #[serde(rename = "DWSModelForClassification")]
+    Classifier,
+    /// `nn.models.DWSModel`: returns a weight space.
+    #[serde(rename = "DWSModel")]
+    Equivariant,
+}
+
+/// Upstream `set_layer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetLayerKind {
+    /// DeepSets.
+    Ds,
+    /// Set attention block.
+    Sab,
+}
+
+/// Upstream `reduction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReductionKind {
+    /// Max pooling.
+    Max,
+    /// Mean pooling.
+    Mean,
+    /// Sum pooling.
+    Sum,
+}
+
+/// The keyword arguments of `DWSModel(...)` / `DWSModelForClassification(...)`,
+/// under their upstream names and with upstream defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `"DWSModelForClassification"` or `"DWSModel"`.
+    pub model: ModelKind,
+    /// `(d_i, d_{i+1})` per weight matrix.
+    pub weight_shapes: Vec<Vec<usize>>,
+    /// `(d_{i+1},)` per bias; derived from `weight_shapes` when absent.
+    #[serde(default)]
+    pub bias_shapes: Option<Vec<Vec<usize>>>,
+    /// Features per input entry.
+    pub input_features: usize,
+    /// Features of the hidden DWS layers.
+    pub hidden_dim: usize,
+    /// Number of DWS layers after the first.
+    #[serde(default = "two")]
+    pub n_hidden: usize,
+    /// Classes of a classifier.
+    #[serde(default = "ten")]
+    pub n_classes: usize,
+    /// Pooling reduction.
+    #[serde(default = "max")]
+    pub reduction: ReductionKind,
+    /// Whether linear layers have biases.
+    #[serde(default = "yes")]
+    pub bias: bool,
+    /// Linear layers per MLP inside a block.
+    #[serde(default = "one")]
+    pub n_fc_layers: usize,
+    /// Attention heads of the set attention layers.
+    #[serde(default = "eight")]
+    pub num_heads: usize,
+    /// Set layer kind.
+    #[serde(default = "sab")]
+    pub set_layer: SetLayerKind,
+    /// Linear layers of the classifier head.
+    #[serde(default = "one")]
+    pub n_out_fc: usize,
+    /// `W_0`'s input dimension inside each layer, if down-sampled.
+    #[serde(default)]
+    pub input_dim_downsample: Option<usize>,
+    /// Model-level skip connection.
+    #[serde(default)]
+    pub add_skip: bool,
+    /// Per-layer skip connections.
+    #[serde(default)]
+    pub add_layer_skip: bool,
+    /// Batch norm between layers.
+    #[serde(default)]
+    pub bn: bool,
+    /// Only near-diagonal blocks.
+    #[serde(default)]
+    pub diagonal: bool,
+    /// Output features of a classifier's equivariant part.
+    #[serde(default)]
+    pub equiv_out_features: Option<usize>,
+    /// Output features of a `DWSModel`.
+    #[serde(default)]
+    pub output_features: Option<usize>,
+    /// Training only; ignored (upstream's dropout is the identity here, see the README).
+    #[serde(default)]
+    pub dropout_rate: Option<f64>,
+    /// Training only; ignored.
+    #[serde(default)]
+    pub init_scale: Option<f64>,
+    /// Training only; ignored.
+    #[serde(default)]
+    pub init_off_diag_scale_penalty: Option<f64>,
+}
+
+fn two() -> usize {
+    2
+}
+fn ten() -> usize {
+    10
+}
+fn one() -> usize {
+    1
+}
+fn eight() -> usize {
+    8
+}
+fn yes() -> bool {
+    true
+}
+fn max() -> ReductionKind {
+    ReductionKind::Max
+}
+fn sab() -> SetLayerKind {
+    SetLayerKind::Sab
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    /// Parses and checks a config.
+    pub fn parse(text: &str) -> Result<Config> {
+        let c: Config = serde_json::from_str(text).context("parsing the config JSON")?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// `d_0 .. d_L`.
+    pub fn dims(&self) -> Vec<usize> {
+        let mut d = vec![self.weight_shapes[0][0]];
+        d.extend(self.weight_shapes.iter().map(|s| s[1]));
+        d
+    }
+
+    /// Features the equivariant part returns.
+    pub fn output_features(&self) -> usize {
+        match self.model {
+            ModelKind::Classifier => self.equiv_out_features,
+            ModelKind::Equivariant => self.output_features,
+        }
+        .unwrap_or(self.hidden_dim)
+    }
+
+    fn check(&self) -> Result<()> {
+        let w = &self.weight_shapes;
+        if w.len() < 3 {
+            bail!("weight_shapes has {} matrices; upstream DWSNets need at least 3", w.len());
+        }
+        if w.len() > dws_core::plan::MAX_LAYERS {
+            bail!("weight_shapes has {} matrices; dws supports at most {}", w.len(), dws_core::plan::MAX_LAYERS);
+        }
+        for (i, s) in w.iter().enumerate() {
+            if s.len() != 2 || s.contains(&0) {
+                bail!("weight_shapes[{i}] must be two positive sizes, got {s:?}");
+            }
+            if i + 1 < w.len() && s[1] != w[i + 1][0] {
+                bail!("weight_shapes[{i}] = {s:?} does not chain into weight_shapes[{}] = {:?}", i + 1, w[i + 1]);
+            }
+        }
+        if let Some(b) = &self.bias_shapes {
+            if b.len() != w.len() || b.iter().zip(w).any(|(b, w)| b.as_slice() != [w[1]]) {
+                bail!("bias_shapes {b:?} do not match weight_shapes (expected [[d_1], [d_2], ...])");
+            }
+        }
+        for (name, v) in [
+            ("input_features", self.input_features),
+            ("hidden_dim", self.hidden_dim),
+            ("n_fc_layers", self.n_fc_layers),
+            ("num_heads", self.num_heads),
+            ("n_out_fc", self.n_out_fc),
+            ("n_classes", self.n_classes),
+            ("output features", self.output_features()),
+        ] {
+            if v == 0 {
+                bail!("{name} must be positive");
+            }
+        }
+        for (name, v) in [("n_fc_layers", self.n_fc_layers), ("n_out_fc", self.n_out_fc)] {
+            if v > dws_core::plan::MAX_FC_LAYERS {
+                bail!("{name} = {v}; dws supports at most {}", dws_core::plan::MAX_FC_LAYERS);
+            }
+        }
+        if (self.add_skip || self.add_layer_skip) && !self.bias {
+            bail!("add_skip / add_layer_skip with bias=false: upstream crashes on this configuration");
+        }
+        if self.input_dim_downsample == Some(0) {
+            bail!("input_dim_downsample must be positive");
+        }
+        if self.model == ModelKind::Classifier && self.output_features.is_some() {
+            bail!("output_features belongs to DWSModel; a classifier uses equiv_out_features");
+        }
+        if self.model == ModelKind::Equivariant && self.equiv_out_features.is_some() {
+            bail!("equiv_out_features belongs to DWSModelForClassification; DWSModel uses output_features");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! `dws-host`: the `dws` command-line tool as a library.
+//!
+//! * [`config`] and [`convert`]: upstream config + state_dict to a plan.
+//! * [`blob_io`]: plans to blobs, blobs into aligned memory.
+//! * [`tensors`]: PyTorch checkpoints and safetensors files.
+//! * [`weight_space`]: named batch tensors to the core's flat layout and back.
+//! * [`runner`]: parallel batch inference.
+//! * [`inspect`]: a human-readable summary of a blob.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod blob_io;
+pub mod config;
+pub mod convert;
+pub mod inspect;
+pub mod runner;
+pub mod tensors;
+pub mod weight_space;
