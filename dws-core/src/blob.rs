@@ -111,7 +111,10 @@ pub fn emit<'o>(plan: &[u8], params: &[u8], out: &'o mut [u8]) -> Result<&'o mut
     let params_len =
         u32::try_from(params.len()).map_err(|_| Error::InvalidPlan("parameters too large"))?;
     let actual = out.len();
-    let out = out.get_mut(..len).ok_or(Error::OutputLength { expected: len, actual })?;
+    let out = out.get_mut(..len).ok_or(Error::OutputLength {
+        expected: len,
+        actual,
+    })?;
     out.fill(0);
     out[..4].copy_from_slice(&MAGIC);
     out[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());

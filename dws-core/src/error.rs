@@ -68,16 +68,27 @@ impl fmt::Display for Error {
             Error::InvalidPlan(what) => write!(f, "invalid model plan: {what}"),
             Error::ParamOutOfBounds => write!(f, "parameter reference out of bounds"),
             Error::InputLength { expected, actual } => {
-                write!(f, "input has {actual} elements, the model expects {expected}")
+                write!(
+                    f,
+                    "input has {actual} elements, the model expects {expected}"
+                )
             }
             Error::NonFiniteInput => write!(f, "input contains NaN or infinity"),
             Error::OutputLength { expected, actual } => {
-                write!(f, "output buffer has {actual} elements, the model writes {expected}")
+                write!(
+                    f,
+                    "output buffer has {actual} elements, the model writes {expected}"
+                )
             }
             Error::ScratchTooSmall { expected, actual } => {
-                write!(f, "scratch buffer has {actual} elements, the model needs {expected}")
+                write!(
+                    f,
+                    "scratch buffer has {actual} elements, the model needs {expected}"
+                )
             }
-            Error::WrongPrecision => write!(f, "blob precision does not match the call (f32 vs int8)"),
+            Error::WrongPrecision => {
+                write!(f, "blob precision does not match the call (f32 vs int8)")
+            }
         }
     }
 }

@@ -29,6 +29,7 @@
 compile_error!("dws-core reads little-endian parameters in place and needs a little-endian target");
 
 pub mod blob;
+pub mod case;
 mod crc;
 mod error;
 pub mod kernels;
@@ -55,7 +56,10 @@ pub struct Ops<'a> {
 impl<'a> Ops<'a> {
     /// `count` records starting at `bytes`.
     pub fn new(bytes: &'a [u8], count: u32) -> Self {
-        Ops { rest: bytes, left: count }
+        Ops {
+            rest: bytes,
+            left: count,
+        }
     }
 
     /// Decodes every remaining record and returns the bytes after them.

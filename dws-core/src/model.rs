@@ -35,7 +35,8 @@ impl<'a> Model<'a> {
     /// The parameter section must be 4-byte aligned in memory ([`Error::Misaligned`]).
     pub fn new_checked(blob: &'a [u8]) -> Result<Self, Error> {
         let view = BlobView::new_checked(blob)?;
-        let (spec, ops) = postcard::take_from_bytes::<Spec>(view.plan()).map_err(|_| Error::Decode)?;
+        let (spec, ops) =
+            postcard::take_from_bytes::<Spec>(view.plan()).map_err(|_| Error::Decode)?;
         let shape = check_spec(&spec)?;
         let params: &[f32] = bytemuck::try_cast_slice(view.params()).map_err(|e| match e {
             bytemuck::PodCastError::TargetAlignmentGreaterAndInputNotAligned => Error::Misaligned,
@@ -45,7 +46,13 @@ impl<'a> Model<'a> {
         if !Ops::new(ops, spec.ops).rest_after_all()?.is_empty() {
             return Err(Error::TrailingBytes);
         }
-        Ok(Model { spec, shape, ops, params, layout })
+        Ok(Model {
+            spec,
+            shape,
+            ops,
+            params,
+            layout,
+        })
     }
 
     /// The input/output contract.
@@ -93,20 +100,34 @@ impl<'a> Model<'a> {
     /// `input` is the weight space in upstream layout, tensors back to back:
     /// `W_0..W_{L-1}` (`[d_i, d_{i+1}, F]`), then `b_0..b_{L-1}` (`[d_{i+1}, F]`).
     /// Returns the written part of `output`.
-    pub fn run<'o>(&self, input: &[f32], scratch: &mut [f32], output: &'o mut [f32]) -> Result<&'o [f32], Error> {
+    pub fn run<'o>(
+        &self,
+        input: &[f32],
+        scratch: &mut [f32],
+        output: &'o mut [f32],
+    ) -> Result<&'o [f32], Error> {
         let lay = &self.layout;
         if input.len() != lay.input_len {
-            return Err(Error::InputLength { expected: lay.input_len, actual: input.len() });
+            return Err(Error::InputLength {
+                expected: lay.input_len,
+                actual: input.len(),
+            });
         }
         if !input.iter().all(|v| v.is_finite()) {
             return Err(Error::NonFiniteInput);
         }
         if output.len() < lay.output_len {
-            return Err(Error::OutputLength { expected: lay.output_len, actual: output.len() });
+            return Err(Error::OutputLength {
+                expected: lay.output_len,
+                actual: output.len(),
+            });
         }
         let need = lay.scratch_len();
         if scratch.len() < need {
-            return Err(Error::ScratchTooSmall { expected: need, actual: scratch.len() });
+            return Err(Error::ScratchTooSmall {
+                expected: need,
+                actual: scratch.len(),
+            });
         }
         let output = &mut output[..lay.output_len];
         let p = Params(self.params);
@@ -147,7 +168,10 @@ impl<'a> Model<'a> {
                     for t in 0..self.shape.tensors() {
                         let at = self.shape.offset(t, feats);
                         let tensor = &mut x[at..at + self.shape.cells(t) * feats];
-                        let (sc, sh) = (&scale[t * feats..(t + 1) * feats], &shift[t * feats..(t + 1) * feats]);
+                        let (sc, sh) = (
+                            &scale[t * feats..(t + 1) * feats],
+                            &shift[t * feats..(t + 1) * feats],
+                        );
                         for entry in tensor.chunks_exact_mut(feats) {
                             for ((v, s), h) in entry.iter_mut().zip(sc).zip(sh) {
                                 *v = *v * s + h;
@@ -203,9 +227,26 @@ impl<'a> Model<'a> {
         let inner = match &l.resample {
             Some(r) => {
                 let ds = r.rows as usize;
-                mlp_rows(&r.skip, p, &src[..d0 * d1 * fin], d0 * d1, &mut dst[..d0 * d1 * fout], tmp);
+                mlp_rows(
+                    &r.skip,
+                    p,
+                    &src[..d0 * d1 * fin],
+                    d0 * d1,
+                    &mut dst[..d0 * d1 * fout],
+                    tmp,
+                );
                 down[..ds * d1 * fin].fill(0.0);
-                resample(&r.down, p, &src[..d0 * d1 * fin], d0, ds, d1, fin, &mut down[..ds * d1 * fin], tmp);
+                resample(
+                    &r.down,
+                    p,
+                    &src[..d0 * d1 * fin],
+                    d0,
+                    ds,
+                    d1,
+                    fin,
+                    &mut down[..ds * d1 * fin],
+                    tmp,
+                );
                 up[..ds * d1 * fout].fill(0.0);
                 shape.with_w0_rows(ds)
             }
@@ -214,7 +255,9 @@ impl<'a> Model<'a> {
         let resampled = l.resample.is_some();
         for _ in 0..l.blocks {
             let Some(Op::Block(blk)) = ops.next().transpose()? else {
-                return Err(Error::InvalidPlan("DWS layer has fewer blocks than announced"));
+                return Err(Error::InvalidPlan(
+                    "DWS layer has fewer blocks than announced",
+                ));
             };
             let d = block_dims(&blk, &inner, fin, fout)?;
             let (s, t) = (blk.src as usize, blk.dst as usize);
@@ -234,7 +277,17 @@ impl<'a> Model<'a> {
         }
         if let Some(r) = &l.resample {
             let ds = r.rows as usize;
-            resample(&r.up, p, &up[..ds * d1 * fout], ds, d0, d1, fout, &mut dst[..d0 * d1 * fout], tmp);
+            resample(
+                &r.up,
+                p,
+                &up[..ds * d1 * fout],
+                ds,
+                d0,
+                d1,
+                fout,
+                &mut dst[..d0 * d1 * fout],
+                tmp,
+            );
         }
         Ok(())
     }
@@ -249,27 +302,35 @@ impl<'a> Model<'a> {
         // Middle weights, pooled over both axes.
         for t in 1..l - 1 {
             let w = tensor(t);
-            reduce_into(h.reduction, shape.cells(t), &mut v[pos..pos + f], |e| &w[e * f..(e + 1) * f]);
+            reduce_into(h.reduction, shape.cells(t), &mut v[pos..pos + f], |e| {
+                &w[e * f..(e + 1) * f]
+            });
             pos += f;
         }
         // W_0 pooled over its columns: d_0 * F values.
         let (d0, d1) = shape.grid(0);
         let w0 = tensor(0);
         for r in 0..d0 {
-            reduce_into(h.reduction, d1, &mut v[pos..pos + f], |c| &w0[(r * d1 + c) * f..(r * d1 + c + 1) * f]);
+            reduce_into(h.reduction, d1, &mut v[pos..pos + f], |c| {
+                &w0[(r * d1 + c) * f..(r * d1 + c + 1) * f]
+            });
             pos += f;
         }
         // W_{L-1} pooled over its rows: d_L * F values.
         let (dl1, dl) = shape.grid(l - 1);
         let wl = tensor(l - 1);
         for c in 0..dl {
-            reduce_into(h.reduction, dl1, &mut v[pos..pos + f], |r| &wl[(r * dl + c) * f..(r * dl + c + 1) * f]);
+            reduce_into(h.reduction, dl1, &mut v[pos..pos + f], |r| {
+                &wl[(r * dl + c) * f..(r * dl + c + 1) * f]
+            });
             pos += f;
         }
         // Every bias but the last, pooled over its entries.
         for i in 0..l - 1 {
             let bias = tensor(l + i);
-            reduce_into(h.reduction, shape.cells(l + i), &mut v[pos..pos + f], |e| &bias[e * f..(e + 1) * f]);
+            reduce_into(h.reduction, shape.cells(l + i), &mut v[pos..pos + f], |e| {
+                &bias[e * f..(e + 1) * f]
+            });
             pos += f;
         }
         // The last bias, flattened.
@@ -288,7 +349,11 @@ fn input_skip(l: &Linear, p: Params<'_>, x0: &[f32], x: &mut [f32]) {
     let bias = l.bias.map(|b| p.get(b));
     for (xi, yo) in x0.chunks_exact(fin).zip(x.chunks_exact_mut(fout)) {
         for (o, y) in yo.iter_mut().enumerate() {
-            let dot: f32 = xi.iter().zip(&w[o * fin..(o + 1) * fin]).map(|(a, b)| a * b).sum();
+            let dot: f32 = xi
+                .iter()
+                .zip(&w[o * fin..(o + 1) * fin])
+                .map(|(a, b)| a * b)
+                .sum();
             *y += dot + bias.map_or(0.0, |b| b[o]);
         }
     }

@@ -27,6 +27,10 @@
 //!    [`Block::place`] and the unfolded `m'` axis to [`Block::unfold`]; destination
 //!    axes that neither covers are broadcast.
 
+// Records are decoded one at a time on the stack and there is no heap to box into,
+// so variants of different sizes are fine here.
+#![allow(clippy::large_enum_variant)]
+
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 

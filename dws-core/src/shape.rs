@@ -20,7 +20,11 @@ impl Shape {
         for (slot, &v) in d.iter_mut().zip(dims) {
             *slot = v as usize;
         }
-        Shape { dims: d, layers: dims.len() - 1, w0_rows: d[0] }
+        Shape {
+            dims: d,
+            layers: dims.len() - 1,
+            w0_rows: d[0],
+        }
     }
 
     /// The same shape with `W_0` holding `rows` rows (inside a down-sampling layer).

@@ -69,7 +69,10 @@ struct Checker {
 
 impl Checker {
     fn param(&self, r: ParamRef, len: usize) -> Result<(), Error> {
-        check(r.len as usize == len, "parameter length does not match its shape")?;
+        check(
+            r.len as usize == len,
+            "parameter length does not match its shape",
+        )?;
         if r.offset as u64 + r.len as u64 > self.params_len {
             return Err(Error::ParamOutOfBounds);
         }
@@ -92,27 +95,49 @@ impl Checker {
         let mut width = fin;
         for l in &m.layers {
             width = self.linear(l, width)?;
-            check(width == out, "MLP hidden width differs from its output width")?;
+            check(
+                width == out,
+                "MLP hidden width differs from its output width",
+            )?;
         }
         Ok(out)
     }
 
     fn set_layer(&self, s: &SetLayer, k: usize) -> Result<usize, Error> {
         match s {
-            SetLayer::DeepSets { gamma, lambda, pooling } => {
+            SetLayer::DeepSets {
+                gamma,
+                lambda,
+                pooling,
+            } => {
                 let out = self.mlp(gamma, k)?;
-                check(self.mlp(lambda, k)? == out, "DeepSets Lambda width differs from Gamma")?;
+                check(
+                    self.mlp(lambda, k)? == out,
+                    "DeepSets Lambda width differs from Gamma",
+                )?;
                 if let SetPooling::Attention { query } = pooling {
                     self.param(*query, k)?;
                 }
                 Ok(out)
             }
-            SetLayer::Attention { heads, fc_q, fc_k, fc_v, fc_o } => {
+            SetLayer::Attention {
+                heads,
+                fc_q,
+                fc_k,
+                fc_v,
+                fc_o,
+            } => {
                 let dv = self.linear(fc_q, k)?;
                 check(self.linear(fc_k, k)? == dv, "attention key width differs")?;
                 check(self.linear(fc_v, k)? == dv, "attention value width differs")?;
-                check(self.linear(fc_o, dv)? == dv, "attention output width differs")?;
-                check(*heads >= 1 && dv % *heads as usize == 0, "attention heads do not divide dim_V")?;
+                check(
+                    self.linear(fc_o, dv)? == dv,
+                    "attention output width differs",
+                )?;
+                check(
+                    *heads >= 1 && dv % *heads as usize == 0,
+                    "attention heads do not divide dim_V",
+                )?;
                 Ok(dv)
             }
         }
@@ -122,19 +147,29 @@ impl Checker {
 /// Sizes of a block's matrices, checking that its axes fit the grids.
 pub fn block_dims(b: &Block, shape: &Shape, fin: usize, fout: usize) -> Result<Dims, Error> {
     let t = shape.tensors();
-    check((b.src as usize) < t && (b.dst as usize) < t, "block tensor index out of range")?;
+    check(
+        (b.src as usize) < t && (b.dst as usize) < t,
+        "block tensor index out of range",
+    )?;
     check(b.scale.is_finite(), "block scale is not finite")?;
     let src = shape.grid(b.src as usize);
     let dst = shape.grid(b.dst as usize);
     let (pr, pc) = (pooled(src.0, b.pool.rows), pooled(src.1, b.pool.cols));
     let clash = matches!(
         (b.set_axis, b.fold),
-        (SetAxis::Rows, Axis::Rows) | (SetAxis::Cols, Axis::Cols) | (SetAxis::Cells, Axis::Rows | Axis::Cols)
+        (SetAxis::Rows, Axis::Rows)
+            | (SetAxis::Cols, Axis::Cols)
+            | (SetAxis::Cells, Axis::Rows | Axis::Cols)
     );
     check(!clash, "block set axis and fold axis overlap")?;
-    let rows_used = b.pool.rows || matches!(b.set_axis, SetAxis::Rows | SetAxis::Cells) || b.fold == Axis::Rows;
-    let cols_used = b.pool.cols || matches!(b.set_axis, SetAxis::Cols | SetAxis::Cells) || b.fold == Axis::Cols;
-    check((rows_used || src.0 == 1) && (cols_used || src.1 == 1), "block leaves a source axis unused")?;
+    let rows_used =
+        b.pool.rows || matches!(b.set_axis, SetAxis::Rows | SetAxis::Cells) || b.fold == Axis::Rows;
+    let cols_used =
+        b.pool.cols || matches!(b.set_axis, SetAxis::Cols | SetAxis::Cells) || b.fold == Axis::Cols;
+    check(
+        (rows_used || src.0 == 1) && (cols_used || src.1 == 1),
+        "block leaves a source axis unused",
+    )?;
     let n = match b.set_axis {
         SetAxis::None => 1,
         SetAxis::Rows => pr,
@@ -148,7 +183,9 @@ pub fn block_dims(b: &Block, shape: &Shape, fin: usize, fout: usize) -> Result<D
     };
     let out_clash = matches!(
         (b.place, b.unfold),
-        (SetAxis::Rows, Axis::Rows) | (SetAxis::Cols, Axis::Cols) | (SetAxis::Cells, Axis::Rows | Axis::Cols)
+        (SetAxis::Rows, Axis::Rows)
+            | (SetAxis::Cols, Axis::Cols)
+            | (SetAxis::Cells, Axis::Rows | Axis::Cols)
     );
     check(!out_clash, "block place axis and unfold axis overlap")?;
     let placed = match b.place {
@@ -163,16 +200,31 @@ pub fn block_dims(b: &Block, shape: &Shape, fin: usize, fout: usize) -> Result<D
         Axis::Rows => dst.0,
         Axis::Cols => dst.1,
     };
-    Ok(Dims { src, dst, n, k: m * fin, kout: m_out * fout })
+    Ok(Dims {
+        src,
+        dst,
+        n,
+        k: m * fin,
+        kout: m_out * fout,
+    })
 }
 
-fn block(c: &Checker, b: &Block, shape: &Shape, fin: usize, fout: usize) -> Result<(Dims, usize), Error> {
+fn block(
+    c: &Checker,
+    b: &Block,
+    shape: &Shape,
+    fin: usize,
+    fout: usize,
+) -> Result<(Dims, usize), Error> {
     let d = block_dims(b, shape, fin, fout)?;
     let out = match &b.map {
         Map::Mlp(m) => c.mlp(m, d.k)?,
         Map::Set(s) => c.set_layer(s, d.k)?,
     };
-    check(out == d.kout && map_fout(&b.map) == d.kout, "block output width does not match the destination")?;
+    check(
+        out == d.kout && map_fout(&b.map) == d.kout,
+        "block output width does not match the destination",
+    )?;
     elems((d.n as u64) * (d.k as u64 + d.kout as u64))?;
     Ok((d, block_tmp_len(b, &d)))
 }
@@ -182,13 +234,25 @@ pub fn resample_tmp_len(s: &SetLayer, din: usize, dout: usize, d1: usize) -> usi
     d1 * din + d1 * dout + set_tmp_len(s, d1, din)
 }
 
-fn resample(c: &Checker, r: &Resample, shape: &Shape, l: &DwsLayer, lay: &mut Layout) -> Result<usize, Error> {
+fn resample(
+    c: &Checker,
+    r: &Resample,
+    shape: &Shape,
+    l: &DwsLayer,
+    lay: &mut Layout,
+) -> Result<usize, Error> {
     let (d0, d1) = (shape.dim(0), shape.dim(1));
     let ds = r.rows as usize;
     check(ds >= 1, "down-sampled size is zero")?;
-    check(c.set_layer(&r.down, d0)? == ds, "down-sampling width mismatch")?;
+    check(
+        c.set_layer(&r.down, d0)? == ds,
+        "down-sampling width mismatch",
+    )?;
     check(c.set_layer(&r.up, ds)? == d0, "up-sampling width mismatch")?;
-    check(c.mlp(&r.skip, l.fin as usize)? == l.fout as usize, "resample skip width mismatch")?;
+    check(
+        c.mlp(&r.skip, l.fin as usize)? == l.fout as usize,
+        "resample skip width mismatch",
+    )?;
     lay.down_len = lay.down_len.max(elems((ds * d1) as u64 * l.fin as u64)?);
     lay.up_len = lay.up_len.max(elems((ds * d1) as u64 * l.fout as u64)?);
     lay.macs += mlp_macs(&r.skip, d0 * d1)
@@ -213,8 +277,14 @@ fn head(c: &Checker, h: &Head, shape: &Shape, f: usize) -> Result<(usize, usize)
 
 /// Checks the spec.
 pub fn check_spec(s: &Spec) -> Result<Shape, Error> {
-    check(s.dims.len() >= 3 && s.dims.len() <= MAX_LAYERS + 1, "need 2..=16 weight matrices")?;
-    check(s.dims.iter().all(|&d| d >= 1), "zero-sized input network dimension")?;
+    check(
+        s.dims.len() >= 3 && s.dims.len() <= MAX_LAYERS + 1,
+        "need 2..=16 weight matrices",
+    )?;
+    check(
+        s.dims.iter().all(|&d| d >= 1),
+        "zero-sized input network dimension",
+    )?;
     check(s.input_features >= 1, "zero input features")?;
     let shape = Shape::new(&s.dims);
     elems(shape.total_cells() as u64 * s.input_features as u64)?;
@@ -223,7 +293,9 @@ pub fn check_spec(s: &Spec) -> Result<Shape, Error> {
 
 /// Walks every op once, checking it, and returns the layout.
 pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Result<Layout, Error> {
-    let c = Checker { params_len: params_len as u64 };
+    let c = Checker {
+        params_len: params_len as u64,
+    };
     let cells = shape.total_cells();
     let tensors = shape.tensors();
     let mut lay = Layout {
@@ -240,9 +312,13 @@ pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Res
         check(head_out.is_none(), "ops after the head")?;
         if pending > 0 {
             let Op::Block(b) = &op else {
-                return Err(Error::InvalidPlan("DWS layer has fewer blocks than announced"));
+                return Err(Error::InvalidPlan(
+                    "DWS layer has fewer blocks than announced",
+                ));
             };
-            let l = layer.as_ref().ok_or(Error::InvalidPlan("block outside a DWS layer"))?;
+            let l = layer
+                .as_ref()
+                .ok_or(Error::InvalidPlan("block outside a DWS layer"))?;
             let inner = match &l.resample {
                 Some(r) => shape.with_w0_rows(r.rows as usize),
                 None => *shape,
@@ -283,7 +359,10 @@ pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Res
             Op::Relu => check(layer.is_some(), "ReLU before the first DWS layer")?,
             Op::InputSkip(l) => {
                 check(layer.is_some(), "skip before the first DWS layer")?;
-                check(c.linear(l, s.input_features as usize)? == feats, "skip output width mismatch")?;
+                check(
+                    c.linear(l, s.input_features as usize)? == feats,
+                    "skip output width mismatch",
+                )?;
                 lay.macs += cells as u64 * l.fin as u64 * l.fout as u64;
             }
             Op::Head(h) => {
@@ -300,11 +379,17 @@ pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Res
     check(layer.is_some(), "plan has no DWS layer")?;
     lay.output_len = match (s.output, head_out) {
         (Output::Logits { classes }, Some(out)) => {
-            check(classes as usize == out, "head width differs from the class count")?;
+            check(
+                classes as usize == out,
+                "head width differs from the class count",
+            )?;
             out
         }
         (Output::WeightSpace { features }, None) => {
-            check(features as usize == feats, "final features differ from the output features")?;
+            check(
+                features as usize == feats,
+                "final features differ from the output features",
+            )?;
             cells * feats
         }
         _ => return Err(Error::InvalidPlan("output kind does not match the plan")),

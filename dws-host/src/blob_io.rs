@@ -28,12 +28,16 @@ impl AlignedBlob {
     pub fn from_bytes(bytes: &[u8]) -> Self {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        AlignedBlob { words, len: bytes.len() }
+        AlignedBlob {
+            words,
+            len: bytes.len(),
+        }
     }
 
     /// Reads a blob file.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
         Ok(Self::from_bytes(&bytes))
     }
 
@@ -44,6 +48,22 @@ impl AlignedBlob {
 
     /// Opens the model.
     pub fn model(&self) -> Result<dws_core::Model<'_>> {
-        dws_core::Model::new_checked(self.bytes()).map_err(|e| anyhow::anyhow!("opening model blob: {e}"))
+        dws_core::Model::new_checked(self.bytes())
+            .map_err(|e| anyhow::anyhow!("opening model blob: {e}"))
     }
+}
+
+/// Decodes a blob back into a plan (for tools that rewrite models, such as quantization).
+pub fn decode(bytes: &[u8]) -> Result<Plan> {
+    let blob = AlignedBlob::from_bytes(bytes);
+    let model = blob.model()?;
+    let ops = model
+        .ops()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("decoding ops: {e}"))?;
+    Ok(Plan {
+        spec: model.spec().clone(),
+        ops,
+        params: model.params().to_vec(),
+    })
 }

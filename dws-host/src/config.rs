@@ -134,7 +134,8 @@ fn sab() -> SetLayerKind {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
         Config::parse(&text).with_context(|| format!("in config {}", path.display()))
     }
 
@@ -164,22 +165,35 @@ impl Config {
     fn check(&self) -> Result<()> {
         let w = &self.weight_shapes;
         if w.len() < 3 {
-            bail!("weight_shapes has {} matrices; upstream DWSNets need at least 3", w.len());
+            bail!(
+                "weight_shapes has {} matrices; upstream DWSNets need at least 3",
+                w.len()
+            );
         }
         if w.len() > dws_core::plan::MAX_LAYERS {
-            bail!("weight_shapes has {} matrices; dws supports at most {}", w.len(), dws_core::plan::MAX_LAYERS);
+            bail!(
+                "weight_shapes has {} matrices; dws supports at most {}",
+                w.len(),
+                dws_core::plan::MAX_LAYERS
+            );
         }
         for (i, s) in w.iter().enumerate() {
             if s.len() != 2 || s.contains(&0) {
                 bail!("weight_shapes[{i}] must be two positive sizes, got {s:?}");
             }
             if i + 1 < w.len() && s[1] != w[i + 1][0] {
-                bail!("weight_shapes[{i}] = {s:?} does not chain into weight_shapes[{}] = {:?}", i + 1, w[i + 1]);
+                bail!(
+                    "weight_shapes[{i}] = {s:?} does not chain into weight_shapes[{}] = {:?}",
+                    i + 1,
+                    w[i + 1]
+                );
             }
         }
         if let Some(b) = &self.bias_shapes {
             if b.len() != w.len() || b.iter().zip(w).any(|(b, w)| b.as_slice() != [w[1]]) {
-                bail!("bias_shapes {b:?} do not match weight_shapes (expected [[d_1], [d_2], ...])");
+                bail!(
+                    "bias_shapes {b:?} do not match weight_shapes (expected [[d_1], [d_2], ...])"
+                );
             }
         }
         for (name, v) in [
@@ -195,13 +209,21 @@ impl Config {
                 bail!("{name} must be positive");
             }
         }
-        for (name, v) in [("n_fc_layers", self.n_fc_layers), ("n_out_fc", self.n_out_fc)] {
+        for (name, v) in [
+            ("n_fc_layers", self.n_fc_layers),
+            ("n_out_fc", self.n_out_fc),
+        ] {
             if v > dws_core::plan::MAX_FC_LAYERS {
-                bail!("{name} = {v}; dws supports at most {}", dws_core::plan::MAX_FC_LAYERS);
+                bail!(
+                    "{name} = {v}; dws supports at most {}",
+                    dws_core::plan::MAX_FC_LAYERS
+                );
             }
         }
         if (self.add_skip || self.add_layer_skip) && !self.bias {
-            bail!("add_skip / add_layer_skip with bias=false: upstream crashes on this configuration");
+            bail!(
+                "add_skip / add_layer_skip with bias=false: upstream crashes on this configuration"
+            );
         }
         if self.input_dim_downsample == Some(0) {
             bail!("input_dim_downsample must be positive");

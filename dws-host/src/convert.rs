@@ -10,8 +10,8 @@ use crate::config::{Config, ModelKind, ReductionKind, SetLayerKind};
 use crate::tensors::TensorMap;
 use anyhow::{bail, Result};
 use dws_core::plan::{
-    Axis, Block, BlockKind, DwsLayer, Head, Linear, Map, Mlp, Op, Output, ParamRef, Pool, Reduction,
-    Resample, SetAxis, SetLayer, SetPooling, Spec,
+    Axis, Block, BlockKind, DwsLayer, Head, Linear, Map, Mlp, Op, Output, ParamRef, Pool,
+    Reduction, Resample, SetAxis, SetLayer, SetPooling, Spec,
 };
 use std::collections::BTreeSet;
 
@@ -32,12 +32,22 @@ const BN_EPS: f64 = 1e-5;
 /// Builds the plan of `config` from the state_dict `sd`, with optional input
 /// normalization statistics (`weights.mean.{i}`, `weights.std.{i}`, `biases.mean.{i}`, ...).
 pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) -> Result<Plan> {
-    let mut b = Builder { sd, used: BTreeSet::new(), params: Vec::new(), problems: Vec::new() };
+    let mut b = Builder {
+        sd,
+        used: BTreeSet::new(),
+        params: Vec::new(),
+        problems: Vec::new(),
+    };
     let mut ops = Vec::new();
     let dims = config.dims();
     let l = dims.len() - 1;
     if let Some(stats) = statistics {
-        ops.push(normalize(&mut b.params, stats, &dims, config.input_features)?);
+        ops.push(normalize(
+            &mut b.params,
+            stats,
+            &dims,
+            config.input_features,
+        )?);
     }
     let prefix = match config.model {
         ModelKind::Classifier => "layers.",
@@ -56,15 +66,31 @@ pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) 
             idx += 2;
         }
         let last = h == config.n_hidden && h > 0;
-        let fout = if last { out_features } else { config.hidden_dim };
+        let fout = if last {
+            out_features
+        } else {
+            config.hidden_dim
+        };
         let heads = if last { 1 } else { config.num_heads };
-        let layer = LayerCfg { config, dims: &dims, fin, fout, heads, prefix: format!("{prefix}layers.{idx}.") };
+        let layer = LayerCfg {
+            config,
+            dims: &dims,
+            fin,
+            fout,
+            heads,
+            prefix: format!("{prefix}layers.{idx}."),
+        };
         b.dws_layer(&layer, &mut ops)?;
         idx += 1;
         fin = fout;
     }
     if config.add_skip {
-        let lin = b.linear(&format!("{prefix}skip"), config.input_features, out_features, config.bias);
+        let lin = b.linear(
+            &format!("{prefix}skip"),
+            config.input_features,
+            out_features,
+            config.bias,
+        );
         ops.push(Op::InputSkip(lin));
     }
     let output = match config.model {
@@ -72,10 +98,17 @@ pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) 
             ops.push(Op::Relu);
             let width = head_width(&dims, fin);
             let mlp = b.mlp("clf.layer", width, config.n_classes, config.n_out_fc, true);
-            ops.push(Op::Head(Head { reduction: reduction(config.reduction), mlp }));
-            Output::Logits { classes: config.n_classes as u32 }
+            ops.push(Op::Head(Head {
+                reduction: reduction(config.reduction),
+                mlp,
+            }));
+            Output::Logits {
+                classes: config.n_classes as u32,
+            }
         }
-        ModelKind::Equivariant => Output::WeightSpace { features: fin as u32 },
+        ModelKind::Equivariant => Output::WeightSpace {
+            features: fin as u32,
+        },
     };
     let params = b.finish()?;
     let spec = Spec {
@@ -101,7 +134,10 @@ fn reduction(r: ReductionKind) -> Reduction {
 }
 
 fn push(params: &mut Vec<f32>, data: &[f32]) -> ParamRef {
-    let r = ParamRef { offset: params.len() as u32, len: data.len() as u32 };
+    let r = ParamRef {
+        offset: params.len() as u32,
+        len: data.len() as u32,
+    };
     params.extend_from_slice(data);
     r
 }
@@ -113,10 +149,16 @@ fn normalize(params: &mut Vec<f32>, stats: &TensorMap, dims: &[usize], f: usize)
     let mut std = Vec::new();
     for (kind, count) in [("weights", l), ("biases", l)] {
         for i in 0..count {
-            let cells = if kind == "weights" { dims[i] * dims[i + 1] } else { dims[i + 1] };
+            let cells = if kind == "weights" {
+                dims[i] * dims[i + 1]
+            } else {
+                dims[i + 1]
+            };
             for (stat, out) in [("mean", &mut mean), ("std", &mut std)] {
                 let key = format!("{kind}.{stat}.{i}");
-                let t = stats.get(&key).ok_or_else(|| anyhow::anyhow!("statistics: missing `{key}`"))?;
+                let t = stats
+                    .get(&key)
+                    .ok_or_else(|| anyhow::anyhow!("statistics: missing `{key}`"))?;
                 if t.numel() != cells * f {
                     bail!("statistics: `{key}` has shape {:?}, expected {} elements ({} entries x {f} features)", t.shape, cells * f, cells);
                 }
@@ -130,7 +172,10 @@ fn normalize(params: &mut Vec<f32>, stats: &TensorMap, dims: &[usize], f: usize)
     if mean.iter().any(|m| !m.is_finite()) {
         bail!("statistics: a mean is not finite");
     }
-    Ok(Op::Normalize { mean: push(params, &mean), std: push(params, &std) })
+    Ok(Op::Normalize {
+        mean: push(params, &mean),
+        std: push(params, &std),
+    })
 }
 
 /// The settings of one DWS layer.
@@ -154,13 +199,23 @@ impl Builder<'_> {
     /// Copies state_dict entry `key` into the parameters, checking its shape.
     fn take(&mut self, key: &str, shape: &[usize]) -> ParamRef {
         let Some(t) = self.sd.get(key) else {
-            self.problems.push(format!("missing `{key}` (expected shape {shape:?})"));
-            return ParamRef { offset: 0, len: shape.iter().product::<usize>() as u32 };
+            self.problems
+                .push(format!("missing `{key}` (expected shape {shape:?})"));
+            return ParamRef {
+                offset: 0,
+                len: shape.iter().product::<usize>() as u32,
+            };
         };
         self.used.insert(key.to_string());
         if t.shape != shape {
-            self.problems.push(format!("`{key}` has shape {:?}, expected {shape:?}", t.shape));
-            return ParamRef { offset: 0, len: shape.iter().product::<usize>() as u32 };
+            self.problems.push(format!(
+                "`{key}` has shape {:?}, expected {shape:?}",
+                t.shape
+            ));
+            return ParamRef {
+                offset: 0,
+                len: shape.iter().product::<usize>() as u32,
+            };
         }
         push(&mut self.params, &t.data)
     }
@@ -173,11 +228,13 @@ impl Builder<'_> {
             }
             Some(t) => {
                 self.used.insert(key.to_string());
-                self.problems.push(format!("`{key}` has shape {:?}, expected [{len}]", t.shape));
+                self.problems
+                    .push(format!("`{key}` has shape {:?}, expected [{len}]", t.shape));
                 vec![1.0; len]
             }
             None => {
-                self.problems.push(format!("missing `{key}` (expected shape [{len}])"));
+                self.problems
+                    .push(format!("missing `{key}` (expected shape [{len}])"));
                 vec![1.0; len]
             }
         }
@@ -192,7 +249,10 @@ impl Builder<'_> {
             }
         }
         if !problems.is_empty() {
-            bail!("the state_dict does not match the config:\n  {}", problems.join("\n  "));
+            bail!(
+                "the state_dict does not match the config:\n  {}",
+                problems.join("\n  ")
+            );
         }
         Ok(self.params)
     }
@@ -201,12 +261,19 @@ impl Builder<'_> {
     fn linear(&mut self, prefix: &str, fin: usize, fout: usize, bias: bool) -> Linear {
         let weight = self.take(&format!("{prefix}.weight"), &[fout, fin]);
         let bias = bias.then(|| self.take(&format!("{prefix}.bias"), &[fout]));
-        Linear { fin: fin as u32, fout: fout as u32, weight, bias }
+        Linear {
+            fin: fin as u32,
+            fout: fout as u32,
+            weight,
+            bias,
+        }
     }
 
     /// Upstream `_get_mlp`: linears at `prefix.0`, `prefix.2`, ... with ReLUs between.
     fn mlp(&mut self, prefix: &str, fin: usize, fout: usize, layers: usize, bias: bool) -> Mlp {
-        let mut m = Mlp { layers: heapless::Vec::new() };
+        let mut m = Mlp {
+            layers: heapless::Vec::new(),
+        };
         for k in 0..layers {
             let width = if k == 0 { fin } else { fout };
             let lin = self.linear(&format!("{prefix}.{}", 2 * k), width, fout, bias);
@@ -217,7 +284,13 @@ impl Builder<'_> {
     }
 
     /// Upstream `GeneralSetLayer` at `prefix` (its module is `prefix.set_layer`).
-    fn set_layer(&mut self, l: &LayerCfg<'_>, prefix: &str, fin: usize, fout: usize) -> Result<SetLayer> {
+    fn set_layer(
+        &mut self,
+        l: &LayerCfg<'_>,
+        prefix: &str,
+        fin: usize,
+        fout: usize,
+    ) -> Result<SetLayer> {
         let c = l.config;
         let p = format!("{prefix}.set_layer");
         Ok(match c.set_layer {
@@ -247,13 +320,21 @@ impl Builder<'_> {
     }
 
     /// The attention-pooled DeepSets layer of `DownSampleDWSLayer`.
-    fn resample_set(&mut self, l: &LayerCfg<'_>, prefix: &str, fin: usize, fout: usize) -> SetLayer {
+    fn resample_set(
+        &mut self,
+        l: &LayerCfg<'_>,
+        prefix: &str,
+        fin: usize,
+        fout: usize,
+    ) -> SetLayer {
         let c = l.config;
         let p = format!("{prefix}.set_layer");
         SetLayer::DeepSets {
             gamma: self.mlp(&format!("{p}.Gamma"), fin, fout, c.n_fc_layers, c.bias),
             lambda: self.mlp(&format!("{p}.Lambda"), fin, fout, c.n_fc_layers, false),
-            pooling: SetPooling::Attention { query: self.take(&format!("{p}.attn.query"), &[fin]) },
+            pooling: SetPooling::Attention {
+                query: self.take(&format!("{p}.attn.query"), &[fin]),
+            },
         }
     }
 
@@ -261,7 +342,10 @@ impl Builder<'_> {
     fn batch_norm(&mut self, prefix: &str, l: usize, f: usize) -> Op {
         let mut scale = Vec::new();
         let mut shift = Vec::new();
-        for (kind, i) in (0..l).map(|i| ("weights_bn", i)).chain((0..l).map(|i| ("biases_bn", i))) {
+        for (kind, i) in (0..l)
+            .map(|i| ("weights_bn", i))
+            .chain((0..l).map(|i| ("biases_bn", i)))
+        {
             let p = format!("{prefix}{kind}.{i}");
             let gamma = self.data(&format!("{p}.weight"), f);
             let beta = self.data(&format!("{p}.bias"), f);
@@ -276,7 +360,10 @@ impl Builder<'_> {
                 shift.push((beta[c] - mean[c] * s) as f32);
             }
         }
-        Op::Affine { scale: push(&mut self.params, &scale), shift: push(&mut self.params, &shift) }
+        Op::Affine {
+            scale: push(&mut self.params, &scale),
+            shift: push(&mut self.params, &shift),
+        }
     }
 
     /// One `DWSLayer` (or `DownSampleDWSLayer`): its header and all its blocks.
@@ -292,12 +379,22 @@ impl Builder<'_> {
                     rows: ds as u32,
                     down: self.resample_set(l, &format!("{}down_sample", l.prefix), d0, ds),
                     up: self.resample_set(l, &format!("{}up_sample", l.prefix), ds, d0),
-                    skip: self.mlp(&format!("{}skip", l.prefix), l.fin, l.fout, c.n_fc_layers, c.bias),
+                    skip: self.mlp(
+                        &format!("{}skip", l.prefix),
+                        l.fin,
+                        l.fout,
+                        c.n_fc_layers,
+                        c.bias,
+                    ),
                 })
             }
             None => None,
         };
-        let g = Grids { dims: &dims, n, scale: 1.0 / (2 * n) as f32 };
+        let g = Grids {
+            dims: &dims,
+            n,
+            scale: 1.0 / (2 * n) as f32,
+        };
         let mut blocks = Vec::new();
         for i in 0..n {
             for j in 0..n {
@@ -318,7 +415,13 @@ impl Builder<'_> {
         if c.add_layer_skip {
             let skip = match &resample {
                 Some(r) => r.skip.clone(),
-                None => self.mlp(&format!("{}skip", l.prefix), l.fin, l.fout, c.n_fc_layers, c.bias),
+                None => self.mlp(
+                    &format!("{}skip", l.prefix),
+                    l.fin,
+                    l.fout,
+                    c.n_fc_layers,
+                    c.bias,
+                ),
             };
             for t in 0..2 * n {
                 blocks.push(Block {
@@ -346,16 +449,36 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn map_mlp(&mut self, l: &LayerCfg<'_>, prefix: String, fin: usize, fout: usize, layers: usize) -> Map {
+    fn map_mlp(
+        &mut self,
+        l: &LayerCfg<'_>,
+        prefix: String,
+        fin: usize,
+        fout: usize,
+        layers: usize,
+    ) -> Map {
         Map::Mlp(self.mlp(&prefix, fin, fout, layers, l.config.bias))
     }
 
-    fn map_set(&mut self, l: &LayerCfg<'_>, prefix: String, fin: usize, fout: usize) -> Result<Map> {
+    fn map_set(
+        &mut self,
+        l: &LayerCfg<'_>,
+        prefix: String,
+        fin: usize,
+        fout: usize,
+    ) -> Result<Map> {
         Ok(Map::Set(self.set_layer(l, &prefix, fin, fout)?))
     }
 
     /// `WeightToWeightBlock.layers["i_j"]`: `W_i -> W_j`.
-    fn weight_to_weight(&mut self, l: &LayerCfg<'_>, g: &Grids<'_>, i: usize, j: usize, out: &mut Vec<Block>) -> Result<()> {
+    fn weight_to_weight(
+        &mut self,
+        l: &LayerCfg<'_>,
+        g: &Grids<'_>,
+        i: usize,
+        j: usize,
+        out: &mut Vec<Block>,
+    ) -> Result<()> {
         use BlockKind::*;
         let (f, fo, n, nfc) = (l.fin, l.fout, g.n, l.config.n_fc_layers);
         let p = format!("{}weight_to_weight.layers.{i}_{j}", l.prefix);
@@ -363,13 +486,31 @@ impl Builder<'_> {
         let ps = format!("{p}.set_layer");
         let pl = format!("{p}.layer");
         let (src, dst) = (i, j);
-        let b = |kind, pool, set, fold, map, place, unfold| g.block(kind, src, dst, pool, set, fold, map, place, unfold);
+        let b = |kind, pool, set, fold, map, place, unfold| {
+            g.block(kind, src, dst, pool, set, fold, map, place, unfold)
+        };
         let blk = if i == j && i == 0 {
             // GeneralMatrixSetLayer, first_dim_is_input: rows of W_0 fold into the set over d_1.
-            b(W2wGeneralMatrixSet, NO_POOL, SetAxis::Cols, Axis::Rows, self.map_set(l, ps, d[0] * f, d[0] * fo)?, SetAxis::Cols, Axis::Rows)
+            b(
+                W2wGeneralMatrixSet,
+                NO_POOL,
+                SetAxis::Cols,
+                Axis::Rows,
+                self.map_set(l, ps, d[0] * f, d[0] * fo)?,
+                SetAxis::Cols,
+                Axis::Rows,
+            )
         } else if i == j && j == n - 1 {
             // GeneralMatrixSetLayer on W_{L-1}: columns (d_L) fold into the set over d_{L-1}.
-            b(W2wGeneralMatrixSet, NO_POOL, SetAxis::Rows, Axis::Cols, self.map_set(l, ps, d[n] * f, d[n] * fo)?, SetAxis::Rows, Axis::Cols)
+            b(
+                W2wGeneralMatrixSet,
+                NO_POOL,
+                SetAxis::Rows,
+                Axis::Cols,
+                self.map_set(l, ps, d[n] * f, d[n] * fo)?,
+                SetAxis::Rows,
+                Axis::Cols,
+            )
         } else if i == j {
             // SetKroneckerSetLayer: (all + rows pooled + cols pooled + both pooled) / 4.
             let parts = [
@@ -387,108 +528,364 @@ impl Builder<'_> {
             return Ok(());
         } else if i + 1 == j && i == 0 {
             // W_0 -> W_1: the set over d_1 with d_0 folded in, broadcast over d_2.
-            b(W2wGeneralMatrixSet, NO_POOL, SetAxis::Cols, Axis::Rows, self.map_set(l, ps, d[0] * f, fo)?, SetAxis::Rows, Axis::None)
+            b(
+                W2wGeneralMatrixSet,
+                NO_POOL,
+                SetAxis::Cols,
+                Axis::Rows,
+                self.map_set(l, ps, d[0] * f, fo)?,
+                SetAxis::Rows,
+                Axis::None,
+            )
         } else if i + 1 == j {
             // Internal (also W_{L-2} -> W_{L-1}, built with last_dim_is_input upstream): pool rows.
-            b(W2wGeneralMatrixSet, POOL_ROWS, SetAxis::Cols, Axis::None, self.map_set(l, ps, f, fo)?, SetAxis::Rows, Axis::None)
+            b(
+                W2wGeneralMatrixSet,
+                POOL_ROWS,
+                SetAxis::Cols,
+                Axis::None,
+                self.map_set(l, ps, f, fo)?,
+                SetAxis::Rows,
+                Axis::None,
+            )
         } else if i == j + 1 && j == 0 {
             // W_1 -> W_0: pool columns, the set over d_1 produces d_0 * F' per element.
-            b(W2wGeneralMatrixSet, POOL_COLS, SetAxis::Rows, Axis::None, self.map_set(l, ps, f, d[0] * fo)?, SetAxis::Cols, Axis::Rows)
+            b(
+                W2wGeneralMatrixSet,
+                POOL_COLS,
+                SetAxis::Rows,
+                Axis::None,
+                self.map_set(l, ps, f, d[0] * fo)?,
+                SetAxis::Cols,
+                Axis::Rows,
+            )
         } else if i == j + 1 && i == n - 1 {
             // W_{L-1} -> W_{L-2}: the set over d_{L-1} with d_L folded in.
-            b(W2wGeneralMatrixSet, NO_POOL, SetAxis::Rows, Axis::Cols, self.map_set(l, ps, d[n] * f, fo)?, SetAxis::Cols, Axis::None)
+            b(
+                W2wGeneralMatrixSet,
+                NO_POOL,
+                SetAxis::Rows,
+                Axis::Cols,
+                self.map_set(l, ps, d[n] * f, fo)?,
+                SetAxis::Cols,
+                Axis::None,
+            )
         } else if i == j + 1 {
-            b(W2wGeneralMatrixSet, POOL_COLS, SetAxis::Rows, Axis::None, self.map_set(l, ps, f, fo)?, SetAxis::Cols, Axis::None)
+            b(
+                W2wGeneralMatrixSet,
+                POOL_COLS,
+                SetAxis::Rows,
+                Axis::None,
+                self.map_set(l, ps, f, fo)?,
+                SetAxis::Cols,
+                Axis::None,
+            )
         } else if i == 0 && j == n - 1 {
             // FromFirstLayer, last_dim_is_output.
-            b(W2wFromFirst, POOL_COLS, SetAxis::None, Axis::Rows, self.map_mlp(l, pl, d[0] * f, d[n] * fo, nfc), SetAxis::None, Axis::Cols)
+            b(
+                W2wFromFirst,
+                POOL_COLS,
+                SetAxis::None,
+                Axis::Rows,
+                self.map_mlp(l, pl, d[0] * f, d[n] * fo, nfc),
+                SetAxis::None,
+                Axis::Cols,
+            )
         } else if i == 0 {
-            b(W2wFromFirst, POOL_COLS, SetAxis::None, Axis::Rows, self.map_mlp(l, pl, d[0] * f, fo, nfc), SetAxis::None, Axis::None)
+            b(
+                W2wFromFirst,
+                POOL_COLS,
+                SetAxis::None,
+                Axis::Rows,
+                self.map_mlp(l, pl, d[0] * f, fo, nfc),
+                SetAxis::None,
+                Axis::None,
+            )
         } else if j == 0 && i == n - 1 {
             // ToFirstLayer, first_dim_is_output.
-            b(W2wToFirst, POOL_ROWS, SetAxis::None, Axis::Cols, self.map_mlp(l, pl, d[n] * f, d[0] * fo, nfc), SetAxis::None, Axis::Rows)
+            b(
+                W2wToFirst,
+                POOL_ROWS,
+                SetAxis::None,
+                Axis::Cols,
+                self.map_mlp(l, pl, d[n] * f, d[0] * fo, nfc),
+                SetAxis::None,
+                Axis::Rows,
+            )
         } else if j == 0 {
-            b(W2wToFirst, POOL_BOTH, SetAxis::None, Axis::None, self.map_mlp(l, pl, f, d[0] * fo, nfc), SetAxis::None, Axis::Rows)
+            b(
+                W2wToFirst,
+                POOL_BOTH,
+                SetAxis::None,
+                Axis::None,
+                self.map_mlp(l, pl, f, d[0] * fo, nfc),
+                SetAxis::None,
+                Axis::Rows,
+            )
         } else if i == n - 1 {
-            b(W2wFromLast, POOL_ROWS, SetAxis::None, Axis::Cols, self.map_mlp(l, pl, d[n] * f, fo, nfc), SetAxis::None, Axis::None)
+            b(
+                W2wFromLast,
+                POOL_ROWS,
+                SetAxis::None,
+                Axis::Cols,
+                self.map_mlp(l, pl, d[n] * f, fo, nfc),
+                SetAxis::None,
+                Axis::None,
+            )
         } else if j == n - 1 {
-            b(W2wToLast, POOL_BOTH, SetAxis::None, Axis::None, self.map_mlp(l, pl, f, d[n] * fo, nfc), SetAxis::None, Axis::Cols)
+            b(
+                W2wToLast,
+                POOL_BOTH,
+                SetAxis::None,
+                Axis::None,
+                self.map_mlp(l, pl, f, d[n] * fo, nfc),
+                SetAxis::None,
+                Axis::Cols,
+            )
         } else {
-            b(W2wNonNeighborInternal, POOL_BOTH, SetAxis::None, Axis::None, self.map_mlp(l, pl, f, fo, nfc), SetAxis::None, Axis::None)
+            b(
+                W2wNonNeighborInternal,
+                POOL_BOTH,
+                SetAxis::None,
+                Axis::None,
+                self.map_mlp(l, pl, f, fo, nfc),
+                SetAxis::None,
+                Axis::None,
+            )
         };
         out.push(blk);
         Ok(())
     }
 
     /// `BiasToBiasBlock.layers["i_j"]`: `b_i -> b_j` (bias grids are `[d, 1]`).
-    fn bias_to_bias(&mut self, l: &LayerCfg<'_>, g: &Grids<'_>, i: usize, j: usize) -> Result<Block> {
+    fn bias_to_bias(
+        &mut self,
+        l: &LayerCfg<'_>,
+        g: &Grids<'_>,
+        i: usize,
+        j: usize,
+    ) -> Result<Block> {
         use BlockKind::*;
         let (f, fo, n, nfc) = (l.fin, l.fout, g.n, l.config.n_fc_layers);
         let d = g.dims;
         let pl = format!("{}bias_to_bias.layers.{i}_{j}.layer", l.prefix);
         let (src, dst) = (n + i, n + j);
-        let b = |kind, pool, set, fold, map, place, unfold| g.block(kind, src, dst, pool, set, fold, map, place, unfold);
+        let b = |kind, pool, set, fold, map, place, unfold| {
+            g.block(kind, src, dst, pool, set, fold, map, place, unfold)
+        };
         Ok(if i == j && j == n - 1 {
-            b(B2bSelfToSelf, NO_POOL, SetAxis::None, Axis::Rows, self.map_mlp(l, pl, d[n] * f, d[n] * fo, nfc), SetAxis::None, Axis::Rows)
+            b(
+                B2bSelfToSelf,
+                NO_POOL,
+                SetAxis::None,
+                Axis::Rows,
+                self.map_mlp(l, pl, d[n] * f, d[n] * fo, nfc),
+                SetAxis::None,
+                Axis::Rows,
+            )
         } else if i == j {
-            b(B2bSelfToSelf, NO_POOL, SetAxis::Rows, Axis::None, self.map_set(l, pl, f, fo)?, SetAxis::Rows, Axis::None)
+            b(
+                B2bSelfToSelf,
+                NO_POOL,
+                SetAxis::Rows,
+                Axis::None,
+                self.map_set(l, pl, f, fo)?,
+                SetAxis::Rows,
+                Axis::None,
+            )
         } else if i == n - 1 {
-            b(B2bSelfToOther, NO_POOL, SetAxis::None, Axis::Rows, self.map_mlp(l, pl, d[n] * f, fo, nfc), SetAxis::None, Axis::None)
+            b(
+                B2bSelfToOther,
+                NO_POOL,
+                SetAxis::None,
+                Axis::Rows,
+                self.map_mlp(l, pl, d[n] * f, fo, nfc),
+                SetAxis::None,
+                Axis::None,
+            )
         } else if j == n - 1 {
-            b(B2bSelfToOther, POOL_ROWS, SetAxis::None, Axis::None, self.map_mlp(l, pl, f, d[n] * fo, nfc), SetAxis::None, Axis::Rows)
+            b(
+                B2bSelfToOther,
+                POOL_ROWS,
+                SetAxis::None,
+                Axis::None,
+                self.map_mlp(l, pl, f, d[n] * fo, nfc),
+                SetAxis::None,
+                Axis::Rows,
+            )
         } else {
-            b(B2bSelfToOther, POOL_ROWS, SetAxis::None, Axis::None, self.map_mlp(l, pl, f, fo, nfc), SetAxis::None, Axis::None)
+            b(
+                B2bSelfToOther,
+                POOL_ROWS,
+                SetAxis::None,
+                Axis::None,
+                self.map_mlp(l, pl, f, fo, nfc),
+                SetAxis::None,
+                Axis::None,
+            )
         })
     }
 
     /// `BiasToWeightBlock.layers["i_j"]`: `b_i -> W_j`.
-    fn bias_to_weight(&mut self, l: &LayerCfg<'_>, g: &Grids<'_>, i: usize, j: usize) -> Result<Block> {
+    fn bias_to_weight(
+        &mut self,
+        l: &LayerCfg<'_>,
+        g: &Grids<'_>,
+        i: usize,
+        j: usize,
+    ) -> Result<Block> {
         use BlockKind::*;
         let (f, fo, n, nfc) = (l.fin, l.fout, g.n, l.config.n_fc_layers);
         let d = g.dims;
         let pl = format!("{}bias_to_weight.layers.{i}_{j}.layer", l.prefix);
         let (src, dst) = (n + i, j);
-        let b = |kind, pool, set, fold, map, place, unfold| g.block(kind, src, dst, pool, set, fold, map, place, unfold);
+        let b = |kind, pool, set, fold, map, place, unfold| {
+            g.block(kind, src, dst, pool, set, fold, map, place, unfold)
+        };
         Ok(if i == j && i == 0 {
             // SameLayer, is_input_layer: b_0 (over d_1) -> W_0 with d_0 * F' per element.
-            b(B2wSame, NO_POOL, SetAxis::Rows, Axis::None, self.map_set(l, pl, f, d[0] * fo)?, SetAxis::Cols, Axis::Rows)
+            b(
+                B2wSame,
+                NO_POOL,
+                SetAxis::Rows,
+                Axis::None,
+                self.map_set(l, pl, f, d[0] * fo)?,
+                SetAxis::Cols,
+                Axis::Rows,
+            )
         } else if i == j && j == n - 1 {
-            b(B2wSame, NO_POOL, SetAxis::None, Axis::Rows, self.map_mlp(l, pl, d[n] * f, d[n] * fo, nfc), SetAxis::None, Axis::Cols)
+            b(
+                B2wSame,
+                NO_POOL,
+                SetAxis::None,
+                Axis::Rows,
+                self.map_mlp(l, pl, d[n] * f, d[n] * fo, nfc),
+                SetAxis::None,
+                Axis::Cols,
+            )
         } else if i == j {
-            b(B2wSame, NO_POOL, SetAxis::Rows, Axis::None, self.map_set(l, pl, f, fo)?, SetAxis::Cols, Axis::None)
+            b(
+                B2wSame,
+                NO_POOL,
+                SetAxis::Rows,
+                Axis::None,
+                self.map_set(l, pl, f, fo)?,
+                SetAxis::Cols,
+                Axis::None,
+            )
         } else if i + 1 == j && j == n - 1 {
             // SuccessiveLayers, last_dim_is_output.
-            b(B2wSuccessive, NO_POOL, SetAxis::Rows, Axis::None, self.map_set(l, pl, f, d[n] * fo)?, SetAxis::Rows, Axis::Cols)
+            b(
+                B2wSuccessive,
+                NO_POOL,
+                SetAxis::Rows,
+                Axis::None,
+                self.map_set(l, pl, f, d[n] * fo)?,
+                SetAxis::Rows,
+                Axis::Cols,
+            )
         } else if i + 1 == j {
-            b(B2wSuccessive, NO_POOL, SetAxis::Rows, Axis::None, self.map_set(l, pl, f, fo)?, SetAxis::Rows, Axis::None)
+            b(
+                B2wSuccessive,
+                NO_POOL,
+                SetAxis::Rows,
+                Axis::None,
+                self.map_set(l, pl, f, fo)?,
+                SetAxis::Rows,
+                Axis::None,
+            )
         } else {
             // NonNeighborInternalLayer: upstream builds it without n_fc_layers (one linear).
-            let (pool, fold, width) = if i == n - 1 { (NO_POOL, Axis::Rows, d[n] * f) } else { (POOL_ROWS, Axis::None, f) };
-            let (out_w, unfold) = if j == 0 { (d[0] * fo, Axis::Rows) } else { (fo, Axis::None) };
-            b(B2wNonNeighborInternal, pool, SetAxis::None, fold, self.map_mlp(l, pl, width, out_w, 1), SetAxis::None, unfold)
+            let (pool, fold, width) = if i == n - 1 {
+                (NO_POOL, Axis::Rows, d[n] * f)
+            } else {
+                (POOL_ROWS, Axis::None, f)
+            };
+            let (out_w, unfold) = if j == 0 {
+                (d[0] * fo, Axis::Rows)
+            } else {
+                (fo, Axis::None)
+            };
+            b(
+                B2wNonNeighborInternal,
+                pool,
+                SetAxis::None,
+                fold,
+                self.map_mlp(l, pl, width, out_w, 1),
+                SetAxis::None,
+                unfold,
+            )
         })
     }
 
     /// `WeightToBiasBlock.layers["i_j"]`: `W_i -> b_j`.
-    fn weight_to_bias(&mut self, l: &LayerCfg<'_>, g: &Grids<'_>, i: usize, j: usize) -> Result<Block> {
+    fn weight_to_bias(
+        &mut self,
+        l: &LayerCfg<'_>,
+        g: &Grids<'_>,
+        i: usize,
+        j: usize,
+    ) -> Result<Block> {
         use BlockKind::*;
         let (f, fo, n, nfc) = (l.fin, l.fout, g.n, l.config.n_fc_layers);
         let d = g.dims;
         let pl = format!("{}weight_to_bias.layers.{i}_{j}.layer", l.prefix);
         let (src, dst) = (i, n + j);
-        let b = |kind, pool, set, fold, map, place, unfold| g.block(kind, src, dst, pool, set, fold, map, place, unfold);
+        let b = |kind, pool, set, fold, map, place, unfold| {
+            g.block(kind, src, dst, pool, set, fold, map, place, unfold)
+        };
         Ok(if i == j && i == 0 {
             // SameLayer, is_input_layer: the set over d_1 with d_0 folded in.
-            b(W2bSame, NO_POOL, SetAxis::Cols, Axis::Rows, self.map_set(l, pl, d[0] * f, fo)?, SetAxis::Rows, Axis::None)
+            b(
+                W2bSame,
+                NO_POOL,
+                SetAxis::Cols,
+                Axis::Rows,
+                self.map_set(l, pl, d[0] * f, fo)?,
+                SetAxis::Rows,
+                Axis::None,
+            )
         } else if i == j && j == n - 1 {
-            b(W2bSame, POOL_ROWS, SetAxis::None, Axis::Cols, self.map_mlp(l, pl, d[n] * f, d[n] * fo, nfc), SetAxis::None, Axis::Rows)
+            b(
+                W2bSame,
+                POOL_ROWS,
+                SetAxis::None,
+                Axis::Cols,
+                self.map_mlp(l, pl, d[n] * f, d[n] * fo, nfc),
+                SetAxis::None,
+                Axis::Rows,
+            )
         } else if i == j {
-            b(W2bSame, POOL_ROWS, SetAxis::Cols, Axis::None, self.map_set(l, pl, f, fo)?, SetAxis::Rows, Axis::None)
+            b(
+                W2bSame,
+                POOL_ROWS,
+                SetAxis::Cols,
+                Axis::None,
+                self.map_set(l, pl, f, fo)?,
+                SetAxis::Rows,
+                Axis::None,
+            )
         } else if i == j + 1 && i == n - 1 {
             // SuccessiveLayers, first_dim_is_output: the set over d_{L-1} with d_L folded in.
-            b(W2bSuccessive, NO_POOL, SetAxis::Rows, Axis::Cols, self.map_set(l, pl, d[n] * f, fo)?, SetAxis::Rows, Axis::None)
+            b(
+                W2bSuccessive,
+                NO_POOL,
+                SetAxis::Rows,
+                Axis::Cols,
+                self.map_set(l, pl, d[n] * f, fo)?,
+                SetAxis::Rows,
+                Axis::None,
+            )
         } else if i == j + 1 {
-            b(W2bSuccessive, POOL_COLS, SetAxis::Rows, Axis::None, self.map_set(l, pl, f, fo)?, SetAxis::Rows, Axis::None)
+            b(
+                W2bSuccessive,
+                POOL_COLS,
+                SetAxis::Rows,
+                Axis::None,
+                self.map_set(l, pl, f, fo)?,
+                SetAxis::Rows,
+                Axis::None,
+            )
         } else {
             // NonNeighborInternalLayer: one linear regardless of n_fc_layers.
             let (pool, fold, width) = if i == 0 {
@@ -498,16 +895,40 @@ impl Builder<'_> {
             } else {
                 (POOL_BOTH, Axis::None, f)
             };
-            let (out_w, unfold) = if j == n - 1 && i != n - 1 { (d[n] * fo, Axis::Rows) } else { (fo, Axis::None) };
-            b(W2bNonNeighborInternal, pool, SetAxis::None, fold, self.map_mlp(l, pl, width, out_w, 1), SetAxis::None, unfold)
+            let (out_w, unfold) = if j == n - 1 && i != n - 1 {
+                (d[n] * fo, Axis::Rows)
+            } else {
+                (fo, Axis::None)
+            };
+            b(
+                W2bNonNeighborInternal,
+                pool,
+                SetAxis::None,
+                fold,
+                self.map_mlp(l, pl, width, out_w, 1),
+                SetAxis::None,
+                unfold,
+            )
         })
     }
 }
 
-const NO_POOL: Pool = Pool { rows: false, cols: false };
-const POOL_ROWS: Pool = Pool { rows: true, cols: false };
-const POOL_COLS: Pool = Pool { rows: false, cols: true };
-const POOL_BOTH: Pool = Pool { rows: true, cols: true };
+const NO_POOL: Pool = Pool {
+    rows: false,
+    cols: false,
+};
+const POOL_ROWS: Pool = Pool {
+    rows: true,
+    cols: false,
+};
+const POOL_COLS: Pool = Pool {
+    rows: false,
+    cols: true,
+};
+const POOL_BOTH: Pool = Pool {
+    rows: true,
+    cols: true,
+};
 
 /// The grids of one layer (with `W_0`'s rows down-sampled where that applies).
 struct Grids<'d> {
@@ -530,6 +951,17 @@ impl Grids<'_> {
         place: SetAxis,
         unfold: Axis,
     ) -> Block {
-        Block { kind, src: src as u8, dst: dst as u8, pool, set_axis, fold, map, place, unfold, scale: self.scale }
+        Block {
+            kind,
+            src: src as u8,
+            dst: dst as u8,
+            pool,
+            set_axis,
+            fold,
+            map,
+            place,
+            unfold,
+            scale: self.scale,
+        }
     }
 }

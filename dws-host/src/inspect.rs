@@ -16,7 +16,13 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
         Output::WeightSpace { features } => format!("DWSModel, {features} output features"),
     };
     let _ = writeln!(s, "model:            {kind}");
-    let _ = writeln!(s, "input network:    dims {} ({} weight matrices), {} input feature(s)", dims.join("-"), dims.len() - 1, spec.input_features);
+    let _ = writeln!(
+        s,
+        "input network:    dims {} ({} weight matrices), {} input feature(s)",
+        dims.join("-"),
+        dims.len() - 1,
+        spec.input_features
+    );
     let _ = writeln!(s, "precision:        f32");
     let mut layer = 0;
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -30,12 +36,21 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
     for op in model.ops() {
         match op? {
             Op::Normalize { .. } => {
-                let _ = writeln!(s, "  normalize        input statistics (mean/std per element)");
+                let _ = writeln!(
+                    s,
+                    "  normalize        input statistics (mean/std per element)"
+                );
             }
             Op::Dws(l) => {
                 describe(&mut kinds, &mut s);
-                let rs = l.resample.as_ref().map_or(String::new(), |r| format!(", W_0 down-sampled to {} rows", r.rows));
-                let _ = writeln!(s, "  dws layer {layer:<6} {} -> {} features, {} blocks, reduction {:?}{rs}", l.fin, l.fout, l.blocks, l.reduction);
+                let rs = l.resample.as_ref().map_or(String::new(), |r| {
+                    format!(", W_0 down-sampled to {} rows", r.rows)
+                });
+                let _ = writeln!(
+                    s,
+                    "  dws layer {layer:<6} {} -> {} features, {} blocks, reduction {:?}{rs}",
+                    l.fin, l.fout, l.blocks, l.reduction
+                );
                 layer += 1;
             }
             Op::Block(b) => {
@@ -60,16 +75,40 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
             }
             Op::Head(h) => {
                 describe(&mut kinds, &mut s);
-                let widths: Vec<String> = h.mlp.layers.iter().map(|l| format!("{}->{}", l.fin, l.fout)).collect();
-                let _ = writeln!(s, "  invariant head   reduction {:?}, mlp {}", h.reduction, widths.join(", "));
+                let widths: Vec<String> = h
+                    .mlp
+                    .layers
+                    .iter()
+                    .map(|l| format!("{}->{}", l.fin, l.fout))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  invariant head   reduction {:?}, mlp {}",
+                    h.reduction,
+                    widths.join(", ")
+                );
             }
         }
     }
     describe(&mut kinds, &mut s);
     let _ = writeln!(s, "parameters:       {}", model.params().len());
     let _ = writeln!(s, "blob bytes:       {blob_bytes}");
-    let _ = writeln!(s, "scratch bytes:    {} ({} f32)", lay.scratch_len() * 4, lay.scratch_len());
-    let _ = writeln!(s, "input / output:   {} / {} f32", lay.input_len, lay.output_len);
-    let _ = writeln!(s, "flops per input:  {} ({:.2} MFLOP)", 2 * lay.macs, 2.0 * lay.macs as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "scratch bytes:    {} ({} f32)",
+        lay.scratch_len() * 4,
+        lay.scratch_len()
+    );
+    let _ = writeln!(
+        s,
+        "input / output:   {} / {} f32",
+        lay.input_len, lay.output_len
+    );
+    let _ = writeln!(
+        s,
+        "flops per input:  {} ({:.2} MFLOP)",
+        2 * lay.macs,
+        2.0 * lay.macs as f64 / 1e6
+    );
     Ok(s)
 }

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "dws", version, about = "Run trained DWSNets (AvivNavon/DWSNets) anywhere")]
+#[command(
+    name = "dws",
+    version,
+    about = "Run trained DWSNets (AvivNavon/DWSNets) anywhere"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,16 +64,27 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Convert { checkpoint, config, statistics, output } => {
+        Command::Convert {
+            checkpoint,
+            config,
+            statistics,
+            output,
+        } => {
             let cfg = Config::load(&config)?;
             let sd = tensors::read_checkpoint(&checkpoint)?;
-            let stats = statistics.as_deref().map(tensors::read_checkpoint).transpose()?;
+            let stats = statistics
+                .as_deref()
+                .map(tensors::read_checkpoint)
+                .transpose()?;
             let plan = convert::convert(&cfg, &sd, stats.as_ref())
                 .with_context(|| format!("converting {}", checkpoint.display()))?;
             let bytes = encode(&plan)?;
             let blob = AlignedBlob::from_bytes(&bytes);
-            let model = blob.model().context("the converted model failed validation")?;
-            std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+            let model = blob
+                .model()
+                .context("the converted model failed validation")?;
+            std::fs::write(&output, &bytes)
+                .with_context(|| format!("writing {}", output.display()))?;
             println!(
                 "wrote {} ({} bytes, {} parameters, {} ops)",
                 output.display(),
@@ -78,18 +93,33 @@ fn run(cli: Cli) -> Result<()> {
                 plan.ops.len()
             );
         }
-        Command::Run { model, inputs, output, threads } => {
+        Command::Run {
+            model,
+            inputs,
+            output,
+            threads,
+        } => {
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             let tensors = tensors::read_safetensors(&inputs)?;
             let (batch, data) = weight_space::flatten_inputs(&m, &tensors)
                 .with_context(|| format!("in inputs {}", inputs.display()))?;
             let start = Instant::now();
-            let out = runner::run_batch(&m, &data, batch, threads.unwrap_or_else(runner::default_threads))?;
+            let out = runner::run_batch(
+                &m,
+                &data,
+                batch,
+                threads.unwrap_or_else(runner::default_threads),
+            )?;
             let secs = start.elapsed().as_secs_f64();
             let named = weight_space::unflatten_outputs(&m, batch, &out)?;
             tensors::write_safetensors(&output, &named)?;
-            eprintln!("ran {batch} inputs in {:.3} s ({:.0} inputs/s) -> {}", secs, batch as f64 / secs.max(1e-9), output.display());
+            eprintln!(
+                "ran {batch} inputs in {:.3} s ({:.0} inputs/s) -> {}",
+                secs,
+                batch as f64 / secs.max(1e-9),
+                output.display()
+            );
         }
         Command::Inspect { model } => {
             let blob = AlignedBlob::read(&model)?;

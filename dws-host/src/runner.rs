@@ -9,10 +9,18 @@ pub fn default_threads() -> usize {
 }
 
 /// Runs `batch` inputs (`[batch, input_len]`) and returns `[batch, output_len]`.
-pub fn run_batch(model: &Model<'_>, inputs: &[f32], batch: usize, threads: usize) -> Result<Vec<f32>> {
+pub fn run_batch(
+    model: &Model<'_>,
+    inputs: &[f32],
+    batch: usize,
+    threads: usize,
+) -> Result<Vec<f32>> {
     let (ilen, olen) = (model.input_len(), model.output_len());
     if inputs.len() != batch * ilen {
-        return Err(anyhow!("inputs hold {} values, expected {batch} x {ilen}", inputs.len()));
+        return Err(anyhow!(
+            "inputs hold {} values, expected {batch} x {ilen}",
+            inputs.len()
+        ));
     }
     let mut out = vec![0f32; batch * olen];
     if batch == 0 {
@@ -34,7 +42,9 @@ pub fn run_batch(model: &Model<'_>, inputs: &[f32], batch: usize, threads: usize
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().map_err(|_| anyhow!("worker thread panicked"))?)
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().map_err(|_| anyhow!("worker thread panicked"))?)
     })?;
     Ok(out)
 }

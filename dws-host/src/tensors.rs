@@ -131,7 +131,10 @@ fn read_torch(path: &Path, is_zip: bool) -> Result<TensorMap> {
         };
         // The reader's Display already includes its source, so flatten it into one message
         // rather than chaining it (which would print the cause twice with `{:#}`).
-        anyhow!("{}: cannot read PyTorch checkpoint: {what}: {e}", path.display())
+        anyhow!(
+            "{}: cannot read PyTorch checkpoint: {what}: {e}",
+            path.display()
+        )
     })?;
     let mut out = TensorMap::new();
     for (name, t) in reader.into_tensors() {
@@ -230,8 +233,7 @@ fn convert_torch_tensor(t: &pytorch_reader::Tensor) -> Result<Tensor> {
 
 /// Reads every tensor of a safetensors file as f32 (f16/bf16/f64/ints converted).
 pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         anyhow!("{e:?}").context(format!(
             "{}: not a valid safetensors file (truncated or corrupt header/data)",
@@ -279,13 +281,10 @@ pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<()> {
     }
     let mut views = Vec::with_capacity(buffers.len());
     for (name, shape, bytes) in &buffers {
-        let view = safetensors::tensor::TensorView::new(
-            safetensors::Dtype::F32,
-            shape.to_vec(),
-            bytes,
-        )
-        .map_err(|e| anyhow!("{e:?}"))
-        .with_context(|| format!("{}: tensor '{name}'", path.display()))?;
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), bytes)
+                .map_err(|e| anyhow!("{e:?}"))
+                .with_context(|| format!("{}: tensor '{name}'", path.display()))?;
         views.push((*name, view));
     }
     safetensors::serialize_to_file(views, &None, path)
@@ -313,21 +312,37 @@ fn decode(elem: Elem, bytes: &[u8], little_endian: bool) -> Result<Vec<f32>> {
     let le = little_endian;
     let chunks = bytes.chunks_exact(size);
     let out: Vec<f32> = match elem {
-        Elem::F64 => chunks.map(|c| f64::from_le_bytes(arr(c, le)) as f32).collect(),
+        Elem::F64 => chunks
+            .map(|c| f64::from_le_bytes(arr(c, le)) as f32)
+            .collect(),
         Elem::F32 => chunks.map(|c| f32::from_le_bytes(arr(c, le))).collect(),
-        Elem::F16 => chunks.map(|c| f16_to_f32(u16::from_le_bytes(arr(c, le)))).collect(),
+        Elem::F16 => chunks
+            .map(|c| f16_to_f32(u16::from_le_bytes(arr(c, le))))
+            .collect(),
         Elem::BF16 => chunks
             .map(|c| f32::from_bits(u32::from(u16::from_le_bytes(arr(c, le))) << 16))
             .collect(),
         Elem::F8E5M2 => chunks.map(|c| f16_to_f32(u16::from(c[0]) << 8)).collect(),
         Elem::F8E4M3 => chunks.map(|c| f8e4m3fn_to_f32(c[0])).collect(),
-        Elem::I64 => chunks.map(|c| i64::from_le_bytes(arr(c, le)) as f32).collect(),
-        Elem::I32 => chunks.map(|c| i32::from_le_bytes(arr(c, le)) as f32).collect(),
-        Elem::I16 => chunks.map(|c| f32::from(i16::from_le_bytes(arr(c, le)))).collect(),
+        Elem::I64 => chunks
+            .map(|c| i64::from_le_bytes(arr(c, le)) as f32)
+            .collect(),
+        Elem::I32 => chunks
+            .map(|c| i32::from_le_bytes(arr(c, le)) as f32)
+            .collect(),
+        Elem::I16 => chunks
+            .map(|c| f32::from(i16::from_le_bytes(arr(c, le))))
+            .collect(),
         Elem::I8 => chunks.map(|c| f32::from(c[0] as i8)).collect(),
-        Elem::U64 => chunks.map(|c| u64::from_le_bytes(arr(c, le)) as f32).collect(),
-        Elem::U32 => chunks.map(|c| u32::from_le_bytes(arr(c, le)) as f32).collect(),
-        Elem::U16 => chunks.map(|c| f32::from(u16::from_le_bytes(arr(c, le)))).collect(),
+        Elem::U64 => chunks
+            .map(|c| u64::from_le_bytes(arr(c, le)) as f32)
+            .collect(),
+        Elem::U32 => chunks
+            .map(|c| u32::from_le_bytes(arr(c, le)) as f32)
+            .collect(),
+        Elem::U16 => chunks
+            .map(|c| f32::from(u16::from_le_bytes(arr(c, le))))
+            .collect(),
         Elem::U8 => chunks.map(|c| f32::from(c[0])).collect(),
         Elem::Bool => chunks.map(|c| if c[0] != 0 { 1.0 } else { 0.0 }).collect(),
     };
@@ -389,7 +404,10 @@ mod tests {
         assert!(Tensor::new(vec![usize::MAX, 2], vec![]).is_err());
         let s = Tensor::new(vec![], vec![7.0]).map(|t| t.numel());
         assert_eq!(s.ok(), Some(1));
-        assert_eq!(Tensor::new(vec![0, 4], vec![]).map(|t| t.numel()).ok(), Some(0));
+        assert_eq!(
+            Tensor::new(vec![0, 4], vec![]).map(|t| t.numel()).ok(),
+            Some(0)
+        );
     }
 
     #[test]
@@ -422,14 +440,20 @@ mod tests {
         be.reverse();
         assert_eq!(decode(Elem::F64, &be, false).ok(), Some(vec![2.5]));
         assert!(decode(Elem::F32, &[0u8; 5], true).is_err());
-        assert_eq!(decode(Elem::Bool, &[0, 1, 2], true).ok(), Some(vec![0.0, 1.0, 1.0]));
+        assert_eq!(
+            decode(Elem::Bool, &[0, 1, 2], true).ok(),
+            Some(vec![0.0, 1.0, 1.0])
+        );
     }
 
     #[test]
     fn safetensors_roundtrip() -> Result<()> {
         let p = tmp("roundtrip.safetensors");
         let mut m = TensorMap::new();
-        m.insert("b".into(), Tensor::new(vec![2, 2], vec![1.0, -2.0, 3.5, f32::MIN_POSITIVE])?);
+        m.insert(
+            "b".into(),
+            Tensor::new(vec![2, 2], vec![1.0, -2.0, 3.5, f32::MIN_POSITIVE])?,
+        );
         m.insert("a".into(), Tensor::new(vec![], vec![42.0])?);
         m.insert("empty".into(), Tensor::new(vec![0, 3], vec![])?);
         write_safetensors(&p, &m)?;
@@ -446,7 +470,13 @@ mod tests {
     fn write_rejects_inconsistent_tensor() {
         let p = tmp("bad.safetensors");
         let mut m = TensorMap::new();
-        m.insert("x".into(), Tensor { shape: vec![3], data: vec![1.0] });
+        m.insert(
+            "x".into(),
+            Tensor {
+                shape: vec![3],
+                data: vec![1.0],
+            },
+        );
         assert!(write_safetensors(&p, &m).is_err());
     }
 
@@ -454,29 +484,51 @@ mod tests {
     fn bad_files_error_with_path() -> Result<()> {
         let junk = tmp("junk.pt");
         std::fs::write(&junk, b"hello, this is not a checkpoint at all")?;
-        let e = format!("{:#}", read_checkpoint(&junk).err().ok_or_else(|| anyhow!("ok?"))?);
+        let e = format!(
+            "{:#}",
+            read_checkpoint(&junk).err().ok_or_else(|| anyhow!("ok?"))?
+        );
         assert!(e.contains("junk.pt"), "{e}");
         assert!(e.contains("not a zip-format"), "{e}");
 
         let empty = tmp("empty.pt");
         std::fs::write(&empty, b"")?;
-        let e = format!("{:#}", read_checkpoint(&empty).err().ok_or_else(|| anyhow!("ok?"))?);
+        let e = format!(
+            "{:#}",
+            read_checkpoint(&empty)
+                .err()
+                .ok_or_else(|| anyhow!("ok?"))?
+        );
         assert!(e.contains("empty.pt") && e.contains("empty"), "{e}");
 
         let zip = tmp("trunc.pt");
         std::fs::write(&zip, b"PK\x03\x04garbage garbage garbage")?;
-        let e = format!("{:#}", read_checkpoint(&zip).err().ok_or_else(|| anyhow!("ok?"))?);
+        let e = format!(
+            "{:#}",
+            read_checkpoint(&zip).err().ok_or_else(|| anyhow!("ok?"))?
+        );
         assert!(e.contains("trunc.pt") && e.contains("zip"), "{e}");
 
         let st = tmp("trunc.safetensors");
         let mut bytes = 200u64.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"{\"x\":");
         std::fs::write(&st, &bytes)?;
-        let e = format!("{:#}", read_checkpoint(&st).err().ok_or_else(|| anyhow!("ok?"))?);
-        assert!(e.contains("trunc.safetensors") && e.contains("safetensors"), "{e}");
+        let e = format!(
+            "{:#}",
+            read_checkpoint(&st).err().ok_or_else(|| anyhow!("ok?"))?
+        );
+        assert!(
+            e.contains("trunc.safetensors") && e.contains("safetensors"),
+            "{e}"
+        );
 
         let missing = tmp("does-not-exist.pt");
-        let e = format!("{:#}", read_checkpoint(&missing).err().ok_or_else(|| anyhow!("ok?"))?);
+        let e = format!(
+            "{:#}",
+            read_checkpoint(&missing)
+                .err()
+                .ok_or_else(|| anyhow!("ok?"))?
+        );
         assert!(e.contains("does-not-exist.pt"), "{e}");
         Ok(())
     }

@@ -11,7 +11,9 @@ use dws_core::Model;
 pub fn tensor_shapes(dims: &[u32], f: usize) -> Vec<(String, Vec<usize>)> {
     let l = dims.len() - 1;
     let d = |i: usize| dims[i] as usize;
-    let mut out: Vec<_> = (0..l).map(|i| (format!("weights.{i}"), vec![d(i), d(i + 1), f])).collect();
+    let mut out: Vec<_> = (0..l)
+        .map(|i| (format!("weights.{i}"), vec![d(i), d(i + 1), f]))
+        .collect();
     out.extend((0..l).map(|i| (format!("biases.{i}"), vec![d(i + 1), f])));
     out
 }
@@ -23,14 +25,24 @@ pub fn flatten_inputs(model: &Model<'_>, tensors: &TensorMap) -> Result<(usize, 
     let mut batch = None;
     for (name, shape) in &shapes {
         let Some(t) = tensors.get(name) else {
-            bail!("input tensor `{name}` is missing (expected shape [B, {}])", join(shape));
+            bail!(
+                "input tensor `{name}` is missing (expected shape [B, {}])",
+                join(shape)
+            );
         };
         if t.shape.len() != shape.len() + 1 || t.shape[1..] != shape[..] {
-            bail!("input tensor `{name}` has shape {:?}, expected [B, {}]", t.shape, join(shape));
+            bail!(
+                "input tensor `{name}` has shape {:?}, expected [B, {}]",
+                t.shape,
+                join(shape)
+            );
         }
         match batch {
             None => batch = Some(t.shape[0]),
-            Some(b) if b != t.shape[0] => bail!("input tensor `{name}` has batch size {}, others have {b}", t.shape[0]),
+            Some(b) if b != t.shape[0] => bail!(
+                "input tensor `{name}` has batch size {}, others have {b}",
+                t.shape[0]
+            ),
             _ => {}
         }
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
@@ -63,7 +75,10 @@ pub fn unflatten_outputs(model: &Model<'_>, batch: usize, data: &[f32]) -> Resul
     let mut out = TensorMap::new();
     match model.spec().output {
         Output::Logits { classes } => {
-            out.insert("logits".into(), Tensor::new(vec![batch, classes as usize], data.to_vec())?);
+            out.insert(
+                "logits".into(),
+                Tensor::new(vec![batch, classes as usize], data.to_vec())?,
+            );
         }
         Output::WeightSpace { features } => {
             let mut at = 0;
@@ -84,5 +99,8 @@ pub fn unflatten_outputs(model: &Model<'_>, batch: usize, data: &[f32]) -> Resul
 }
 
 fn join(s: &[usize]) -> String {
-    s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+    s.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -17,10 +17,15 @@ inputs.safetensors, expected.safetensors}`` plus ``<out>/MANIFEST.json``.
 See tests/reference/README.md for the format.
 
 Everything is deterministic: each case seeds ``torch.manual_seed`` with its own
-seed (crc32 of its name, so independent of case order) before building the model, re-initialising parameters and drawing inputs.
-Parameters are re-initialised (upstream's default init_scale=1e-4 would make
-outputs ~0) so that every path, including BatchNorm running statistics, is
-really exercised. Outputs are computed with ``model.eval()`` under
+seed (crc32 of its name, so independent of case order) before building the
+model, re-initialising parameters and drawing inputs; running it twice gives
+byte-identical files. Parameters are re-initialised (upstream's default
+init_scale=1e-4 would make outputs ~0): Linear weight ~ N(0, 1/fan_in), bias ~
+U(-0.2, 0.2), Attn.query ~ N(0, 1), BatchNorm1d weight ~ U(0.5, 1.5), bias ~
+0.2 N(0, 1), running_mean ~ 0.3 N(0, 1), running_var ~ U(0.5, 2). Then a
+data-dependent scalar gain per equivariant layer (and head) multiplies that
+stage's Linear weights so its output RMS on the fixture inputs is ~1 (see
+``calibrate``), so outputs stay O(1) and input-dependent at every depth. Outputs are computed with ``model.eval()`` under
 ``torch.no_grad()``. ``dropout_rate`` is always 0.0 because upstream's
 ``Dropout`` calls ``F.dropout`` without ``training=`` and is thus active even
 in eval mode.
@@ -37,9 +42,10 @@ import zlib
 import torch
 from torch import nn
 
+# Upstream constructor defaults (input_features and hidden_dim have none upstream:
+# every case must set them).
+REQUIRED = ("input_features", "hidden_dim")
 DEFAULTS_COMMON = dict(
-    input_features=1,
-    hidden_dim=8,
     n_hidden=2,
     reduction="max",
     bias=True,
@@ -120,8 +126,8 @@ CASES = [
          input_features=2, output_features=2, hidden_dim=6, n_hidden=1, reduction="sum",
          set_layer="ds", bias=False, n_fc_layers=2),
     case("clf_nobias_sab", CLF, [2, 4, 4, 3],
-         "Classifier, bias=False in the equivariant layers (head keeps bias), sab (2 heads), max",
-         input_features=1, hidden_dim=8, n_hidden=1, reduction="max", set_layer="sab",
+         "Classifier, bias=False in the equivariant layers (head keeps bias), sab (2 heads), max, n_hidden=0",
+         input_features=1, hidden_dim=8, n_hidden=0, reduction="max", set_layer="sab",
          num_heads=2, bias=False, n_classes=3),
     case("dws_downsample_ds", DWS, [6, 4, 5, 2],
          "DWSModel, input_dim_downsample 6->3 (DownSampleDWSLayer, attn set layers), ds, mean",
@@ -147,7 +153,7 @@ CASES = [
          "DWSModel, bn=True with non-trivial running stats, F_in=3, ds, max, 2 hidden layers (2 BN blocks)",
          input_features=3, output_features=2, hidden_dim=6, n_hidden=2, reduction="max",
          set_layer="ds", bn=True),
-    case("clf_sab_heads4_mean", CLF, [2, 4, 3, 2],
+    case("clf_sab_heads4_mean", CLF, [2, 3, 3, 2],
          "Classifier, sab with num_heads=4 and hidden 12, mean reduction",
          input_features=1, hidden_dim=12, n_hidden=1, reduction="mean", set_layer="sab",
          num_heads=4, n_classes=5),
@@ -168,7 +174,8 @@ ALL_KEYS_ORDER = [
 
 def full_config(c):
     ws, bs = shapes_of(c["widths"])
-    cfg = dict(DEFAULTS_COMMON)
+    assert all(k in c["kwargs"] for k in REQUIRED), c["name"]
+    cfg = dict(DEFAULTS_COMMON, **{k: None for k in REQUIRED})
     cfg.update(DEFAULTS_DWS if c["model"] == DWS else DEFAULTS_CLF)
     unknown = set(c["kwargs"]) - set(cfg)
     assert not unknown, f"{c['name']}: unknown keys {unknown}"

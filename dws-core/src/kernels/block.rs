@@ -56,7 +56,14 @@ pub fn pooled(size: usize, pool: bool) -> usize {
 }
 
 /// Which source index (or all, when pooled) feeds row `i`, fold position `j`.
-fn source_range(b: &Block, rows_axis: bool, size: usize, other: usize, i: usize, j: usize) -> (usize, usize) {
+fn source_range(
+    b: &Block,
+    rows_axis: bool,
+    size: usize,
+    other: usize,
+    i: usize,
+    j: usize,
+) -> (usize, usize) {
     let (pool, axis, set_here) = if rows_axis {
         (b.pool.rows, Axis::Rows, SetAxis::Rows)
     } else {

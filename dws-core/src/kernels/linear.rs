@@ -38,7 +38,10 @@ pub fn mlp_tmp_len(m: &Mlp, rows: usize) -> usize {
 
 /// Multiply-adds of an MLP over `rows` rows.
 pub fn mlp_macs(m: &Mlp, rows: usize) -> u64 {
-    m.layers.iter().map(|l| rows as u64 * l.fin as u64 * l.fout as u64).sum()
+    m.layers
+        .iter()
+        .map(|l| rows as u64 * l.fin as u64 * l.fout as u64)
+        .sum()
 }
 
 /// Applies the MLP to every row: `x` is `[rows, fin]`, `y` is `[rows, fout]`,
@@ -56,7 +59,11 @@ pub fn mlp_rows(m: &Mlp, p: Params<'_>, x: &[f32], rows: usize, y: &mut [f32], t
             (false, false) => linear_rows(l, p, y, rows, tmp),
         }
         if k + 1 < n {
-            relu(if into_y { &mut y[..len] } else { &mut tmp[..len] });
+            relu(if into_y {
+                &mut y[..len]
+            } else {
+                &mut tmp[..len]
+            });
         }
     }
 }

@@ -3,7 +3,12 @@
 use crate::plan::Reduction;
 
 /// Reduces `count` vectors of width `out.len()` into `out`; `row(i)` yields vector `i`.
-pub fn reduce_into<'a>(red: Reduction, count: usize, out: &mut [f32], row: impl Fn(usize) -> &'a [f32]) {
+pub fn reduce_into<'a>(
+    red: Reduction,
+    count: usize,
+    out: &mut [f32],
+    row: impl Fn(usize) -> &'a [f32],
+) {
     let init = match red {
         Reduction::Max => f32::NEG_INFINITY,
         Reduction::Mean | Reduction::Sum => 0.0,

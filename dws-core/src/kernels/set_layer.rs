@@ -16,7 +16,11 @@ pub fn set_fout(s: &SetLayer) -> usize {
 /// Scratch a set layer needs for `n` rows of width `k`, besides its output.
 pub fn set_tmp_len(s: &SetLayer, n: usize, k: usize) -> usize {
     match s {
-        SetLayer::DeepSets { gamma, lambda, pooling } => {
+        SetLayer::DeepSets {
+            gamma,
+            lambda,
+            pooling,
+        } => {
             let scores = match pooling {
                 SetPooling::Attention { .. } => n,
                 SetPooling::Reduce(_) => 0,
@@ -34,7 +38,13 @@ pub fn set_tmp_len(s: &SetLayer, n: usize, k: usize) -> usize {
 pub fn set_macs(s: &SetLayer, n: usize) -> u64 {
     match s {
         SetLayer::DeepSets { gamma, lambda, .. } => mlp_macs(gamma, n) + mlp_macs(lambda, 1),
-        SetLayer::Attention { fc_q, fc_k, fc_v, fc_o, .. } => {
+        SetLayer::Attention {
+            fc_q,
+            fc_k,
+            fc_v,
+            fc_o,
+            ..
+        } => {
             let n = n as u64;
             let proj = |l: &crate::plan::Linear| n * l.fin as u64 * l.fout as u64;
             proj(fc_q) + proj(fc_k) + proj(fc_v) + proj(fc_o) + 2 * n * n * fc_o.fout as u64
@@ -43,9 +53,21 @@ pub fn set_macs(s: &SetLayer, n: usize) -> u64 {
 }
 
 /// Applies a set layer to the `n` rows of `x` (`[n, k]`), writing `y` (`[n, set_fout]`).
-pub fn set_layer(s: &SetLayer, p: Params<'_>, x: &[f32], n: usize, k: usize, y: &mut [f32], tmp: &mut [f32]) {
+pub fn set_layer(
+    s: &SetLayer,
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+    tmp: &mut [f32],
+) {
     match s {
-        SetLayer::DeepSets { gamma, lambda, pooling } => {
+        SetLayer::DeepSets {
+            gamma,
+            lambda,
+            pooling,
+        } => {
             let (gamma_tmp, rest) = tmp.split_at_mut(mlp_tmp_len(gamma, n));
             let (pooled, rest) = rest.split_at_mut(k);
             let kout = mlp_fout(lambda);
@@ -53,7 +75,9 @@ pub fn set_layer(s: &SetLayer, p: Params<'_>, x: &[f32], n: usize, k: usize, y: 
             let (lam_tmp, rest) = rest.split_at_mut(mlp_tmp_len(lambda, 1));
             match pooling {
                 SetPooling::Reduce(red) => reduce_into(*red, n, pooled, |i| &x[i * k..(i + 1) * k]),
-                SetPooling::Attention { query } => attention_pool(p.get(*query), x, k, pooled, &mut rest[..n]),
+                SetPooling::Attention { query } => {
+                    attention_pool(p.get(*query), x, k, pooled, &mut rest[..n])
+                }
             }
             mlp_rows(lambda, p, pooled, 1, lam, lam_tmp);
             mlp_rows(gamma, p, x, n, y, gamma_tmp);
@@ -61,7 +85,13 @@ pub fn set_layer(s: &SetLayer, p: Params<'_>, x: &[f32], n: usize, k: usize, y: 
                 row.iter_mut().zip(lam.iter()).for_each(|(v, l)| *v -= l);
             }
         }
-        SetLayer::Attention { heads, fc_q, fc_k, fc_v, fc_o } => {
+        SetLayer::Attention {
+            heads,
+            fc_q,
+            fc_k,
+            fc_v,
+            fc_o,
+        } => {
             let dv = fc_o.fout as usize;
             let (q, rest) = tmp.split_at_mut(n * dv);
             let (kk, rest) = rest.split_at_mut(n * dv);
@@ -104,11 +134,17 @@ pub fn set_layer(s: &SetLayer, p: Params<'_>, x: &[f32], n: usize, k: usize, y: 
 /// Attention pooling (upstream `Attn`): `out = sum_n softmax_n(x_n . query) x_n`.
 fn attention_pool(query: &[f32], x: &[f32], k: usize, out: &mut [f32], scores: &mut [f32]) {
     for (i, s) in scores.iter_mut().enumerate() {
-        *s = x[i * k..(i + 1) * k].iter().zip(query).map(|(a, b)| a * b).sum();
+        *s = x[i * k..(i + 1) * k]
+            .iter()
+            .zip(query)
+            .map(|(a, b)| a * b)
+            .sum();
     }
     softmax(scores);
     out.fill(0.0);
     for (i, a) in scores.iter().enumerate() {
-        out.iter_mut().zip(&x[i * k..(i + 1) * k]).for_each(|(o, v)| *o += a * v);
+        out.iter_mut()
+            .zip(&x[i * k..(i + 1) * k])
+            .for_each(|(o, v)| *o += a * v);
     }
 }

@@ -1,0 +1,101 @@
+//! The reference suite over the in-process backends, its negative control,
+//! the permutation properties and the freshness of the committed case files.
+
+use dws_core::plan::{Op, Output};
+use dws_host::blob_io::{decode, encode, AlignedBlob};
+use dws_reference::permute::{HiddenPermutation, SplitMix};
+use dws_reference::{load_all, run_suite, run_suite_with, CoreBackend, HostBackend};
+
+#[test]
+fn core_backend_passes_every_fixture() {
+    let fixtures = load_all().unwrap();
+    assert!(fixtures.len() >= 10);
+    let r = run_suite(&mut CoreBackend, &fixtures);
+    assert_eq!(
+        (r.passed, r.failed),
+        (fixtures.len(), 0),
+        "failures: {:?}",
+        r.failures
+    );
+}
+
+#[test]
+fn host_backend_passes_every_fixture_with_one_and_two_threads() {
+    let fixtures = load_all().unwrap();
+    for threads in [1, 2] {
+        let r = run_suite(&mut HostBackend { threads }, &fixtures);
+        assert_eq!(
+            (r.passed, r.failed),
+            (fixtures.len(), 0),
+            "failures: {:?}",
+            r.failures
+        );
+    }
+}
+
+/// Drops the first block of the first DWS layer: every fixture must then fail.
+#[test]
+fn negative_control_a_broken_block_fails_every_fixture() {
+    let fixtures = load_all().unwrap();
+    let r = run_suite_with(&mut CoreBackend, &fixtures, |_, blob| {
+        let mut plan = decode(blob).unwrap();
+        let first = plan.ops.iter_mut().find_map(|op| match op {
+            Op::Block(b) => Some(b),
+            _ => None,
+        });
+        first.unwrap().scale = 0.0;
+        encode(&plan).unwrap()
+    });
+    assert_eq!((r.passed, r.failed), (0, fixtures.len()));
+}
+
+#[test]
+fn permuting_hidden_neurons_commutes_with_every_fixture() {
+    let mut rng = SplitMix(0x5eed);
+    for f in load_all().unwrap() {
+        let m = f.blob.model().unwrap();
+        let fin = m.spec().input_features as usize;
+        let mut scratch = vec![0f32; m.scratch_len()];
+        let (mut y, mut yp) = (vec![0f32; m.output_len()], vec![0f32; m.output_len()]);
+        for x in f.inputs.chunks(m.input_len()) {
+            for _ in 0..3 {
+                let perm = HiddenPermutation::random(m.dims(), &mut rng);
+                m.run(x, &mut scratch, &mut y).unwrap();
+                m.run(&perm.apply(x, fin), &mut scratch, &mut yp).unwrap();
+                let want = match m.spec().output {
+                    Output::Logits { .. } => y.clone(),
+                    Output::WeightSpace { features } => perm.apply(&y, features as usize),
+                };
+                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (a, b) in yp.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * scale,
+                        "{}: {a} vs {b} (scale {scale})",
+                        f.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Firmware and C embed `model.dws` and `case.bin`: they must match what the
+/// converter produces today (`cargo run -p dws-reference -- write-cases`).
+#[test]
+fn committed_case_files_are_up_to_date() {
+    for f in load_all().unwrap() {
+        let blob = std::fs::read(f.dir.join("model.dws")).unwrap();
+        assert!(
+            blob == f.blob.bytes(),
+            "{}/model.dws is stale: run `cargo run -p dws-reference -- write-cases`",
+            f.name
+        );
+        let case = std::fs::read(f.dir.join("case.bin")).unwrap();
+        assert!(
+            case == f.case,
+            "{}/case.bin is stale: run `cargo run -p dws-reference -- write-cases`",
+            f.name
+        );
+        AlignedBlob::from_bytes(&blob).model().unwrap();
+    }
+}
