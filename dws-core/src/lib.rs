@@ -34,6 +34,7 @@ mod crc;
 mod error;
 pub mod kernels;
 mod model;
+pub mod observe;
 pub mod plan;
 mod shape;
 pub mod validate;

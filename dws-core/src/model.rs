@@ -6,6 +6,7 @@ use crate::kernels::linear::mlp_rows;
 use crate::kernels::reduce::reduce_into;
 use crate::kernels::set_layer::set_layer;
 use crate::kernels::{relu, Params};
+use crate::observe::{NoObserve, Observe, Part, Stage, Tap};
 use crate::plan::{DwsLayer, Head, Linear, Op, SetLayer, Spec};
 use crate::shape::Shape;
 use crate::validate::{block_dims, check_spec, head_width, resample_tmp_len, validate, Layout};
@@ -106,6 +107,18 @@ impl<'a> Model<'a> {
         scratch: &mut [f32],
         output: &'o mut [f32],
     ) -> Result<&'o [f32], Error> {
+        self.run_observed(input, scratch, output, &mut NoObserve)
+    }
+
+    /// [`Model::run`], reporting every value the int8 path quantizes to `obs`
+    /// (see [`crate::observe`]).
+    pub fn run_observed<'o>(
+        &self,
+        input: &[f32],
+        scratch: &mut [f32],
+        output: &'o mut [f32],
+        obs: &mut dyn Observe,
+    ) -> Result<&'o [f32], Error> {
         let lay = &self.layout;
         if input.len() != lay.input_len {
             return Err(Error::InputLength {
@@ -142,9 +155,15 @@ impl<'a> Model<'a> {
         let mut cur = Cur::Input;
         let mut feats = self.spec.input_features as usize;
         let mut ops = self.ops();
+        let mut index = 0u32;
         while let Some(op) = ops.next() {
             let x0: &[f32] = if lay.normalize { x0buf } else { input };
-            match op? {
+            let here = index;
+            index += 1;
+            let mut tap = Tap::new(obs, here, Part::Block);
+            let op = op?;
+            let observe_tensors = matches!(op, Op::Dws(_) | Op::Affine { .. } | Op::InputSkip(_));
+            match op {
                 Op::Normalize { mean, std } => {
                     let (mean, std) = (p.get(mean), p.get(std));
                     for (((o, x), m), s) in x0buf.iter_mut().zip(input).zip(mean).zip(std) {
@@ -157,7 +176,7 @@ impl<'a> Model<'a> {
                         Cur::A => (&*a, &mut *b),
                         Cur::B => (&*b, &mut *a),
                     };
-                    self.dws_layer(&l, &mut ops, src, dst, down, up, tmp)?;
+                    self.dws_layer(&l, &mut ops, &mut index, src, dst, down, up, tmp, &mut tap)?;
                     cur = if cur == Cur::A { Cur::B } else { Cur::A };
                     feats = l.fout as usize;
                 }
@@ -186,8 +205,16 @@ impl<'a> Model<'a> {
                 }
                 Op::Head(h) => {
                     let x = self.current(cur, a, b);
-                    self.head(&h, x, feats, output, tmp);
+                    self.head(&h, x, feats, output, tmp, &mut tap.part(Part::Head));
                     return Ok(output);
+                }
+            }
+            if observe_tensors {
+                let x: &[f32] = if cur == Cur::B { b } else { a };
+                for t in 0..self.shape.tensors() {
+                    let at = self.shape.offset(t, feats);
+                    tap.part(Part::Tensor(t as u8))
+                        .at(Stage::Y, &x[at..at + self.shape.cells(t) * feats]);
                 }
             }
         }
@@ -213,11 +240,13 @@ impl<'a> Model<'a> {
         &self,
         l: &DwsLayer,
         ops: &mut Ops<'a>,
+        index: &mut u32,
         src: &[f32],
         dst: &mut [f32],
         down: &mut [f32],
         up: &mut [f32],
         tmp: &mut [f32],
+        tap: &mut Tap<'_>,
     ) -> Result<(), Error> {
         let p = Params(self.params);
         let (fin, fout) = (l.fin as usize, l.fout as usize);
@@ -227,26 +256,25 @@ impl<'a> Model<'a> {
         let inner = match &l.resample {
             Some(r) => {
                 let ds = r.rows as usize;
+                let skip_out = &mut dst[..d0 * d1 * fout];
+                let w0 = &src[..d0 * d1 * fin];
+                let mut skip_tap = tap.part(Part::Skip);
                 mlp_rows(
                     &r.skip,
                     p,
-                    &src[..d0 * d1 * fin],
+                    w0,
                     d0 * d1,
-                    &mut dst[..d0 * d1 * fout],
+                    skip_out,
                     tmp,
+                    &mut skip_tap,
+                    Stage::Hidden,
                 );
-                down[..ds * d1 * fin].fill(0.0);
-                resample(
-                    &r.down,
-                    p,
-                    &src[..d0 * d1 * fin],
-                    d0,
-                    ds,
-                    d1,
-                    fin,
-                    &mut down[..ds * d1 * fin],
-                    tmp,
-                );
+                skip_tap.at(Stage::Y, skip_out);
+                let d = &mut down[..ds * d1 * fin];
+                d.fill(0.0);
+                let mut down_tap = tap.part(Part::Down);
+                resample(&r.down, p, w0, d0, ds, d1, fin, d, tmp, &mut down_tap);
+                down_tap.at(Stage::Y, d);
                 up[..ds * d1 * fout].fill(0.0);
                 shape.with_w0_rows(ds)
             }
@@ -259,6 +287,8 @@ impl<'a> Model<'a> {
                     "DWS layer has fewer blocks than announced",
                 ));
             };
+            let mut btap = Tap::new(tap.observer(), *index, Part::Block);
+            *index += 1;
             let d = block_dims(&blk, &inner, fin, fout)?;
             let (s, t) = (blk.src as usize, blk.dst as usize);
             let from: &[f32] = if resampled && s == 0 {
@@ -273,26 +303,49 @@ impl<'a> Model<'a> {
                 let at = shape.offset(t, fout);
                 &mut dst[at..at + shape.cells(t) * fout]
             };
-            run_block(&blk, p, l.reduction, &d, fin, fout, from, to, tmp);
+            run_block(
+                &blk,
+                p,
+                l.reduction,
+                &d,
+                fin,
+                fout,
+                from,
+                to,
+                tmp,
+                &mut btap,
+            );
         }
         if let Some(r) = &l.resample {
             let ds = r.rows as usize;
+            let u = &up[..ds * d1 * fout];
+            tap.part(Part::Inner).at(Stage::Y, u);
+            let w0 = &mut dst[..d0 * d1 * fout];
             resample(
                 &r.up,
                 p,
-                &up[..ds * d1 * fout],
+                u,
                 ds,
                 d0,
                 d1,
                 fout,
-                &mut dst[..d0 * d1 * fout],
+                w0,
                 tmp,
+                &mut tap.part(Part::Up),
             );
         }
         Ok(())
     }
 
-    fn head(&self, h: &Head, x: &[f32], f: usize, output: &mut [f32], tmp: &mut [f32]) {
+    fn head(
+        &self,
+        h: &Head,
+        x: &[f32],
+        f: usize,
+        output: &mut [f32],
+        tmp: &mut [f32],
+        tap: &mut Tap<'_>,
+    ) {
         let shape = &self.shape;
         let l = shape.layers();
         let width = head_width(shape, f);
@@ -336,8 +389,18 @@ impl<'a> Model<'a> {
         // The last bias, flattened.
         let last = tensor(2 * l - 1);
         v[pos..pos + last.len()].copy_from_slice(last);
+        tap.at(Stage::X, v);
         let (out_tmp, mlp_tmp) = rest.split_at_mut(output.len());
-        mlp_rows(&h.mlp, Params(self.params), v, 1, out_tmp, mlp_tmp);
+        mlp_rows(
+            &h.mlp,
+            Params(self.params),
+            v,
+            1,
+            out_tmp,
+            mlp_tmp,
+            tap,
+            Stage::Hidden,
+        );
         output.copy_from_slice(&out_tmp[..output.len()]);
     }
 }
@@ -372,6 +435,7 @@ fn resample(
     f: usize,
     out: &mut [f32],
     tmp: &mut [f32],
+    tap: &mut Tap<'_>,
 ) {
     let tmp = &mut tmp[..resample_tmp_len(s, din, dout, d1)];
     let (x, rest) = tmp.split_at_mut(d1 * din);
@@ -382,7 +446,9 @@ fn resample(
                 x[n * din + k] = w0[(k * d1 + n) * f + ch];
             }
         }
-        set_layer(s, p, x, d1, din, y, rest);
+        tap.at(Stage::X, x);
+        set_layer(s, p, x, d1, din, y, rest, tap);
+        tap.at(Stage::Y, y);
         for n in 0..d1 {
             for r in 0..dout {
                 out[(r * d1 + n) * f + ch] += y[n * dout + r];

@@ -4,6 +4,7 @@ use super::linear::{mlp_fout, mlp_macs, mlp_rows, mlp_tmp_len};
 use super::reduce::reduce_into;
 use super::set_layer::{set_fout, set_layer, set_macs, set_tmp_len};
 use super::Params;
+use crate::observe::{Stage, Tap};
 use crate::plan::{Axis, Block, Map, Reduction, SetAxis};
 
 /// The sizes of a block's matrices, derived from its grids.
@@ -148,13 +149,16 @@ pub fn run_block(
     src: &[f32],
     dst: &mut [f32],
     tmp: &mut [f32],
+    tap: &mut Tap<'_>,
 ) {
     let (x, rest) = tmp.split_at_mut(d.n * d.k);
     let (y, rest) = rest.split_at_mut(d.n * d.kout);
     gather(b, red, src, d, fin, x);
+    tap.at(Stage::X, x);
     match &b.map {
-        Map::Mlp(m) => mlp_rows(m, p, x, d.n, y, rest),
-        Map::Set(s) => set_layer(s, p, x, d.n, d.k, y, rest),
+        Map::Mlp(m) => mlp_rows(m, p, x, d.n, y, rest, tap, Stage::Hidden),
+        Map::Set(s) => set_layer(s, p, x, d.n, d.k, y, rest, tap),
     }
+    tap.at(Stage::Y, y);
     scatter(b, y, d, fout, dst);
 }

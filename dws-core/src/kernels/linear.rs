@@ -1,6 +1,7 @@
 //! Linear layers and MLPs applied to every row of a matrix.
 
 use super::{relu, Params};
+use crate::observe::{Stage, Tap};
 use crate::plan::{Linear, Mlp};
 
 /// `y[r] = W x[r] + b` for `rows` rows; `x` is `[rows, fin]`, `y` is `[rows, fout]`.
@@ -46,8 +47,18 @@ pub fn mlp_macs(m: &Mlp, rows: usize) -> u64 {
 
 /// Applies the MLP to every row: `x` is `[rows, fin]`, `y` is `[rows, fout]`,
 /// `tmp` holds [`mlp_tmp_len`] elements. Hidden activations ping-pong between
-/// `y` and `tmp` so that the last layer lands in `y`.
-pub fn mlp_rows(m: &Mlp, p: Params<'_>, x: &[f32], rows: usize, y: &mut [f32], tmp: &mut [f32]) {
+/// `y` and `tmp` so that the last layer lands in `y`. Hidden outputs are
+/// reported to `tap` as `hidden(l)`.
+pub fn mlp_rows(
+    m: &Mlp,
+    p: Params<'_>,
+    x: &[f32],
+    rows: usize,
+    y: &mut [f32],
+    tmp: &mut [f32],
+    tap: &mut Tap<'_>,
+    hidden: fn(u8) -> Stage,
+) {
     let n = m.layers.len();
     for (k, l) in m.layers.iter().enumerate() {
         let len = rows * l.fout as usize;
@@ -59,11 +70,13 @@ pub fn mlp_rows(m: &Mlp, p: Params<'_>, x: &[f32], rows: usize, y: &mut [f32], t
             (false, false) => linear_rows(l, p, y, rows, tmp),
         }
         if k + 1 < n {
-            relu(if into_y {
+            let h = if into_y {
                 &mut y[..len]
             } else {
                 &mut tmp[..len]
-            });
+            };
+            relu(h);
+            tap.at(hidden(k as u8), h);
         }
     }
 }

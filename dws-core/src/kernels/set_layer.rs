@@ -3,6 +3,7 @@
 use super::linear::{linear_rows, mlp_fout, mlp_macs, mlp_rows, mlp_tmp_len};
 use super::reduce::reduce_into;
 use super::{relu, softmax, Params};
+use crate::observe::{Stage, Tap};
 use crate::plan::{SetLayer, SetPooling};
 
 /// Output row width of a set layer.
@@ -61,6 +62,7 @@ pub fn set_layer(
     k: usize,
     y: &mut [f32],
     tmp: &mut [f32],
+    tap: &mut Tap<'_>,
 ) {
     match s {
         SetLayer::DeepSets {
@@ -79,8 +81,9 @@ pub fn set_layer(
                     attention_pool(p.get(*query), x, k, pooled, &mut rest[..n])
                 }
             }
-            mlp_rows(lambda, p, pooled, 1, lam, lam_tmp);
-            mlp_rows(gamma, p, x, n, y, gamma_tmp);
+            tap.at(Stage::Pooled, pooled);
+            mlp_rows(lambda, p, pooled, 1, lam, lam_tmp, tap, Stage::LambdaHidden);
+            mlp_rows(gamma, p, x, n, y, gamma_tmp, tap, Stage::Hidden);
             for row in y[..n * kout].chunks_exact_mut(kout) {
                 row.iter_mut().zip(lam.iter()).for_each(|(v, l)| *v -= l);
             }
@@ -100,6 +103,9 @@ pub fn set_layer(
             linear_rows(fc_q, p, x, n, q);
             linear_rows(fc_k, p, x, n, kk);
             linear_rows(fc_v, p, x, n, v);
+            tap.at(Stage::Q, q);
+            tap.at(Stage::K, kk);
+            tap.at(Stage::V, v);
             let width = dv / *heads as usize;
             let norm = libm::sqrtf(dv as f32);
             for h in 0..*heads as usize {
@@ -121,6 +127,7 @@ pub fn set_layer(
                     }
                 }
             }
+            tap.at(Stage::O, &y[..n * dv]);
             for i in 0..n {
                 let yi = &mut y[i * dv..(i + 1) * dv];
                 linear_rows(fc_o, p, yi, 1, &mut row[..dv]);
