@@ -4,14 +4,15 @@
 //! offset  size  field
 //!      0     4  magic "DWSB"
 //!      4     2  format version (u16 LE)
-//!      6     2  flags (u16 LE, 0 = f32 parameters)
+//!      6     2  flags (u16 LE): 0 = f32 model, 1 = int8 model
 //!      8     4  plan length in bytes (u32 LE)
 //!     12     4  parameter section length in bytes (u32 LE)
 //!     16     4  CRC-32 of every byte from offset 32 to the end (u32 LE)
 //!     20    12  reserved, zero
 //!     32     .  plan: postcard `Spec`, then `Spec::ops` postcard `Op` records
 //!      .     .  zero padding up to a multiple of 16
-//!      .     .  parameters: little-endian f32
+//!      .     .  parameters: little-endian f32 (f32 models), or int8
+//!               weights with i32/f32 arrays at 4-aligned offsets (int8 models)
 //! ```
 //! The parameter section starts 16-byte aligned relative to the blob, so a blob
 //! stored at an aligned address (`include_bytes!` into an aligned static, a file
@@ -29,9 +30,30 @@ pub const HEADER_LEN: usize = 32;
 /// Alignment of the parameter section relative to the blob start.
 pub const PARAM_ALIGN: usize = 16;
 
+/// The arithmetic a model blob is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Precision {
+    /// f32 parameters and activations.
+    F32,
+    /// int8 weights and activations, int32 accumulation (see `docs/int8.md`).
+    Int8,
+}
+
+impl Precision {
+    /// The header flags of this precision.
+    pub fn flags(self) -> u16 {
+        match self {
+            Precision::F32 => 0,
+            Precision::Int8 => 1,
+        }
+    }
+}
+
 /// A blob whose container has been checked: magic, version, lengths and checksum.
 #[derive(Debug, Clone, Copy)]
 pub struct BlobView<'a> {
+    precision: Precision,
     plan: &'a [u8],
     params: &'a [u8],
 }
@@ -66,9 +88,11 @@ impl<'a> BlobView<'a> {
         if version != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion(version));
         }
-        if read_u16(bytes, 6) != 0 {
-            return Err(Error::WrongPrecision);
-        }
+        let precision = match read_u16(bytes, 6) {
+            0 => Precision::F32,
+            1 => Precision::Int8,
+            _ => return Err(Error::WrongPrecision),
+        };
         let plan_len = read_u32(bytes, 8) as usize;
         let params_len = read_u32(bytes, 12) as usize;
         let start = params_offset(plan_len);
@@ -83,9 +107,15 @@ impl<'a> BlobView<'a> {
             return Err(Error::Checksum);
         }
         Ok(BlobView {
+            precision,
             plan: &bytes[HEADER_LEN..HEADER_LEN + plan_len],
             params: &bytes[start..end],
         })
+    }
+
+    /// The model's precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The plan section.
@@ -105,7 +135,12 @@ pub fn blob_len(plan_len: usize, params_len: usize) -> usize {
 }
 
 /// Writes a blob from its sections into `out` and returns the used part.
-pub fn emit<'o>(plan: &[u8], params: &[u8], out: &'o mut [u8]) -> Result<&'o mut [u8], Error> {
+pub fn emit<'o>(
+    precision: Precision,
+    plan: &[u8],
+    params: &[u8],
+    out: &'o mut [u8],
+) -> Result<&'o mut [u8], Error> {
     let len = blob_len(plan.len(), params.len());
     let plan_len = u32::try_from(plan.len()).map_err(|_| Error::InvalidPlan("plan too large"))?;
     let params_len =
@@ -118,6 +153,7 @@ pub fn emit<'o>(plan: &[u8], params: &[u8], out: &'o mut [u8]) -> Result<&'o mut
     out.fill(0);
     out[..4].copy_from_slice(&MAGIC);
     out[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[6..8].copy_from_slice(&precision.flags().to_le_bytes());
     out[8..12].copy_from_slice(&plan_len.to_le_bytes());
     out[12..16].copy_from_slice(&params_len.to_le_bytes());
     out[HEADER_LEN..HEADER_LEN + plan.len()].copy_from_slice(plan);

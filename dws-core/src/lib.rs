@@ -32,10 +32,12 @@ pub mod blob;
 pub mod case;
 mod crc;
 mod error;
+pub mod int8;
 pub mod kernels;
 mod model;
 pub mod observe;
 pub mod plan;
+pub mod quant;
 mod shape;
 pub mod validate;
 

@@ -1,6 +1,7 @@
-//! A validated model and its f32 forward pass.
+//! A validated model and its f32 forward pass (the int8 pass lives in [`crate::int8`]).
 
-use crate::blob::BlobView;
+use crate::blob::{BlobView, Precision};
+use crate::int8::{run8, validate8, Input, Layout8, P8};
 use crate::kernels::block::run_block;
 use crate::kernels::linear::mlp_rows;
 use crate::kernels::reduce::reduce_into;
@@ -18,8 +19,11 @@ pub struct Model<'a> {
     spec: Spec,
     shape: Shape,
     ops: &'a [u8],
+    precision: Precision,
     params: &'a [f32],
+    bytes: &'a [u8],
     layout: Layout,
+    layout8: Layout8,
 }
 
 /// Which buffer holds the current activations.
@@ -39,11 +43,23 @@ impl<'a> Model<'a> {
         let (spec, ops) =
             postcard::take_from_bytes::<Spec>(view.plan()).map_err(|_| Error::Decode)?;
         let shape = check_spec(&spec)?;
-        let params: &[f32] = bytemuck::try_cast_slice(view.params()).map_err(|e| match e {
-            bytemuck::PodCastError::TargetAlignmentGreaterAndInputNotAligned => Error::Misaligned,
-            _ => Error::Truncated,
-        })?;
-        let layout = validate(&spec, &shape, Ops::new(ops, spec.ops), params.len())?;
+        let bytes = view.params();
+        if bytes.as_ptr() as usize % 4 != 0 {
+            return Err(Error::Misaligned);
+        }
+        let precision = view.precision();
+        let (params, layout, layout8) = match precision {
+            Precision::F32 => {
+                let params: &[f32] =
+                    bytemuck::try_cast_slice(bytes).map_err(|_| Error::Truncated)?;
+                let layout = validate(&spec, &shape, Ops::new(ops, spec.ops), params.len())?;
+                (params, layout, Layout8::default())
+            }
+            Precision::Int8 => {
+                let (layout, l8) = validate8(&spec, &shape, Ops::new(ops, spec.ops), bytes.len())?;
+                (&[][..], layout, l8)
+            }
+        };
         if !Ops::new(ops, spec.ops).rest_after_all()?.is_empty() {
             return Err(Error::TrailingBytes);
         }
@@ -51,8 +67,11 @@ impl<'a> Model<'a> {
             spec,
             shape,
             ops,
+            precision,
             params,
+            bytes,
             layout,
+            layout8,
         })
     }
 
@@ -71,9 +90,24 @@ impl<'a> Model<'a> {
         Ops::new(self.ops, self.spec.ops)
     }
 
-    /// The parameter section.
+    /// The parameter section of an f32 model (empty for int8 models).
     pub fn params(&self) -> &'a [f32] {
         self.params
+    }
+
+    /// The raw parameter section.
+    pub fn param_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The model's arithmetic.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Byte sizes of the int8 scratch regions (all zero for f32 models).
+    pub fn layout8(&self) -> &Layout8 {
+        &self.layout8
     }
 
     /// Elements of one input: the weight space flattened in upstream order.
@@ -86,9 +120,17 @@ impl<'a> Model<'a> {
         self.layout.output_len
     }
 
-    /// Elements of scratch one inference needs.
+    /// Elements (f32) of scratch one inference needs.
     pub fn scratch_len(&self) -> usize {
-        self.layout.scratch_len()
+        match self.precision {
+            Precision::F32 => self.layout.scratch_len(),
+            Precision::Int8 => self.layout8.bytes().div_ceil(4),
+        }
+    }
+
+    /// The grid shapes of the weight space.
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 
     /// `d_0 .. d_L` of the input network.
@@ -107,7 +149,84 @@ impl<'a> Model<'a> {
         scratch: &mut [f32],
         output: &'o mut [f32],
     ) -> Result<&'o [f32], Error> {
-        self.run_observed(input, scratch, output, &mut NoObserve)
+        match self.precision {
+            Precision::F32 => self.run_observed(input, scratch, output, &mut NoObserve),
+            Precision::Int8 => self.run_int8(Input::F32(input), input.len(), scratch, output),
+        }
+    }
+
+    /// Runs an int8 model on an input that is already quantized: `input[i] *
+    /// scales[t]` is the value of element `i` of tensor `t` (one scale per
+    /// weight-space tensor, `W_0..W_{L-1}` then `b_0..b_{L-1}`).
+    pub fn run_quantized<'o>(
+        &self,
+        input: &[i8],
+        scales: &[f32],
+        scratch: &mut [f32],
+        output: &'o mut [f32],
+    ) -> Result<&'o [f32], Error> {
+        if self.precision != Precision::Int8 {
+            return Err(Error::WrongPrecision);
+        }
+        if scales.len() != self.shape.tensors() {
+            return Err(Error::InputLength {
+                expected: self.shape.tensors(),
+                actual: scales.len(),
+            });
+        }
+        if !scales.iter().all(|s| s.is_finite()) {
+            return Err(Error::NonFiniteInput);
+        }
+        self.run_int8(Input::I8(input, scales), input.len(), scratch, output)
+    }
+
+    fn run_int8<'o>(
+        &self,
+        input: Input<'_>,
+        input_len: usize,
+        scratch: &mut [f32],
+        output: &'o mut [f32],
+    ) -> Result<&'o [f32], Error> {
+        let lay = &self.layout;
+        if input_len != lay.input_len {
+            return Err(Error::InputLength {
+                expected: lay.input_len,
+                actual: input_len,
+            });
+        }
+        if let Input::F32(x) = input {
+            if !x.iter().all(|v| v.is_finite()) {
+                return Err(Error::NonFiniteInput);
+            }
+        }
+        if output.len() < lay.output_len {
+            return Err(Error::OutputLength {
+                expected: lay.output_len,
+                actual: output.len(),
+            });
+        }
+        let need = self.scratch_len();
+        if scratch.len() < need {
+            return Err(Error::ScratchTooSmall {
+                expected: need,
+                actual: scratch.len(),
+            });
+        }
+        let output = &mut output[..lay.output_len];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut scratch[..need]);
+        let p = P8(self.bytes);
+        let f = self.spec.input_features as usize;
+        run8(
+            &self.shape,
+            f,
+            self.ops(),
+            p,
+            &self.layout8,
+            input,
+            &mut bytes[..self.layout8.bytes()],
+            output,
+        )?;
+        Ok(output)
     }
 
     /// [`Model::run`], reporting every value the int8 path quantizes to `obs`
@@ -119,6 +238,9 @@ impl<'a> Model<'a> {
         output: &'o mut [f32],
         obs: &mut dyn Observe,
     ) -> Result<&'o [f32], Error> {
+        if self.precision != Precision::F32 {
+            return Err(Error::WrongPrecision);
+        }
         let lay = &self.layout;
         if input.len() != lay.input_len {
             return Err(Error::InputLength {
@@ -202,6 +324,9 @@ impl<'a> Model<'a> {
                 Op::InputSkip(l) => {
                     let x = self.current(cur, a, b);
                     input_skip(&l, p, x0, &mut x[..self.shape.total_cells() * feats]);
+                }
+                Op::Quant(_) => {
+                    return Err(Error::InvalidPlan("quantization record in an f32 plan"))
                 }
                 Op::Head(h) => {
                     let x = self.current(cur, a, b);

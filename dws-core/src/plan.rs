@@ -294,8 +294,10 @@ pub enum Op {
     Relu,
     /// `x += linear(input)` per entry (upstream `DWSModel.add_skip`).
     InputSkip(Linear),
-    /// The invariant head; always last.
+    /// The invariant head; always last but for a [`Quant`](crate::quant::Quant) record.
     Head(Head),
+    /// Quantization record of the preceding op (int8 plans only).
+    Quant(crate::quant::Quant),
 }
 
 /// What the model returns.

@@ -28,7 +28,7 @@ impl Shape {
     }
 
     /// The same shape with `W_0` holding `rows` rows (inside a down-sampling layer).
-    pub(crate) fn with_w0_rows(mut self, rows: usize) -> Self {
+    pub fn with_w0_rows(mut self, rows: usize) -> Self {
         self.w0_rows = rows;
         self
     }

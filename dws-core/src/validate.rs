@@ -63,33 +63,62 @@ fn elems(v: u64) -> Result<usize, Error> {
     Ok(v as usize)
 }
 
-struct Checker {
-    params_len: u64,
+/// Element type of a parameter reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    F32,
+    I8,
+    I32,
+}
+
+/// Checks parameter references and layer shapes. In f32 plans references
+/// count f32 elements; in int8 plans `offset` is in bytes and `len` in
+/// elements of the referenced type, aligned to its size.
+pub(crate) struct Checker {
+    pub(crate) params_len: u64,
+    pub(crate) int8: bool,
 }
 
 impl Checker {
     fn param(&self, r: ParamRef, len: usize) -> Result<(), Error> {
+        self.param_of(r, len, Kind::F32)
+    }
+
+    pub(crate) fn param_of(&self, r: ParamRef, len: usize, kind: Kind) -> Result<(), Error> {
         check(
             r.len as usize == len,
             "parameter length does not match its shape",
         )?;
-        if r.offset as u64 + r.len as u64 > self.params_len {
+        let (start, size) = if self.int8 {
+            let size = match kind {
+                Kind::I8 => 1,
+                Kind::F32 | Kind::I32 => 4,
+            };
+            check(
+                r.offset as u64 % size == 0,
+                "misaligned parameter reference",
+            )?;
+            (r.offset as u64, size)
+        } else {
+            (r.offset as u64, 1)
+        };
+        if start + r.len as u64 * size > self.params_len {
             return Err(Error::ParamOutOfBounds);
         }
         Ok(())
     }
 
-    fn linear(&self, l: &Linear, fin: usize) -> Result<usize, Error> {
+    pub(crate) fn linear(&self, l: &Linear, fin: usize) -> Result<usize, Error> {
         check(l.fin as usize == fin, "linear input width mismatch")?;
         check(l.fout >= 1, "linear with no outputs")?;
-        self.param(l.weight, elems(l.fin as u64 * l.fout as u64)?)?;
+        self.param_of(l.weight, elems(l.fin as u64 * l.fout as u64)?, Kind::I8)?;
         if let Some(b) = l.bias {
-            self.param(b, l.fout as usize)?;
+            self.param_of(b, l.fout as usize, Kind::I32)?;
         }
         Ok(l.fout as usize)
     }
 
-    fn mlp(&self, m: &Mlp, fin: usize) -> Result<usize, Error> {
+    pub(crate) fn mlp(&self, m: &Mlp, fin: usize) -> Result<usize, Error> {
         check(!m.layers.is_empty(), "empty MLP")?;
         let out = mlp_fout(m);
         let mut width = fin;
@@ -103,7 +132,7 @@ impl Checker {
         Ok(out)
     }
 
-    fn set_layer(&self, s: &SetLayer, k: usize) -> Result<usize, Error> {
+    pub(crate) fn set_layer(&self, s: &SetLayer, k: usize) -> Result<usize, Error> {
         match s {
             SetLayer::DeepSets {
                 gamma,
@@ -116,7 +145,7 @@ impl Checker {
                     "DeepSets Lambda width differs from Gamma",
                 )?;
                 if let SetPooling::Attention { query } = pooling {
-                    self.param(*query, k)?;
+                    self.param_of(*query, k, Kind::I8)?;
                 }
                 Ok(out)
             }
@@ -295,6 +324,7 @@ pub fn check_spec(s: &Spec) -> Result<Shape, Error> {
 pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Result<Layout, Error> {
     let c = Checker {
         params_len: params_len as u64,
+        int8: false,
     };
     let cells = shape.total_cells();
     let tensors = shape.tensors();
@@ -365,6 +395,7 @@ pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Res
                 )?;
                 lay.macs += cells as u64 * l.fin as u64 * l.fout as u64;
             }
+            Op::Quant(_) => return Err(Error::InvalidPlan("quantization record in an f32 plan")),
             Op::Head(h) => {
                 check(layer.is_some(), "head before the first DWS layer")?;
                 check(h.mlp.layers.iter().all(|l| l.fout >= 1), "empty head")?;

@@ -2,17 +2,29 @@
 
 use crate::convert::Plan;
 use anyhow::{Context, Result};
+use dws_core::blob::Precision;
+use dws_core::plan::{Op, Spec};
 use std::path::Path;
 
-/// Encodes a plan as a blob (see [`dws_core::blob`]).
+/// Encodes an f32 plan as a blob (see [`dws_core::blob`]).
 pub fn encode(plan: &Plan) -> Result<Vec<u8>> {
-    let mut section = postcard::to_allocvec(&plan.spec).context("encoding the spec")?;
-    for op in &plan.ops {
+    let params: &[u8] = bytemuck::cast_slice(&plan.params);
+    encode_parts(Precision::F32, &plan.spec, &plan.ops, params)
+}
+
+/// Encodes a spec, ops and a parameter section of the given precision as a blob.
+pub fn encode_parts(
+    precision: Precision,
+    spec: &Spec,
+    ops: &[Op],
+    params: &[u8],
+) -> Result<Vec<u8>> {
+    let mut section = postcard::to_allocvec(spec).context("encoding the spec")?;
+    for op in ops {
         section.extend(postcard::to_allocvec(op).context("encoding an op")?);
     }
-    let params: &[u8] = bytemuck::cast_slice(&plan.params);
     let mut out = vec![0u8; dws_core::blob::blob_len(section.len(), params.len())];
-    dws_core::blob::emit(&section, params, &mut out)?;
+    dws_core::blob::emit(precision, &section, params, &mut out)?;
     Ok(out)
 }
 

@@ -23,7 +23,13 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
         dims.len() - 1,
         spec.input_features
     );
-    let _ = writeln!(s, "precision:        f32");
+    let precision = match model.precision() {
+        dws_core::blob::Precision::F32 => "f32",
+        dws_core::blob::Precision::Int8 => {
+            "int8 (int8 weights and activations, int32 accumulators)"
+        }
+    };
+    let _ = writeln!(s, "precision:        {precision}");
     let mut layer = 0;
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let describe = |kinds: &mut BTreeMap<String, usize>, s: &mut String| {
@@ -73,6 +79,7 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
                 describe(&mut kinds, &mut s);
                 let _ = writeln!(s, "  input skip       linear {} -> {}", l.fin, l.fout);
             }
+            Op::Quant(_) => {}
             Op::Head(h) => {
                 describe(&mut kinds, &mut s);
                 let widths: Vec<String> = h
@@ -91,14 +98,34 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
         }
     }
     describe(&mut kinds, &mut s);
-    let _ = writeln!(s, "parameters:       {}", model.params().len());
+    let params = match model.precision() {
+        dws_core::blob::Precision::F32 => format!("{}", model.params().len()),
+        dws_core::blob::Precision::Int8 => format!(
+            "{} bytes (int8 weights, int32 biases, requantization)",
+            model.param_bytes().len()
+        ),
+    };
+    let _ = writeln!(s, "parameters:       {params}");
     let _ = writeln!(s, "blob bytes:       {blob_bytes}");
     let _ = writeln!(
         s,
         "scratch bytes:    {} ({} f32)",
-        lay.scratch_len() * 4,
-        lay.scratch_len()
+        model.scratch_len() * 4,
+        model.scratch_len()
     );
+    if model.precision() == dws_core::blob::Precision::Int8 {
+        let l8 = model.layout8();
+        let _ = writeln!(
+            s,
+            "  int8 regions:   input {} + activations 2 x {} + resample {} + block outputs {} + accumulator row {} + temporaries {}",
+            l8.x0, l8.act, l8.down + l8.up, l8.ystore, l8.accrow, l8.tmp
+        );
+        let _ = writeln!(
+            s,
+            "RAM per inference: {} bytes (scratch; the blob stays in flash)",
+            l8.bytes()
+        );
+    }
     let _ = writeln!(
         s,
         "input / output:   {} / {} f32",

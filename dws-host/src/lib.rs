@@ -5,6 +5,8 @@
 //! * [`tensors`]: PyTorch checkpoints and safetensors files.
 //! * [`weight_space`]: named batch tensors to the core's flat layout and back.
 //! * [`runner`]: parallel batch inference.
+//! * [`dataset`]: INR datasets in upstream's layout (INR files, splits JSON).
+//! * [`eval`]: classifying datasets: accuracy, confusion matrix, predictions CSV.
 //! * [`inspect`]: a human-readable summary of a blob.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,7 +14,10 @@
 pub mod blob_io;
 pub mod config;
 pub mod convert;
+pub mod dataset;
+pub mod eval;
 pub mod inspect;
+pub mod quantize;
 pub mod runner;
 pub mod tensors;
 pub mod weight_space;

@@ -1,10 +1,10 @@
-//! `dws`: convert, inspect and run DWSNets.
+//! `dws`: convert, inspect, run and evaluate DWSNets.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
-use dws_host::{convert, inspect, runner, tensors, weight_space};
+use dws_host::{convert, eval, inspect, runner, tensors, weight_space};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -35,18 +35,60 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Run a model on a safetensors batch (weights.{i}, biases.{i}).
+    /// Run a model on a safetensors batch (weights.{i}, biases.{i}), a directory of INR
+    /// files or a splits JSON (see docs/datasets.md).
     Run {
         /// The .dws blob.
         model: PathBuf,
-        /// Inputs: weights.{i} [B, d_i, d_{i+1}, F] and biases.{i} [B, d_{i+1}, F].
+        /// Inputs: a safetensors file with weights.{i} [B, d_i, d_{i+1}, F] and biases.{i}
+        /// [B, d_{i+1}, F]; or a directory of INR files (.pth/.pt/.safetensors, searched
+        /// recursively; labels unknown); or an upstream splits JSON (with --split).
         inputs: PathBuf,
-        /// Output safetensors: logits [B, classes] or weights.{i}/biases.{i}.
+        /// Output: safetensors (logits [B, classes] or weights.{i}/biases.{i}) for a
+        /// safetensors input; a predictions CSV for a dataset input (`-` for stdout).
         #[arg(short, long)]
         output: PathBuf,
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// The split of a splits JSON input [default: test].
+        #[arg(long)]
+        split: Option<String>,
+        /// INR files loaded and run at a time (dataset inputs).
+        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH)]
+        batch_size: usize,
+    },
+    /// Evaluate a classifier on a split of an INR dataset: accuracy, per-class accuracy,
+    /// confusion matrix, throughput (see docs/datasets.md).
+    Eval {
+        /// The .dws blob (a DWSModelForClassification).
+        model: PathBuf,
+        /// Upstream splits JSON: {split: {"path": [...], "label": [...]}}.
+        #[arg(long)]
+        splits: PathBuf,
+        /// The split to evaluate.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Write per-input predictions as CSV (path,label,predicted,logit_0..; `-` for stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// INR files loaded and run at a time.
+        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH)]
+        batch_size: usize,
+    },
+    /// Quantize an f32 blob to int8 with calibration inputs; prints per-layer SQNR.
+    Quantize {
+        /// The f32 .dws blob.
+        model: PathBuf,
+        /// Calibration inputs (the `dws run` safetensors format), a few hundred typical ones.
+        #[arg(long)]
+        calibration: PathBuf,
+        /// Output int8 blob.
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Print the architecture, parameter count, blob and scratch bytes and FLOPs per input.
     Inspect {
@@ -98,7 +140,21 @@ fn run(cli: Cli) -> Result<()> {
             inputs,
             output,
             threads,
+            split,
+            batch_size,
         } => {
+            if eval::is_dataset_input(&inputs) {
+                let options = eval::Options {
+                    threads: threads.unwrap_or_else(runner::default_threads),
+                    batch_size,
+                    progress: true,
+                };
+                eval::run_dataset_command(&model, &inputs, split.as_deref(), &output, &options)?;
+                return Ok(());
+            }
+            if split.is_some() {
+                anyhow::bail!("--split applies to a splits JSON input");
+            }
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             let tensors = tensors::read_safetensors(&inputs)?;
@@ -120,6 +176,38 @@ fn run(cli: Cli) -> Result<()> {
                 batch as f64 / secs.max(1e-9),
                 output.display()
             );
+        }
+        Command::Eval {
+            model,
+            splits,
+            split,
+            threads,
+            output,
+            batch_size,
+        } => {
+            eval::eval_command(&eval::EvalArgs {
+                model,
+                splits,
+                split,
+                output,
+                options: eval::Options {
+                    threads: threads.unwrap_or_else(runner::default_threads),
+                    batch_size,
+                    progress: true,
+                },
+            })?;
+        }
+        Command::Quantize {
+            model,
+            calibration,
+            output,
+        } => {
+            let blob = AlignedBlob::read(&model)?;
+            let m = blob.model()?;
+            let tensors = tensors::read_safetensors(&calibration)?;
+            let (n, data) = weight_space::flatten_inputs(&m, &tensors)
+                .with_context(|| format!("in calibration inputs {}", calibration.display()))?;
+            dws_host::quantize::run_cli(&m, n, &data, &output)?;
         }
         Command::Inspect { model } => {
             let blob = AlignedBlob::read(&model)?;

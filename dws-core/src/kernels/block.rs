@@ -57,7 +57,7 @@ pub fn pooled(size: usize, pool: bool) -> usize {
 }
 
 /// Which source index (or all, when pooled) feeds row `i`, fold position `j`.
-fn source_range(
+pub(crate) fn source_range(
     b: &Block,
     rows_axis: bool,
     size: usize,

@@ -1,0 +1,655 @@
+//! The int8 executor (see `docs/int8.md`).
+
+use super::kernels::{dot_acc, mlp8, mlp8_hidden, mlp8_tmp_len, pool_rows, set8, take_i32};
+use super::{is_cellwise, next_quant, Layout8, P8};
+use crate::kernels::block::{source_range, Dims};
+use crate::plan::{Axis, Block, DwsLayer, Head, Map, Op, Reduction, SetAxis, SetLayer};
+use crate::quant::{sat8, BlockQ, MapQ, Quant, Requant, ResampleQ};
+use crate::shape::Shape;
+use crate::validate::block_dims;
+use crate::{Error, Ops};
+
+/// The input of an int8 run.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'i> {
+    /// f32 values, quantized with the model's input scales.
+    F32(&'i [f32]),
+    /// Already quantized values with one scale per tensor (dequantized, normalized
+    /// if the model normalizes, and requantized to the model's input scales).
+    I8(&'i [i8], &'i [f32]),
+}
+
+/// One scratch region carved off the front of `buf`.
+fn carve(buf: &mut [u8], n: usize) -> (&mut [u8], &mut [u8]) {
+    buf.split_at_mut(n)
+}
+
+fn as_i8(b: &mut [u8]) -> &mut [i8] {
+    bytemuck::cast_slice_mut(b)
+}
+
+/// Runs an int8 plan. The caller checked lengths; `scratch` holds `l8.bytes()` bytes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run8(
+    shape: &Shape,
+    input_features: usize,
+    ops: Ops<'_>,
+    p: P8<'_>,
+    l8: &Layout8,
+    input: Input<'_>,
+    scratch: &mut [u8],
+    output: &mut [f32],
+) -> Result<(), Error> {
+    let (x0, rest) = carve(scratch, l8.x0);
+    let (a, rest) = carve(rest, l8.act);
+    let (b, rest) = carve(rest, l8.act);
+    let (down, rest) = carve(rest, l8.down);
+    let (up, rest) = carve(rest, l8.up);
+    let (ystore, rest) = carve(rest, l8.ystore);
+    let (accrow, rest) = carve(rest, l8.accrow);
+    let tmp = &mut rest[..l8.tmp];
+    let (x0, a, b) = (as_i8(x0), as_i8(a), as_i8(b));
+    let (down, up, ystore) = (as_i8(down), as_i8(up), as_i8(ystore));
+    let accrow: &mut [i32] = bytemuck::cast_slice_mut(accrow);
+
+    let mut ops = ops;
+    let mut norm = None;
+    let mut cur_is_a: Option<bool> = None;
+    let mut feats = input_features;
+    let t_count = shape.tensors();
+    let cells = shape.total_cells();
+    while let Some(op) = ops.next() {
+        match op? {
+            Op::Normalize { mean, std } => norm = Some((p.f32s(mean), p.f32s(std))),
+            Op::Quant(Quant::Input { scales }) => {
+                quantize_input(shape, input_features, input, norm, &scales, x0)
+            }
+            Op::Dws(l) => {
+                let Quant::Layer { out, resample } = next_quant(&mut ops)? else {
+                    return Err(Error::InvalidPlan("DWS layer without its quantization"));
+                };
+                let (src, dst): (&[i8], &mut [i8]) = match cur_is_a {
+                    None => (&*x0, &mut *a),
+                    Some(true) => (&*a, &mut *b),
+                    Some(false) => (&*b, &mut *a),
+                };
+                let bufs = Bufs {
+                    down: &mut *down,
+                    up: &mut *up,
+                    ystore: &mut *ystore,
+                    accrow: &mut *accrow,
+                    tmp: &mut *tmp,
+                };
+                layer(
+                    shape,
+                    p,
+                    &l,
+                    &out,
+                    resample.as_ref(),
+                    &mut ops,
+                    src,
+                    dst,
+                    bufs,
+                )?;
+                cur_is_a = Some(cur_is_a != Some(true));
+                feats = l.fout as usize;
+            }
+            Op::Affine {
+                scale,
+                shift: offset,
+            } => {
+                let Quant::Affine { shift } = next_quant(&mut ops)? else {
+                    return Err(Error::InvalidPlan("affine without its quantization"));
+                };
+                let x = current(cur_is_a, a, b);
+                let (mult, off) = (p.i32s(scale), p.i32s(offset));
+                for t in 0..t_count {
+                    let at = shape.offset(t, feats);
+                    for entry in x[at..at + shape.cells(t) * feats].chunks_exact_mut(feats) {
+                        for (c, v) in entry.iter_mut().enumerate() {
+                            let k = t * feats + c;
+                            let y = (*v as i64 * mult[k] as i64 + off[k] as i64) >> shift;
+                            *v = y.clamp(-127, 127) as i8;
+                        }
+                    }
+                }
+            }
+            Op::Relu => {
+                for v in current(cur_is_a, a, b)[..cells * feats].iter_mut() {
+                    *v = (*v).max(0);
+                }
+            }
+            Op::InputSkip(l) => {
+                let Quant::Skip { cur, lin } = next_quant(&mut ops)? else {
+                    return Err(Error::InvalidPlan("skip without its quantization"));
+                };
+                let x = current(cur_is_a, a, b);
+                let (fin, fout) = (l.fin as usize, l.fout as usize);
+                let w = p.i8s(l.weight);
+                let bias = l.bias.map(|r| p.i32s(r));
+                for t in 0..t_count {
+                    let (ai, ao) = (shape.offset(t, fin), shape.offset(t, fout));
+                    for e in 0..shape.cells(t) {
+                        let xi = &x0[ai + e * fin..ai + (e + 1) * fin];
+                        for o in 0..fout {
+                            let acc = dot_acc(
+                                &w[o * fin..(o + 1) * fin],
+                                xi,
+                                bias.map_or(0, |b| b[t * fout + o]),
+                            );
+                            let v = &mut x[ao + e * fout + o];
+                            *v = sat8(cur[t].apply(*v as i32) + lin[t].apply(acc));
+                        }
+                    }
+                }
+            }
+            Op::Head(h) => {
+                let Quant::Head {
+                    pooled,
+                    mlp,
+                    logit_scale,
+                } = next_quant(&mut ops)?
+                else {
+                    return Err(Error::InvalidPlan("head without its quantization"));
+                };
+                let x = current(cur_is_a, a, b);
+                head(
+                    shape,
+                    p,
+                    &h,
+                    &pooled,
+                    &mlp,
+                    logit_scale,
+                    x,
+                    feats,
+                    output,
+                    tmp,
+                );
+                return Ok(());
+            }
+            Op::Quant(Quant::Output { scales }) => {
+                let x = current(cur_is_a, a, b);
+                for t in 0..t_count {
+                    let at = shape.offset(t, feats);
+                    let n = shape.cells(t) * feats;
+                    for (o, v) in output[at..at + n].iter_mut().zip(&x[at..at + n]) {
+                        *o = *v as f32 * scales[t];
+                    }
+                }
+                return Ok(());
+            }
+            Op::Block(_) | Op::Quant(_) => return Err(Error::InvalidPlan("unexpected record")),
+        }
+    }
+    Err(Error::InvalidPlan("int8 plan does not end with its output"))
+}
+
+fn current<'s>(cur_is_a: Option<bool>, a: &'s mut [i8], b: &'s mut [i8]) -> &'s mut [i8] {
+    if cur_is_a == Some(false) {
+        b
+    } else {
+        a
+    }
+}
+
+/// The input boundary: f32 (or dequantized int8) values, normalized when the
+/// model has statistics, rounded to the input scales (round half away from zero).
+fn quantize_input(
+    shape: &Shape,
+    f: usize,
+    input: Input<'_>,
+    norm: Option<(&[f32], &[f32])>,
+    scales: &[f32],
+    x0: &mut [i8],
+) {
+    for t in 0..shape.tensors() {
+        let at = shape.offset(t, f);
+        for i in at..at + shape.cells(t) * f {
+            let mut v = match input {
+                Input::F32(x) => x[i],
+                Input::I8(q, s) => q[i] as f32 * s[t],
+            };
+            if let Some((mean, std)) = norm {
+                v = (v - mean[i]) / std[i];
+            }
+            x0[i] = libm::roundf(v / scales[t]).clamp(-127.0, 127.0) as i8;
+        }
+    }
+}
+
+/// Scratch regions of a DWS layer.
+struct Bufs<'s> {
+    down: &'s mut [i8],
+    up: &'s mut [i8],
+    ystore: &'s mut [i8],
+    accrow: &'s mut [i32],
+    tmp: &'s mut [u8],
+}
+
+/// Where a block's output goes in a destination row.
+#[derive(Clone)]
+enum Contrib<'a> {
+    /// A stored map output.
+    Stored {
+        place: SetAxis,
+        unfold: Axis,
+        m: usize,
+        off: usize,
+        contrib: Requant,
+    },
+    /// A cell-wise block, decoded again for every row from this position.
+    Cells(Ops<'a>),
+}
+
+fn next_block<'a>(ops: &mut Ops<'a>) -> Result<(Block, BlockQ), Error> {
+    let Some(Op::Block(b)) = ops.next().transpose()? else {
+        return Err(Error::InvalidPlan(
+            "DWS layer has fewer blocks than announced",
+        ));
+    };
+    let Quant::Block(q) = next_quant(ops)? else {
+        return Err(Error::InvalidPlan("block without its quantization"));
+    };
+    Ok((b, q))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layer<'a>(
+    shape: &Shape,
+    p: P8<'_>,
+    l: &DwsLayer,
+    out: &[Requant],
+    rq: Option<&ResampleQ>,
+    ops: &mut Ops<'a>,
+    src: &[i8],
+    dst: &mut [i8],
+    bufs: Bufs<'_>,
+) -> Result<(), Error> {
+    let Bufs {
+        down,
+        up,
+        ystore,
+        accrow,
+        tmp,
+    } = bufs;
+    let (fin, fout) = (l.fin as usize, l.fout as usize);
+    let (d0, d1) = (shape.dim(0), shape.dim(1));
+    let resample = match (&l.resample, rq) {
+        (Some(r), Some(q)) => Some((r, q)),
+        _ => None,
+    };
+    let inner = match resample {
+        Some((r, q)) => {
+            let ds = r.rows as usize;
+            // The skip MLP on the original W_0, row by row, into the output W_0.
+            for row in 0..d0 {
+                let x = &src[row * d1 * fin..(row + 1) * d1 * fin];
+                let y = &mut dst[row * d1 * fout..(row + 1) * d1 * fout];
+                mlp8(
+                    &r.skip,
+                    &q.skip,
+                    p,
+                    x,
+                    d1,
+                    y,
+                    as_i8(&mut tmp[..mlp8_tmp_len(&r.skip, d1)]),
+                );
+            }
+            resample8(
+                &r.down,
+                &q.down,
+                p,
+                &src[..d0 * d1 * fin],
+                d0,
+                ds,
+                d1,
+                fin,
+                &mut down[..ds * d1 * fin],
+                tmp,
+                None,
+            );
+            shape.with_w0_rows(ds)
+        }
+        None => *shape,
+    };
+    let source = |t: usize| -> &[i8] {
+        if resample.is_some() && t == 0 {
+            &down[..inner.cells(0) * fin]
+        } else {
+            let at = shape.offset(t, fin);
+            &src[at..at + shape.cells(t) * fin]
+        }
+    };
+    let mut remaining = l.blocks;
+    while remaining > 0 {
+        // Phase 1: map outputs of this destination's blocks into the store.
+        let mut contribs: heapless::Vec<Contrib<'a>, { super::MAX_GROUP }> = heapless::Vec::new();
+        let mut j = None;
+        let mut off = 0;
+        while remaining > 0 {
+            let at = ops.clone();
+            let (blk, bq) = next_block(ops)?;
+            if j.is_some_and(|j| j != blk.dst as usize) {
+                *ops = at;
+                break;
+            }
+            j = Some(blk.dst as usize);
+            remaining -= 1;
+            let c = if is_cellwise(&blk) {
+                Contrib::Cells(at)
+            } else {
+                let d = block_dims(&blk, &inner, fin, fout)?;
+                let y = &mut ystore[off..off + d.n * d.kout];
+                map_block(
+                    &blk,
+                    &bq,
+                    p,
+                    l.reduction,
+                    source(blk.src as usize),
+                    &d,
+                    fin,
+                    y,
+                    tmp,
+                );
+                let c = Contrib::Stored {
+                    place: blk.place,
+                    unfold: blk.unfold,
+                    m: d.kout / fout,
+                    off,
+                    contrib: bq.contrib,
+                };
+                off += (d.n * d.kout).next_multiple_of(4);
+                c
+            };
+            contribs
+                .push(c)
+                .map_err(|_| Error::InvalidPlan("too many blocks for one destination"))?;
+        }
+        let Some(j) = j else { break };
+        // Phase 2: destination rows, one int32 accumulator row at a time.
+        let (rows, cols) = inner.grid(j);
+        let out_j: &mut [i8] = if resample.is_some() && j == 0 {
+            &mut up[..inner.cells(0) * fout]
+        } else {
+            let at = shape.offset(j, fout);
+            &mut dst[at..at + shape.cells(j) * fout]
+        };
+        let acc = &mut accrow[..cols * fout];
+        for r in 0..rows {
+            acc.fill(0);
+            for c in &contribs {
+                match c {
+                    Contrib::Stored {
+                        place,
+                        unfold,
+                        m,
+                        off,
+                        contrib,
+                    } => {
+                        for q in 0..cols {
+                            let i = match place {
+                                SetAxis::None => 0,
+                                SetAxis::Rows => r,
+                                SetAxis::Cols => q,
+                                SetAxis::Cells => r * cols + q,
+                            };
+                            let k = match unfold {
+                                Axis::None => 0,
+                                Axis::Rows => r,
+                                Axis::Cols => q,
+                            };
+                            let y = &ystore[off + (i * m + k) * fout..off + (i * m + k + 1) * fout];
+                            for (a, v) in acc[q * fout..(q + 1) * fout].iter_mut().zip(y) {
+                                *a += contrib.apply(*v as i32);
+                            }
+                        }
+                    }
+                    Contrib::Cells(at) => {
+                        let (blk, bq) = next_block(&mut at.clone())?;
+                        let Map::Mlp(m) = &blk.map else { continue };
+                        let MapQ::Mlp(mq) = &bq.map else { continue };
+                        let s = source(blk.src as usize);
+                        let (x, rest) = tmp.split_at_mut((cols * fin).next_multiple_of(4));
+                        let x = &mut as_i8(x)[..cols * fin];
+                        for (xv, sv) in x.iter_mut().zip(&s[r * cols * fin..(r + 1) * cols * fin]) {
+                            *xv = sat8(bq.x.apply(*sv as i32));
+                        }
+                        let (y, rest) = rest.split_at_mut((cols * fout).next_multiple_of(4));
+                        let y = &mut as_i8(y)[..cols * fout];
+                        mlp8(
+                            m,
+                            mq,
+                            p,
+                            x,
+                            cols,
+                            y,
+                            as_i8(&mut rest[..mlp8_tmp_len(m, cols)]),
+                        );
+                        for (a, v) in acc.iter_mut().zip(y.iter()) {
+                            *a += bq.contrib.apply(*v as i32);
+                        }
+                    }
+                }
+            }
+            let row = &mut out_j[r * cols * fout..(r + 1) * cols * fout];
+            for (o, a) in row.iter_mut().zip(acc.iter()) {
+                *o = sat8(out[j].apply(*a));
+            }
+        }
+    }
+    if let Some((r, q)) = resample {
+        let ds = r.rows as usize;
+        let w0 = &mut dst[..d0 * d1 * fout];
+        resample8(
+            &r.up,
+            &q.up,
+            p,
+            &up[..ds * d1 * fout],
+            ds,
+            d0,
+            d1,
+            fout,
+            w0,
+            tmp,
+            Some((q.out_up, q.out_skip)),
+        );
+    }
+    Ok(())
+}
+
+/// Gathers and maps one (not cell-wise) block into `y` (`[n, kout]`).
+#[allow(clippy::too_many_arguments)]
+fn map_block(
+    b: &Block,
+    q: &BlockQ,
+    p: P8<'_>,
+    red: Reduction,
+    src: &[i8],
+    d: &Dims,
+    f: usize,
+    y: &mut [i8],
+    tmp: &mut [u8],
+) {
+    let (x, rest) = tmp.split_at_mut((d.n * d.k).next_multiple_of(4));
+    let x = &mut as_i8(x)[..d.n * d.k];
+    gather8(b, q.x, red, src, d, f, x);
+    match (&b.map, &q.map) {
+        (Map::Mlp(m), MapQ::Mlp(mq)) => mlp8(
+            m,
+            mq,
+            p,
+            x,
+            d.n,
+            y,
+            as_i8(&mut rest[..mlp8_tmp_len(m, d.n)]),
+        ),
+        (Map::Set(s), q) => set8(s, q, p, x, d.n, d.k, y, rest),
+        _ => {}
+    }
+}
+
+/// Gathers `X[n, m * f]`: pooled entries reduced in int32, then requantized.
+fn gather8(b: &Block, rq: Requant, red: Reduction, src: &[i8], d: &Dims, f: usize, x: &mut [i8]) {
+    let (rows, cols) = d.src;
+    let pc = if b.pool.cols { 1 } else { cols };
+    let m = d.k / f;
+    for i in 0..d.n {
+        for j in 0..m {
+            let (r0, r1) = source_range(b, true, rows, pc, i, j);
+            let (c0, c1) = source_range(b, false, cols, pc, i, j);
+            for c in 0..f {
+                let mut v = match red {
+                    Reduction::Max => i32::MIN,
+                    Reduction::Mean | Reduction::Sum => 0,
+                };
+                for r in r0..r1 {
+                    for col in c0..c1 {
+                        let s = src[(r * cols + col) * f + c] as i32;
+                        v = match red {
+                            Reduction::Max => v.max(s),
+                            Reduction::Mean | Reduction::Sum => v + s,
+                        };
+                    }
+                }
+                x[(i * m + j) * f + c] = sat8(rq.apply(v));
+            }
+        }
+    }
+}
+
+/// Resamples `W_0` (`[din, d1, f]`) to `[dout, d1, f]` per feature. Without
+/// `combine` the result is stored; with it, `out = R_up(result) + R_skip(out)`.
+#[allow(clippy::too_many_arguments)]
+fn resample8(
+    s: &SetLayer,
+    q: &MapQ,
+    p: P8<'_>,
+    w0: &[i8],
+    din: usize,
+    dout: usize,
+    d1: usize,
+    f: usize,
+    out: &mut [i8],
+    tmp: &mut [u8],
+    combine: Option<(Requant, Requant)>,
+) {
+    let (x, rest) = tmp.split_at_mut((d1 * din).next_multiple_of(4));
+    let (y, rest) = rest.split_at_mut((d1 * dout).next_multiple_of(4));
+    let (x, y) = (&mut as_i8(x)[..d1 * din], &mut as_i8(y)[..d1 * dout]);
+    for ch in 0..f {
+        for n in 0..d1 {
+            for k in 0..din {
+                x[n * din + k] = w0[(k * d1 + n) * f + ch];
+            }
+        }
+        set8(s, q, p, x, d1, din, y, rest);
+        for n in 0..d1 {
+            for r in 0..dout {
+                let o = &mut out[(r * d1 + n) * f + ch];
+                let v = y[n * dout + r] as i32;
+                *o = match combine {
+                    None => v as i8,
+                    Some((r_up, r_skip)) => sat8(r_up.apply(v) + r_skip.apply(*o as i32)),
+                };
+            }
+        }
+    }
+}
+
+/// The invariant head: pooled segments requantized to the head scale, the MLP,
+/// and the last layer's accumulators scaled to f32 logits.
+#[allow(clippy::too_many_arguments)]
+fn head(
+    shape: &Shape,
+    p: P8<'_>,
+    h: &Head,
+    pooled: &[Requant],
+    mlp: &crate::quant::MlpQ,
+    logit_scale: f32,
+    x: &[i8],
+    f: usize,
+    output: &mut [f32],
+    tmp: &mut [u8],
+) {
+    let l = shape.layers();
+    let width = crate::validate::head_width(shape, f);
+    let (v, rest) = tmp.split_at_mut(width.next_multiple_of(4));
+    let v = &mut as_i8(v)[..width];
+    let (acc, rest) = take_i32(rest, f);
+    let tensor = |t: usize| &x[shape.offset(t, f)..shape.offset(t, f) + shape.cells(t) * f];
+    let mut pos = 0;
+    let mut seg = 0;
+    let emit = |acc: &[i32], r: Requant, v: &mut [i8], pos: &mut usize| {
+        for a in acc {
+            v[*pos] = sat8(r.apply(*a));
+            *pos += 1;
+        }
+    };
+    for t in 1..l - 1 {
+        pool_rows(h.reduction, tensor(t), shape.cells(t), f, acc);
+        emit(acc, pooled[seg], v, &mut pos);
+        seg += 1;
+    }
+    let (d0, d1) = shape.grid(0);
+    for r in 0..d0 {
+        pool_rows(
+            h.reduction,
+            &tensor(0)[r * d1 * f..(r + 1) * d1 * f],
+            d1,
+            f,
+            acc,
+        );
+        emit(acc, pooled[seg], v, &mut pos);
+    }
+    seg += 1;
+    let (dl1, dl) = shape.grid(l - 1);
+    let wl = tensor(l - 1);
+    for c in 0..dl {
+        acc.fill(if h.reduction == Reduction::Max {
+            -128
+        } else {
+            0
+        });
+        for r in 0..dl1 {
+            for (a, s) in acc
+                .iter_mut()
+                .zip(&wl[(r * dl + c) * f..(r * dl + c + 1) * f])
+            {
+                *a = if h.reduction == Reduction::Max {
+                    (*a).max(*s as i32)
+                } else {
+                    *a + *s as i32
+                };
+            }
+        }
+        emit(acc, pooled[seg], v, &mut pos);
+    }
+    seg += 1;
+    for i in 0..l - 1 {
+        pool_rows(h.reduction, tensor(l + i), shape.cells(l + i), f, acc);
+        emit(acc, pooled[seg], v, &mut pos);
+        seg += 1;
+    }
+    for chunk in tensor(2 * l - 1).chunks(f) {
+        for (a, s) in acc.iter_mut().zip(chunk) {
+            *a = *s as i32;
+        }
+        emit(acc, pooled[seg], v, &mut pos);
+    }
+    let n = h.mlp.layers.len();
+    let hidden = mlp8_hidden(
+        &h.mlp,
+        mlp,
+        p,
+        v,
+        1,
+        as_i8(&mut rest[..mlp8_tmp_len(&h.mlp, 1)]),
+    );
+    let last = &h.mlp.layers[n - 1];
+    let (w, fin) = (p.i8s(last.weight), last.fin as usize);
+    let b = last.bias.map(|r| p.i32s(r));
+    for (o, out) in output.iter_mut().enumerate().take(last.fout as usize) {
+        *out =
+            dot_acc(&w[o * fin..(o + 1) * fin], hidden, b.map_or(0, |b| b[o])) as f32 * logit_scale;
+    }
+}

@@ -1,0 +1,443 @@
+//! The int8 path: validation and memory layout of int8 plans, and their executor.
+//!
+//! An int8 plan is an f32 plan whose ops are each followed by a
+//! [`Quant`] record, with int8 weights, int32 biases and fixed-point
+//! requantizations; `docs/int8.md` specifies the arithmetic. The executor
+//! streams every DWS layer destination tensor by destination tensor and row by
+//! row, so it never holds an int32 accumulator per tensor.
+
+mod exec;
+pub mod kernels;
+
+pub(crate) use exec::run8;
+pub use exec::Input;
+
+use crate::kernels::block::{block_macs, Dims};
+use crate::kernels::linear::mlp_macs;
+use crate::plan::{DwsLayer, Map, Mlp, Op, Output, ParamRef, SetAxis, SetLayer, Spec, MAX_TENSORS};
+use crate::quant::{MapQ, MlpQ, Quant, Requant};
+use crate::shape::Shape;
+use crate::validate::{block_dims, head_width, Checker, Kind, Layout};
+use crate::{Error, Ops};
+use kernels::{mlp8_tmp_len, set8_tmp_len};
+
+/// Most blocks that target one tensor in one layer.
+pub const MAX_GROUP: usize = 64;
+
+/// The parameter section of an int8 model: refs are byte offsets.
+#[derive(Debug, Clone, Copy)]
+pub struct P8<'a>(pub &'a [u8]);
+
+impl<'a> P8<'a> {
+    /// int8 values.
+    pub fn i8s(&self, r: ParamRef) -> &'a [i8] {
+        bytemuck::cast_slice(&self.0[r.offset as usize..r.offset as usize + r.len as usize])
+    }
+
+    /// int32 values (4-aligned, checked at validation).
+    pub fn i32s(&self, r: ParamRef) -> &'a [i32] {
+        bytemuck::cast_slice(&self.0[r.offset as usize..r.offset as usize + 4 * r.len as usize])
+    }
+
+    /// f32 values (4-aligned, checked at validation).
+    pub fn f32s(&self, r: ParamRef) -> &'a [f32] {
+        bytemuck::cast_slice(&self.0[r.offset as usize..r.offset as usize + 4 * r.len as usize])
+    }
+}
+
+/// Byte sizes of the int8 scratch regions (each a multiple of 4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Layout8 {
+    /// The quantized input.
+    pub x0: usize,
+    /// Each of the two activation buffers.
+    pub act: usize,
+    /// Down-sampled `W_0` (input side).
+    pub down: usize,
+    /// Down-sampled `W_0` (output side).
+    pub up: usize,
+    /// Map outputs of the blocks of one destination tensor.
+    pub ystore: usize,
+    /// One destination row of int32 accumulators.
+    pub accrow: usize,
+    /// Temporaries of one step.
+    pub tmp: usize,
+}
+
+impl Layout8 {
+    /// Total bytes.
+    pub fn bytes(&self) -> usize {
+        self.x0 + 2 * self.act + self.down + self.up + self.ystore + self.accrow + self.tmp
+    }
+}
+
+fn pad(n: usize) -> usize {
+    n.next_multiple_of(4)
+}
+
+fn check(cond: bool, what: &'static str) -> Result<(), Error> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::InvalidPlan(what))
+    }
+}
+
+fn requants_ok(r: &[Requant]) -> Result<(), Error> {
+    check(
+        r.iter().all(|r| r.is_valid()),
+        "malformed requantization multiplier",
+    )
+}
+
+fn mlpq_ok(m: &Mlp, q: &MlpQ) -> Result<(), Error> {
+    check(
+        q.layers.len() == m.layers.len(),
+        "MLP quantization does not match the MLP",
+    )?;
+    requants_ok(&q.layers)
+}
+
+fn mapq_ok(map: &Map, q: &MapQ) -> Result<(), Error> {
+    match (map, q) {
+        (Map::Mlp(m), MapQ::Mlp(mq)) => mlpq_ok(m, mq),
+        (Map::Set(s), q) => setq_ok(s, q),
+        _ => Err(Error::InvalidPlan(
+            "map quantization does not match the map",
+        )),
+    }
+}
+
+fn setq_ok(s: &SetLayer, q: &MapQ) -> Result<(), Error> {
+    match (s, q) {
+        (
+            SetLayer::DeepSets { gamma, lambda, .. },
+            MapQ::DeepSets {
+                gamma: g,
+                pooled,
+                score,
+                lambda: l,
+            },
+        ) => {
+            mlpq_ok(gamma, g)?;
+            mlpq_ok(lambda, l)?;
+            requants_ok(&[*pooled, *score])
+        }
+        (
+            SetLayer::Attention { .. },
+            MapQ::Attention {
+                q,
+                k,
+                v,
+                score,
+                o_q,
+                o_av,
+                y_o,
+                y_fc,
+            },
+        ) => requants_ok(&[*q, *k, *v, *score, *o_q, *o_av, *y_o, *y_fc]),
+        _ => Err(Error::InvalidPlan(
+            "set layer quantization does not match the set layer",
+        )),
+    }
+}
+
+fn next_quant(ops: &mut Ops<'_>) -> Result<Quant, Error> {
+    match ops.next() {
+        Some(Ok(Op::Quant(q))) => Ok(q),
+        Some(Err(e)) => Err(e),
+        _ => Err(Error::InvalidPlan("int8 plan lacks a quantization record")),
+    }
+}
+
+/// Bytes to compute a block's map output (everything but the output itself).
+pub(crate) fn block8_tmp(map: &Map, d: &Dims) -> usize {
+    pad(d.n * d.k)
+        + match map {
+            Map::Mlp(m) => pad(mlp8_tmp_len(m, d.n)),
+            Map::Set(s) => set8_tmp_len(s, d.n, d.k),
+        }
+}
+
+/// Bytes to run a cell-wise block on one destination row of `cols` entries.
+pub(crate) fn cells8_tmp(m: &Mlp, cols: usize, fin: usize, fout: usize) -> usize {
+    pad(cols * fin) + pad(mlp8_tmp_len(m, cols)) + pad(cols * fout)
+}
+
+/// Bytes to resample `W_0` per feature with a set layer (`din -> dout` rows over `d1`).
+pub(crate) fn resample8_tmp(s: &SetLayer, din: usize, dout: usize, d1: usize) -> usize {
+    pad(d1 * din) + pad(d1 * dout) + set8_tmp_len(s, d1, din)
+}
+
+/// Whether a block maps every entry on its own (computed row by row).
+pub(crate) fn is_cellwise(b: &crate::plan::Block) -> bool {
+    b.set_axis == SetAxis::Cells
+}
+
+/// Validates an int8 plan and computes its layout.
+pub(crate) fn validate8(
+    s: &Spec,
+    shape: &Shape,
+    mut ops: Ops<'_>,
+    params_len: usize,
+) -> Result<(Layout, Layout8), Error> {
+    let c = Checker {
+        params_len: params_len as u64,
+        int8: true,
+    };
+    let t = shape.tensors();
+    let cells = shape.total_cells();
+    let mut lay = Layout {
+        input_len: cells * s.input_features as usize,
+        ..Layout::default()
+    };
+    let mut l8 = Layout8 {
+        x0: pad(lay.input_len),
+        ..Layout8::default()
+    };
+    let mut feats = s.input_features as usize;
+    let mut seen_dws = false;
+    let mut input_done = false;
+    let mut done = false;
+    let mut first = true;
+    while let Some(op) = ops.next() {
+        let op = op?;
+        check(!done, "ops after the last record")?;
+        if first {
+            first = false;
+            if let Op::Normalize { mean, std } = &op {
+                c.param_of(*mean, lay.input_len, Kind::F32)?;
+                c.param_of(*std, lay.input_len, Kind::F32)?;
+                lay.normalize = true;
+                continue;
+            }
+        }
+        if !input_done {
+            let Op::Quant(Quant::Input { scales }) = &op else {
+                return Err(Error::InvalidPlan(
+                    "int8 plan must start with the input scales",
+                ));
+            };
+            check(scales.len() == t, "one input scale per tensor")?;
+            check(
+                scales.iter().all(|v| v.is_finite() && *v > 0.0),
+                "input scales must be positive",
+            )?;
+            input_done = true;
+            continue;
+        }
+        match op {
+            Op::Dws(l) => {
+                check(l.fin as usize == feats, "DWS layer input features mismatch")?;
+                check(l.fout >= 1, "DWS layer with no output features")?;
+                let Quant::Layer { out, resample } = next_quant(&mut ops)? else {
+                    return Err(Error::InvalidPlan("DWS layer without its quantization"));
+                };
+                check(out.len() == t, "one output requantization per tensor")?;
+                requants_ok(&out)?;
+                layer8(
+                    &c,
+                    &l,
+                    resample.as_ref(),
+                    shape,
+                    &mut ops,
+                    &mut lay,
+                    &mut l8,
+                )?;
+                feats = l.fout as usize;
+                l8.act = l8.act.max(pad(cells * feats));
+                lay.act_len = l8.act;
+                lay.dws_layers += 1;
+                seen_dws = true;
+            }
+            Op::Affine { scale, shift } => {
+                check(seen_dws, "affine before the first DWS layer")?;
+                c.param_of(scale, t * feats, Kind::I32)?;
+                c.param_of(shift, t * feats, Kind::I32)?;
+                let Quant::Affine { shift } = next_quant(&mut ops)? else {
+                    return Err(Error::InvalidPlan("affine without its quantization"));
+                };
+                check((1..=62).contains(&shift), "affine shift out of range")?;
+            }
+            Op::Relu => check(seen_dws, "ReLU before the first DWS layer")?,
+            Op::InputSkip(l) => {
+                check(seen_dws, "skip before the first DWS layer")?;
+                check(
+                    l.fin == s.input_features && l.fout as usize == feats,
+                    "skip width mismatch",
+                )?;
+                c.param_of(l.weight, (l.fin * l.fout) as usize, Kind::I8)?;
+                if let Some(b) = l.bias {
+                    c.param_of(b, t * feats, Kind::I32)?;
+                }
+                let Quant::Skip { cur, lin } = next_quant(&mut ops)? else {
+                    return Err(Error::InvalidPlan("skip without its quantization"));
+                };
+                check(
+                    cur.len() == t && lin.len() == t,
+                    "one skip requantization per tensor",
+                )?;
+                requants_ok(&cur)?;
+                requants_ok(&lin)?;
+                lay.macs += cells as u64 * l.fin as u64 * l.fout as u64;
+            }
+            Op::Head(h) => {
+                check(seen_dws, "head before the first DWS layer")?;
+                let width = head_width(shape, feats);
+                let out = c.mlp(&h.mlp, width)?;
+                let Quant::Head {
+                    pooled,
+                    mlp,
+                    logit_scale,
+                } = next_quant(&mut ops)?
+                else {
+                    return Err(Error::InvalidPlan("head without its quantization"));
+                };
+                check(
+                    pooled.len() == t,
+                    "one head requantization per pooled segment",
+                )?;
+                requants_ok(&pooled)?;
+                mlpq_ok(&h.mlp, &mlp)?;
+                check(logit_scale.is_finite(), "logit scale is not finite")?;
+                check(
+                    matches!(s.output, Output::Logits { classes } if classes as usize == out),
+                    "head width differs from the class count",
+                )?;
+                l8.tmp = l8
+                    .tmp
+                    .max(pad(width) + 4 * feats + pad(mlp8_tmp_len(&h.mlp, 1)));
+                lay.macs += mlp_macs(&h.mlp, 1);
+                lay.output_len = out;
+                done = true;
+            }
+            Op::Quant(Quant::Output { scales }) => {
+                check(seen_dws, "output before the first DWS layer")?;
+                check(
+                    scales.len() == t && scales.iter().all(|v| v.is_finite()),
+                    "one output scale per tensor",
+                )?;
+                check(
+                    matches!(s.output, Output::WeightSpace { features } if features as usize == feats),
+                    "output features mismatch",
+                )?;
+                lay.output_len = cells * feats;
+                done = true;
+            }
+            Op::Normalize { .. } => {
+                return Err(Error::InvalidPlan("normalization must come first"))
+            }
+            Op::Block(_) => return Err(Error::InvalidPlan("block outside a DWS layer")),
+            Op::Quant(_) => return Err(Error::InvalidPlan("unexpected quantization record")),
+        }
+    }
+    check(done, "int8 plan does not end with its output")?;
+    Ok((lay, l8))
+}
+
+/// Validates one DWS layer's blocks (reading them from `ops`) and grows the layout.
+fn layer8(
+    c: &Checker,
+    l: &DwsLayer,
+    rq: Option<&crate::quant::ResampleQ>,
+    shape: &Shape,
+    ops: &mut Ops<'_>,
+    lay: &mut Layout,
+    l8: &mut Layout8,
+) -> Result<(), Error> {
+    let (fin, fout) = (l.fin as usize, l.fout as usize);
+    let inner = match (&l.resample, rq) {
+        (Some(r), Some(q)) => {
+            let (d0, d1, ds) = (shape.dim(0), shape.dim(1), r.rows as usize);
+            check(ds >= 1, "down-sampled size is zero")?;
+            check(
+                c.set_layer(&r.down, d0)? == ds,
+                "down-sampling width mismatch",
+            )?;
+            check(c.set_layer(&r.up, ds)? == d0, "up-sampling width mismatch")?;
+            check(c.mlp(&r.skip, fin)? == fout, "resample skip width mismatch")?;
+            setq_ok(&r.down, &q.down)?;
+            setq_ok(&r.up, &q.up)?;
+            mlpq_ok(&r.skip, &q.skip)?;
+            requants_ok(&[q.out_up, q.out_skip])?;
+            check(
+                matches!(r.down, SetLayer::DeepSets { .. })
+                    && matches!(r.up, SetLayer::DeepSets { .. }),
+                "resampling needs DeepSets layers",
+            )?;
+            l8.down = l8.down.max(pad(ds * d1 * fin));
+            l8.up = l8.up.max(pad(ds * d1 * fout));
+            let skip = pad(d1 * fin) + pad(mlp8_tmp_len(&r.skip, d1));
+            l8.tmp = l8
+                .tmp
+                .max(skip)
+                .max(resample8_tmp(&r.down, d0, ds, d1))
+                .max(resample8_tmp(&r.up, ds, d0, d1));
+            lay.macs += mlp_macs(&r.skip, d0 * d1);
+            shape.with_w0_rows(ds)
+        }
+        (None, None) => *shape,
+        _ => {
+            return Err(Error::InvalidPlan(
+                "resample quantization does not match the layer",
+            ))
+        }
+    };
+    let mut seen = [false; MAX_TENSORS];
+    let mut group: Option<usize> = None;
+    let mut group_len = 0usize;
+    let mut ystore = 0usize;
+    for _ in 0..l.blocks {
+        let Some(Op::Block(b)) = ops.next().transpose()? else {
+            return Err(Error::InvalidPlan(
+                "DWS layer has fewer blocks than announced",
+            ));
+        };
+        let Quant::Block(bq) = next_quant(ops)? else {
+            return Err(Error::InvalidPlan("block without its quantization"));
+        };
+        let d = block_dims(&b, &inner, fin, fout)?;
+        let out = match &b.map {
+            Map::Mlp(m) => c.mlp(m, d.k)?,
+            Map::Set(s) => c.set_layer(s, d.k)?,
+        };
+        check(
+            out == d.kout,
+            "block output width does not match the destination",
+        )?;
+        mapq_ok(&b.map, &bq.map)?;
+        requants_ok(&[bq.x, bq.contrib])?;
+        let j = b.dst as usize;
+        if group != Some(j) {
+            check(!seen[j], "int8 blocks must be grouped by destination")?;
+            seen[j] = true;
+            group = Some(j);
+            group_len = 0;
+            ystore = 0;
+        }
+        group_len += 1;
+        check(
+            group_len <= MAX_GROUP,
+            "too many blocks for one destination",
+        )?;
+        let (_, cols) = inner.grid(j);
+        l8.accrow = l8.accrow.max(4 * cols * fout);
+        if is_cellwise(&b) {
+            let Map::Mlp(m) = &b.map else {
+                return Err(Error::InvalidPlan("cell-wise blocks must be MLPs"));
+            };
+            check(
+                b.src == b.dst && b.place == SetAxis::Cells && !b.pool.rows && !b.pool.cols,
+                "malformed cell-wise block",
+            )?;
+            l8.tmp = l8.tmp.max(cells8_tmp(m, cols, fin, fout));
+        } else {
+            ystore += pad(d.n * d.kout);
+            l8.ystore = l8.ystore.max(ystore);
+            l8.tmp = l8.tmp.max(block8_tmp(&b.map, &d));
+        }
+        lay.macs += block_macs(&b, &d);
+        lay.blocks += 1;
+    }
+    Ok(())
+}

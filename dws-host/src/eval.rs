@@ -1,0 +1,645 @@
+//! Classifying INR datasets: `dws eval` (accuracy, per-class accuracy, confusion matrix,
+//! throughput) and the dataset modes of `dws run` (a predictions CSV).
+//!
+//! Files are loaded and run in batches (default [`DEFAULT_BATCH`]), both in parallel, so a
+//! dataset of any size runs in bounded memory; predictions are streamed to the CSV.
+//!
+//! The CSV has a header row and one row per input that could be read, in dataset
+//! order: `path,label,predicted,logit_0,...,logit_{C-1}`. `path` is exactly as written in
+//! the splits file (or the found path, for a directory); `label` is empty when unknown;
+//! `predicted` is the index of the largest logit (the first on ties); logits are printed
+//! so that they read back as the same f32. Fields are quoted as RFC 4180 says when needed.
+
+use crate::dataset::{self, Entry};
+use crate::runner;
+use anyhow::{anyhow, bail, Context, Result};
+use dws_core::plan::Output;
+use dws_core::Model;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Files loaded and run at a time by default.
+pub const DEFAULT_BATCH: usize = 256;
+
+/// Without a terminal, a progress line is printed this often (so only long runs print any).
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// How to run a dataset.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker threads for loading and for the model.
+    pub threads: usize,
+    /// Files per batch.
+    pub batch_size: usize,
+    /// Whether progress may be shown on stderr (a bar on a terminal, otherwise a
+    /// plain line every 10 s).
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            threads: runner::default_threads(),
+            batch_size: DEFAULT_BATCH,
+            progress: true,
+        }
+    }
+}
+
+/// What a dataset run counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Number of classes `C`.
+    pub classes: usize,
+    /// Entries in the dataset.
+    pub total: usize,
+    /// Inputs that were read and run.
+    pub ran: usize,
+    /// Files that could not be read or had the wrong shapes.
+    pub skipped: usize,
+    /// `confusion[label * C + predicted]`, over the inputs with a label in `0..C`.
+    pub confusion: Vec<u64>,
+    /// Seconds spent reading files.
+    pub load_secs: f64,
+    /// Seconds spent in the model.
+    pub model_secs: f64,
+    /// Seconds from start to end.
+    pub wall_secs: f64,
+    /// Worker threads used.
+    pub threads: usize,
+}
+
+impl Summary {
+    /// Inputs counted in the confusion matrix.
+    pub fn labeled(&self) -> u64 {
+        self.confusion.iter().sum()
+    }
+
+    /// Correct predictions.
+    pub fn correct(&self) -> u64 {
+        (0..self.classes)
+            .map(|c| self.confusion[c * self.classes + c])
+            .sum()
+    }
+
+    /// `(correct, inputs)` of class `c`.
+    pub fn class_counts(&self, c: usize) -> (u64, u64) {
+        let row = &self.confusion[c * self.classes..(c + 1) * self.classes];
+        (row[c], row.iter().sum())
+    }
+
+    /// Accuracy over the labeled inputs.
+    pub fn accuracy(&self) -> Option<f64> {
+        let n = self.labeled();
+        (n > 0).then(|| self.correct() as f64 / n as f64)
+    }
+
+    /// Mean of the per-class accuracies over the classes that occur.
+    pub fn balanced_accuracy(&self) -> Option<f64> {
+        let accs: Vec<f64> = (0..self.classes)
+            .map(|c| self.class_counts(c))
+            .filter(|&(_, n)| n > 0)
+            .map(|(k, n)| k as f64 / n as f64)
+            .collect();
+        (!accs.is_empty()).then(|| accs.iter().sum::<f64>() / accs.len() as f64)
+    }
+
+    /// Inputs per second, loading included.
+    pub fn throughput(&self) -> f64 {
+        self.ran as f64 / self.wall_secs.max(1e-9)
+    }
+
+    /// The throughput line.
+    pub fn timing(&self) -> String {
+        format!(
+            "{} inputs in {:.3} s: {:.0} inputs/s (reading files {:.3} s, model {:.3} s = {:.0} inputs/s; {} threads)",
+            self.ran,
+            self.wall_secs,
+            self.throughput(),
+            self.load_secs,
+            self.model_secs,
+            self.ran as f64 / self.model_secs.max(1e-9),
+            self.threads
+        )
+    }
+
+    /// The `dws eval` report: accuracy, per-class accuracy, confusion matrix, throughput.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        let pct = |k: u64, n: u64| {
+            if n == 0 {
+                "n/a".to_string()
+            } else {
+                format!("{:.2}%", 100.0 * k as f64 / n as f64)
+            }
+        };
+        let _ = writeln!(
+            s,
+            "inputs:   {} of {} ({} skipped)",
+            self.ran, self.total, self.skipped
+        );
+        let n = self.labeled();
+        let _ = writeln!(
+            s,
+            "accuracy: {} ({}/{n})",
+            pct(self.correct(), n),
+            self.correct()
+        );
+        if let Some(b) = self.balanced_accuracy() {
+            let _ = writeln!(s, "balanced accuracy (mean per-class): {:.2}%", 100.0 * b);
+        }
+        let _ = writeln!(s, "per-class accuracy:");
+        let w = self.classes.saturating_sub(1).to_string().len();
+        for c in 0..self.classes {
+            let (k, n) = self.class_counts(c);
+            let _ = writeln!(s, "  class {c:>w$}: {:>7} ({k}/{n})", pct(k, n));
+        }
+        if self.classes <= 32 {
+            let biggest = self.confusion.iter().copied().max().unwrap_or(0);
+            let cw = biggest.to_string().len().max(w).max(1);
+            let _ = writeln!(s, "confusion matrix (rows: label, columns: predicted):");
+            let _ = write!(s, "  {:>w$} ", "");
+            for c in 0..self.classes {
+                let _ = write!(s, " {c:>cw$}");
+            }
+            s.push('\n');
+            for r in 0..self.classes {
+                let _ = write!(s, "  {r:>w$} ");
+                for c in 0..self.classes {
+                    let _ = write!(s, " {:>cw$}", self.confusion[r * self.classes + c]);
+                }
+                s.push('\n');
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "confusion matrix: not shown for {} classes (see the predictions CSV)",
+                self.classes
+            );
+        }
+        let _ = writeln!(s, "throughput: {}", self.timing());
+        s
+    }
+}
+
+/// The number of classes of a classifier that reads INR files (one feature per entry);
+/// a clear error for anything else.
+pub fn classifier_classes(model: &Model<'_>) -> Result<usize> {
+    let Output::Logits { classes } = model.spec().output else {
+        bail!(
+            "this model is a DWSModel (its output is a weight space, not class logits): \
+             datasets are evaluated with a DWSModelForClassification. \
+             Run a DWSModel with `dws run MODEL inputs.safetensors -o out.safetensors`"
+        );
+    };
+    let f = model.spec().input_features;
+    if f != 1 {
+        bail!(
+            "this model takes {f} features per weight-space entry, but an INR file gives one \
+             (upstream adds a single trailing feature axis)"
+        );
+    }
+    Ok(classes as usize)
+}
+
+/// Index of the largest value (the first on ties; NaN counts as largest, as in torch).
+pub fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in xs.iter().enumerate().skip(1) {
+        let b = xs[best];
+        if !b.is_nan() && (v.is_nan() || v > b) {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Runs `model` over `entries` in batches, calling `sink(entry, logits, predicted)` for
+/// every input that could be read, in order. Files that cannot be read or have the
+/// wrong shapes are reported on stderr by path and skipped.
+pub fn predict(
+    model: &Model<'_>,
+    entries: &[Entry],
+    opts: &Options,
+    mut sink: impl FnMut(&Entry, &[f32], usize) -> Result<()>,
+) -> Result<Summary> {
+    let classes = classifier_classes(model)?;
+    let start = Instant::now();
+    let threads = opts.threads.max(1);
+    let batch = opts.batch_size.max(1);
+    let mut summary = Summary {
+        classes,
+        total: entries.len(),
+        ran: 0,
+        skipped: 0,
+        confusion: vec![0; classes * classes],
+        load_secs: 0.0,
+        model_secs: 0.0,
+        wall_secs: 0.0,
+        threads,
+    };
+    let progress = Progress::new(entries.len(), batch, opts.progress);
+    let (dims, ilen, olen) = (model.dims(), model.input_len(), model.output_len());
+    for chunk in entries.chunks(batch) {
+        let t0 = Instant::now();
+        let loaded = dataset::load_batch(chunk, dims, ilen, threads);
+        summary.load_secs += t0.elapsed().as_secs_f64();
+        for (i, e) in &loaded.failed {
+            progress.warn(&skip_warning(&chunk[*i], e));
+        }
+        summary.skipped += loaded.failed.len();
+        let t1 = Instant::now();
+        let out = runner::run_batch(model, &loaded.data, loaded.ok.len(), threads)?;
+        summary.model_secs += t1.elapsed().as_secs_f64();
+        for (&i, logits) in loaded.ok.iter().zip(out.chunks_exact(olen)) {
+            let entry = &chunk[i];
+            let p = argmax(logits);
+            if let Some(l) = entry.label.and_then(|l| usize::try_from(l).ok()) {
+                if l < classes {
+                    summary.confusion[l * classes + p] += 1;
+                }
+            }
+            summary.ran += 1;
+            sink(entry, logits, p)?;
+        }
+        progress.advance(chunk.len());
+    }
+    progress.finish();
+    summary.wall_secs = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// `warning: skipping PATH: why`, naming the file read too when it differs from the path
+/// as written.
+fn skip_warning(entry: &Entry, e: &anyhow::Error) -> String {
+    let file = entry.file.display().to_string();
+    let msg = format!("{e:#}");
+    let why = msg.strip_prefix(&format!("{file}: ")).unwrap_or(&msg);
+    if Path::new(&entry.path) == entry.file {
+        format!("warning: skipping {}: {why}", entry.path)
+    } else {
+        format!("warning: skipping {} (read as {file}): {why}", entry.path)
+    }
+}
+
+/// Progress on stderr: a bar on a terminal (for runs of more than one batch), otherwise a
+/// complete line every [`PLAIN_PROGRESS_EVERY`], so piped or logged stderr stays readable
+/// and short runs print nothing.
+struct Progress {
+    bar: Option<ProgressBar>,
+    plain: Option<std::cell::Cell<(Instant, Instant, usize)>>,
+    total: usize,
+}
+
+impl Progress {
+    fn new(total: usize, batch: usize, enabled: bool) -> Progress {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (enabled && tty && total > batch).then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{wide_bar} {pos}/{len} files [{elapsed_precise}, ETA {eta}, {per_sec}]",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        let now = Instant::now();
+        let plain = (enabled && !tty).then(|| std::cell::Cell::new((now, now, 0)));
+        Progress { bar, plain, total }
+    }
+
+    fn warn(&self, msg: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{msg}")),
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    fn advance(&self, n: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n as u64);
+        }
+        if let Some(cell) = &self.plain {
+            let (start, last, done) = cell.get();
+            let done = done + n;
+            let now = Instant::now();
+            let mut last = last;
+            if now.duration_since(last) >= PLAIN_PROGRESS_EVERY && done < self.total {
+                let secs = now.duration_since(start).as_secs_f64();
+                let rate = done as f64 / secs.max(1e-9);
+                let eta = (self.total - done) as f64 / rate.max(1e-9);
+                eprintln!(
+                    "progress: {done}/{} files ({:.0}%), {rate:.0} files/s, about {eta:.0} s left",
+                    self.total,
+                    100.0 * done as f64 / self.total.max(1) as f64
+                );
+                last = now;
+            }
+            cell.set((start, last, done));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Quotes a CSV field when it holds a comma, quote, or line break (RFC 4180).
+pub fn csv_field(s: &str) -> Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// Writes the predictions CSV (see the module docs).
+pub struct CsvWriter<W: Write> {
+    out: W,
+    line: String,
+}
+
+impl<W: Write> CsvWriter<W> {
+    /// Writes the header row for `classes` logits.
+    pub fn new(mut out: W, classes: usize) -> Result<Self> {
+        let mut line = String::from("path,label,predicted");
+        for c in 0..classes {
+            let _ = write!(line, ",logit_{c}");
+        }
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
+        Ok(CsvWriter { out, line })
+    }
+
+    /// Writes one row.
+    pub fn row(&mut self, entry: &Entry, logits: &[f32], predicted: usize) -> Result<()> {
+        let l = &mut self.line;
+        l.clear();
+        l.push_str(&csv_field(&entry.path));
+        l.push(',');
+        if let Some(label) = entry.label {
+            let _ = write!(l, "{label}");
+        }
+        let _ = write!(l, ",{predicted}");
+        for v in logits {
+            let _ = write!(l, ",{v}");
+        }
+        l.push('\n');
+        self.out.write_all(l.as_bytes())?;
+        Ok(())
+    }
+
+    /// Flushes and returns the writer.
+    pub fn finish(mut self) -> Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Where the predictions CSV goes: a file, or stdout for `-`.
+fn open_csv(path: &Path) -> Result<Box<dyn Write>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout().lock())));
+    }
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(Box::new(std::io::BufWriter::new(f)))
+}
+
+/// Whether `dws run`'s input is a dataset (a directory of INR files or a splits JSON)
+/// rather than a safetensors batch.
+pub fn is_dataset_input(path: &Path) -> bool {
+    path.is_dir()
+        || path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+/// The entries of a dataset input: a directory of INR files, or split `split` (default
+/// `test`) of a splits JSON.
+pub fn dataset_entries(input: &Path, split: Option<&str>) -> Result<Vec<Entry>> {
+    if input.is_dir() {
+        if split.is_some() {
+            bail!(
+                "--split applies to a splits JSON, and {} is a directory",
+                input.display()
+            );
+        }
+        dataset::list_dir(input)
+    } else {
+        dataset::read_splits(input, split.unwrap_or("test"))
+    }
+}
+
+/// The model blob, read and opened.
+fn open_model(path: &Path) -> Result<crate::blob_io::AlignedBlob> {
+    crate::blob_io::AlignedBlob::read(path)
+}
+
+/// Arguments of `dws eval`.
+#[derive(Debug, Clone)]
+pub struct EvalArgs {
+    /// The .dws blob.
+    pub model: PathBuf,
+    /// The splits JSON.
+    pub splits: PathBuf,
+    /// The split to evaluate.
+    pub split: String,
+    /// Predictions CSV (`-` for stdout).
+    pub output: Option<PathBuf>,
+    /// Loading and running options.
+    pub options: Options,
+}
+
+/// `dws eval`: prints the report (to stdout, or to stderr when the CSV goes to stdout).
+pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
+    let blob = open_model(&args.model)?;
+    let model = blob.model()?;
+    let classes = classifier_classes(&model)
+        .with_context(|| format!("{} cannot be evaluated", args.model.display()))?;
+    let entries = dataset::read_splits(&args.splits, &args.split)?;
+    if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.label.is_none()) {
+        bail!(
+            "{}: split `{}` has no label for entry {i} ({}): `dws eval` needs labels \
+             (use `dws run` to predict without them)",
+            args.splits.display(),
+            args.split,
+            e.path
+        );
+    }
+    if let Some((i, e, l)) = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.label.map(|l| (i, e, l)))
+        .find(|&(_, _, l)| l < 0 || l >= classes as i64)
+    {
+        bail!(
+            "{}: split `{}`: label {l} of entry {i} ({}) is not a class of this model (0..{})",
+            args.splits.display(),
+            args.split,
+            e.path,
+            classes - 1
+        );
+    }
+    let mut csv = args
+        .output
+        .as_deref()
+        .map(|p| open_csv(p).and_then(|w| CsvWriter::new(w, classes)))
+        .transpose()?;
+    let summary = predict(
+        &model,
+        &entries,
+        &args.options,
+        |e, logits, p| match &mut csv {
+            Some(w) => w.row(e, logits, p),
+            None => Ok(()),
+        },
+    )?;
+    if let Some(w) = csv {
+        w.finish().context("writing the predictions CSV")?;
+    }
+    let mut report = format!(
+        "model:    {} ({classes} classes)\nsplit:    `{}` of {}\n",
+        args.model.display(),
+        args.split,
+        args.splits.display()
+    );
+    report.push_str(&summary.report());
+    if summary.skipped > 0 {
+        let _ = writeln!(
+            report,
+            "skipped:  {} of {} files could not be read (see the warnings on stderr)",
+            summary.skipped, summary.total
+        );
+    }
+    if let Some(p) = &args.output {
+        if p != Path::new("-") {
+            let _ = writeln!(report, "predictions: {}", p.display());
+        }
+    }
+    if args.output.as_deref() == Some(Path::new("-")) {
+        eprint!("{report}");
+    } else {
+        print!("{report}");
+        std::io::stdout().flush()?;
+    }
+    if summary.ran == 0 {
+        bail!("no input could be read ({} skipped)", summary.skipped);
+    }
+    Ok(summary)
+}
+
+/// `dws run` on a dataset: writes the predictions CSV to `output` (`-` for stdout) and a
+/// one-line summary to stderr.
+pub fn run_dataset_command(
+    model_path: &Path,
+    input: &Path,
+    split: Option<&str>,
+    output: &Path,
+    options: &Options,
+) -> Result<Summary> {
+    let blob = open_model(model_path)?;
+    let model = blob.model()?;
+    let classes = classifier_classes(&model)
+        .with_context(|| format!("{} cannot run on a dataset", model_path.display()))?;
+    if output
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    {
+        bail!(
+            "a dataset input writes a predictions CSV, not safetensors: use e.g. `-o predictions.csv`"
+        );
+    }
+    let entries = dataset_entries(input, split)?;
+    let mut csv = CsvWriter::new(open_csv(output)?, classes)?;
+    let summary = predict(&model, &entries, options, |e, logits, p| {
+        csv.row(e, logits, p)
+    })?;
+    csv.finish().context("writing the predictions CSV")?;
+    let skipped = if summary.skipped > 0 {
+        format!(", skipped {} unreadable files (see above)", summary.skipped)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "ran {}{skipped} -> {}",
+        summary.timing(),
+        if output == Path::new("-") {
+            "stdout".to_string()
+        } else {
+            output.display().to_string()
+        }
+    );
+    if summary.ran == 0 {
+        return Err(anyhow!(
+            "no input could be read ({} skipped)",
+            summary.skipped
+        ));
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_ties_and_nan() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+        assert_eq!(argmax(&[-1.0]), 0);
+        assert_eq!(argmax(&[0.0, f32::NAN, 5.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 5.0]), 0);
+    }
+
+    #[test]
+    fn csv_quoting() -> Result<()> {
+        assert_eq!(csv_field("a/b.pth"), "a/b.pth");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        let mut w = CsvWriter::new(Vec::new(), 2)?;
+        let e = |path: &str, label| Entry {
+            path: path.into(),
+            file: path.into(),
+            label,
+        };
+        w.row(&e("x,y.pth", Some(1)), &[0.5, -1e-7], 0)?;
+        w.row(&e("z.pth", None), &[1.0, 2.0], 1)?;
+        let text = String::from_utf8(w.finish()?)?;
+        assert_eq!(
+            text,
+            "path,label,predicted,logit_0,logit_1\n\"x,y.pth\",1,0,0.5,-0.0000001\nz.pth,,1,1,2\n"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn summary_numbers() {
+        let s = Summary {
+            classes: 2,
+            total: 5,
+            ran: 4,
+            skipped: 1,
+            confusion: vec![2, 1, 0, 1],
+            load_secs: 0.5,
+            model_secs: 0.5,
+            wall_secs: 1.0,
+            threads: 1,
+        };
+        assert_eq!(s.correct(), 3);
+        assert_eq!(s.accuracy(), Some(0.75));
+        assert_eq!(s.class_counts(0), (2, 3));
+        assert_eq!(s.balanced_accuracy(), Some((2.0 / 3.0 + 1.0) / 2.0));
+        let r = s.report();
+        assert!(r.contains("accuracy: 75.00% (3/4)"), "{r}");
+        assert!(r.contains("class 1: 100.00% (1/1)"), "{r}");
+    }
+}
