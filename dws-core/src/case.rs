@@ -106,6 +106,15 @@ impl<'a> CaseRepr<'a> {
         f32_at(self.expected, k * self.output_len as usize + j)
     }
 
+    /// Expected output element `j` of input `k`, or NaN when out of range.
+    pub fn expected_value(&self, k: usize, j: usize) -> f32 {
+        if k < self.batch as usize && j < self.output_len as usize {
+            self.expected(k, j)
+        } else {
+            f32::NAN
+        }
+    }
+
     /// Checks the output of input `k` against the tolerance; returns the worst
     /// relative error seen (diff / allowed) or the first mismatch.
     pub fn check(&self, k: usize, actual: &[f32]) -> Result<f32, Mismatch> {

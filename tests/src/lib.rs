@@ -37,6 +37,10 @@ pub struct Fixture {
     pub inputs: Vec<f32>,
     /// The case (inputs and upstream's outputs) encoded as `case.bin`.
     pub case: Vec<u8>,
+    /// The blob quantized to int8 (calibrated on the fixture's inputs): `model.int8.dws`.
+    pub int8_blob: AlignedBlob,
+    /// The core's int8 outputs as golden case (`case_int8.bin`): zero tolerance.
+    pub int8_case: Vec<u8>,
 }
 
 /// The fixtures folder.
@@ -71,6 +75,9 @@ impl Fixture {
         let expected = read_safetensors(&dir.join("expected.safetensors"))?;
         let (batch, flat) = weight_space::flatten_inputs(&model, &inputs)?;
         let case = encode_case(name, &model, batch, &flat, &expected)?;
+        let cal = dws_host::quantize::calibrate(&model, &flat)?;
+        let int8_blob = AlignedBlob::from_bytes(&dws_host::quantize::quantize(&model, &cal)?.blob);
+        let int8_case = golden_case(name, &int8_blob.model()?, batch, &flat)?;
         drop(model);
         Ok(Fixture {
             name: name.to_string(),
@@ -80,6 +87,8 @@ impl Fixture {
             batch,
             inputs: flat,
             case,
+            int8_blob,
+            int8_case,
         })
     }
 
@@ -87,11 +96,22 @@ impl Fixture {
     pub fn case(&self) -> CaseRepr<'_> {
         CaseRepr::new_checked(&self.case).expect("the suite encodes valid cases")
     }
+
+    /// The decoded int8 golden case.
+    pub fn int8_case(&self) -> CaseRepr<'_> {
+        CaseRepr::new_checked(&self.int8_case).expect("the suite encodes valid cases")
+    }
 }
 
 /// Loads every fixture.
 pub fn load_all() -> Result<Vec<Fixture>> {
     fixture_names()?.iter().map(|n| Fixture::load(n)).collect()
+}
+
+/// Every fixture, loaded once per process (tests share them).
+pub fn shared() -> &'static [Fixture] {
+    static ALL: std::sync::OnceLock<Vec<Fixture>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| load_all().expect("loading the reference fixtures"))
 }
 
 /// Encodes expected outputs (named tensors) as a case for `model`.
@@ -119,6 +139,40 @@ pub fn encode_case(
     }
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let (scale_b, in_b, exp_b) = (bytes(&scale), bytes(inputs), bytes(&flat_expected));
+    let case = CaseRepr {
+        version: dws_core::case::CASE_VERSION,
+        name,
+        batch: batch as u32,
+        input_len: model.input_len() as u32,
+        output_len: per as u32,
+        segments: segments.iter().copied().collect(),
+        scale: &scale_b,
+        inputs: &in_b,
+        expected: &exp_b,
+    };
+    Ok(postcard::to_allocvec(&case)?)
+}
+
+/// The core's outputs of `model` on `inputs` as a zero-tolerance case: the int8
+/// golden outputs every other backend must match bit for bit.
+pub fn golden_case(
+    name: &str,
+    model: &dws_core::Model<'_>,
+    batch: usize,
+    inputs: &[f32],
+) -> Result<Vec<u8>> {
+    let mut scratch = vec![0f32; model.scratch_len()];
+    let per = model.output_len();
+    let mut out = vec![0f32; batch * per];
+    for (x, y) in inputs.chunks(model.input_len()).zip(out.chunks_mut(per)) {
+        model
+            .run(x, &mut scratch, y)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let segments = output_segments(model);
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let zeros = vec![0f32; segments.len()];
+    let (scale_b, in_b, exp_b) = (bytes(&zeros), bytes(inputs), bytes(&out));
     let case = CaseRepr {
         version: dws_core::case::CASE_VERSION,
         name,
@@ -268,6 +322,34 @@ pub fn check_outputs(case: &CaseRepr<'_>, out: &[f32]) -> Result<f32> {
 /// Runs `backend` over `fixtures`, printing a line per fixture and `N passed, M failed`.
 pub fn run_suite(backend: &mut dyn Backend, fixtures: &[Fixture]) -> Report {
     run_suite_with(backend, fixtures, |_, blob| blob.to_vec())
+}
+
+/// Runs `backend` over every fixture's int8 blob, requiring the core's golden
+/// outputs bit for bit.
+pub fn run_int8_suite(backend: &mut dyn Backend, fixtures: &[Fixture]) -> Report {
+    let mut r = Report::default();
+    println!(
+        "reference suite (int8, bit-exact), backend {}:",
+        backend.name()
+    );
+    for f in fixtures {
+        let res = backend
+            .run(f, f.int8_blob.bytes())
+            .and_then(|out| check_outputs(&f.int8_case(), &out));
+        match res {
+            Ok(_) => {
+                r.passed += 1;
+                println!("  ok    {:<28} bit-exact", f.name);
+            }
+            Err(e) => {
+                r.failed += 1;
+                r.failures.push(f.name.clone());
+                println!("  FAIL  {:<28} {e:#}", f.name);
+            }
+        }
+    }
+    println!("{} passed, {} failed", r.passed, r.failed);
+    r
 }
 
 /// Like [`run_suite`], handing each blob through `edit` first (for negative controls).

@@ -4,13 +4,13 @@
 use dws_core::plan::{Op, Output};
 use dws_host::blob_io::{decode, encode, AlignedBlob};
 use dws_reference::permute::{HiddenPermutation, SplitMix};
-use dws_reference::{load_all, run_suite, run_suite_with, CoreBackend, HostBackend};
+use dws_reference::{run_int8_suite, run_suite, run_suite_with, shared, CoreBackend, HostBackend};
 
 #[test]
 fn core_backend_passes_every_fixture() {
-    let fixtures = load_all().unwrap();
+    let fixtures = shared();
     assert!(fixtures.len() >= 10);
-    let r = run_suite(&mut CoreBackend, &fixtures);
+    let r = run_suite(&mut CoreBackend, fixtures);
     assert_eq!(
         (r.passed, r.failed),
         (fixtures.len(), 0),
@@ -21,9 +21,9 @@ fn core_backend_passes_every_fixture() {
 
 #[test]
 fn host_backend_passes_every_fixture_with_one_and_two_threads() {
-    let fixtures = load_all().unwrap();
+    let fixtures = shared();
     for threads in [1, 2] {
-        let r = run_suite(&mut HostBackend { threads }, &fixtures);
+        let r = run_suite(&mut HostBackend { threads }, fixtures);
         assert_eq!(
             (r.passed, r.failed),
             (fixtures.len(), 0),
@@ -36,8 +36,8 @@ fn host_backend_passes_every_fixture_with_one_and_two_threads() {
 /// Drops the first block of the first DWS layer: every fixture must then fail.
 #[test]
 fn negative_control_a_broken_block_fails_every_fixture() {
-    let fixtures = load_all().unwrap();
-    let r = run_suite_with(&mut CoreBackend, &fixtures, |_, blob| {
+    let fixtures = shared();
+    let r = run_suite_with(&mut CoreBackend, fixtures, |_, blob| {
         let mut plan = decode(blob).unwrap();
         let first = plan.ops.iter_mut().find_map(|op| match op {
             Op::Block(b) => Some(b),
@@ -52,7 +52,7 @@ fn negative_control_a_broken_block_fails_every_fixture() {
 #[test]
 fn permuting_hidden_neurons_commutes_with_every_fixture() {
     let mut rng = SplitMix(0x5eed);
-    for f in load_all().unwrap() {
+    for f in shared() {
         let m = f.blob.model().unwrap();
         let fin = m.spec().input_features as usize;
         let mut scratch = vec![0f32; m.scratch_len()];
@@ -83,7 +83,7 @@ fn permuting_hidden_neurons_commutes_with_every_fixture() {
 /// converter produces today (`cargo run -p dws-reference -- write-cases`).
 #[test]
 fn committed_case_files_are_up_to_date() {
-    for f in load_all().unwrap() {
+    for f in shared() {
         let blob = std::fs::read(f.dir.join("model.dws")).unwrap();
         assert!(
             blob == f.blob.bytes(),
@@ -97,5 +97,83 @@ fn committed_case_files_are_up_to_date() {
             f.name
         );
         AlignedBlob::from_bytes(&blob).model().unwrap();
+    }
+}
+
+#[test]
+fn int8_core_and_host_match_the_golden_outputs_bit_for_bit() {
+    let fixtures = shared();
+    for r in [
+        run_int8_suite(&mut CoreBackend, fixtures),
+        run_int8_suite(&mut HostBackend { threads: 1 }, fixtures),
+        run_int8_suite(&mut HostBackend { threads: 2 }, fixtures),
+    ] {
+        assert_eq!(
+            (r.passed, r.failed),
+            (fixtures.len(), 0),
+            "failures: {:?}",
+            r.failures
+        );
+    }
+}
+
+/// Integer arithmetic is exact, so relabeling hidden neurons changes int8
+/// outputs not even in the last bit (beyond relabeling them).
+#[test]
+fn int8_is_bit_identical_under_hidden_permutations_and_batch_positions() {
+    let mut rng = SplitMix(0x1178);
+    for f in shared() {
+        let m = f.int8_blob.model().unwrap();
+        let fin = m.spec().input_features as usize;
+        let mut scratch = vec![0f32; m.scratch_len()];
+        let (mut y, mut yp) = (vec![0f32; m.output_len()], vec![0f32; m.output_len()]);
+        for x in f.inputs.chunks(m.input_len()) {
+            for _ in 0..3 {
+                let perm = HiddenPermutation::random(m.dims(), &mut rng);
+                m.run(x, &mut scratch, &mut y).unwrap();
+                m.run(&perm.apply(x, fin), &mut scratch, &mut yp).unwrap();
+                let want = match m.spec().output {
+                    Output::Logits { .. } => y.clone(),
+                    Output::WeightSpace { features } => perm.apply(&y, features as usize),
+                };
+                assert!(
+                    yp.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{}",
+                    f.name
+                );
+            }
+        }
+        // The same input at every position of a batch of 7, with 2 threads.
+        let x = &f.inputs[..m.input_len()];
+        let batch: Vec<f32> = (0..7).flat_map(|_| x.iter().copied()).collect();
+        let out = dws_host::runner::run_batch(&m, &batch, 7, 2).unwrap();
+        m.run(x, &mut scratch, &mut y).unwrap();
+        for row in out.chunks(m.output_len()) {
+            assert!(
+                row.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{}",
+                f.name
+            );
+        }
+    }
+}
+
+#[test]
+fn committed_int8_golden_files_are_up_to_date() {
+    for f in shared() {
+        let blob = std::fs::read(f.dir.join("model.int8.dws")).unwrap();
+        assert!(
+            blob == f.int8_blob.bytes(),
+            "{}/model.int8.dws is stale: run `cargo run -p dws-reference -- write-cases`",
+            f.name
+        );
+        let case = std::fs::read(f.dir.join("case_int8.bin")).unwrap();
+        assert!(
+            case == f.int8_case,
+            "{}/case_int8.bin is stale: run `cargo run -p dws-reference -- write-cases`",
+            f.name
+        );
     }
 }

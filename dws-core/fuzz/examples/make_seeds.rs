@@ -166,7 +166,8 @@ impl Gen {
                 continue;
             };
             b.map = if self.rng.coin() {
-                Map::Mlp(self.mlp(d.k, d.kout, self.rng.coin()))
+                let bias = self.rng.coin();
+                Map::Mlp(self.mlp(d.k, d.kout, bias))
             } else {
                 Map::Set(self.set_layer(d.k, d.kout, true))
             };
