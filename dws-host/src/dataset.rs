@@ -295,6 +295,18 @@ pub fn load_inr(file: &Path, dims: &[u32], out: &mut [f32]) -> Result<()> {
     inr_to_input(&sd, dims, out).with_context(|| format!("{}", file.display()))
 }
 
+/// [`load_inr`], turning a panic while parsing one file into that file's error, so one
+/// pathological file cannot take the files loaded beside it down with it.
+fn load_isolated(file: &Path, dims: &[u32], out: &mut [f32]) -> Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inr(file, dims, out)))
+        .unwrap_or_else(|_| {
+            Err(anyhow!(
+                "{}: the reader panicked on this file",
+                file.display()
+            ))
+        })
+}
+
 /// Inputs loaded for a slice of entries.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -324,7 +336,7 @@ pub fn load_batch(entries: &[Entry], dims: &[u32], input_len: usize, threads: us
                     s.spawn(move || {
                         es.iter()
                             .zip(buf.chunks_mut(input_len))
-                            .map(|(e, out)| load_inr(&e.file, dims, out))
+                            .map(|(e, out)| load_isolated(&e.file, dims, out))
                             .collect::<Vec<_>>()
                     })
                 })

@@ -10,6 +10,7 @@
 //! `predicted` is the index of the largest logit (the first on ties); logits are printed
 //! so that they read back as the same f32. Fields are quoted as RFC 4180 says when needed.
 
+use crate::blob_io::AlignedBlob;
 use crate::dataset::{self, Entry};
 use crate::runner;
 use anyhow::{anyhow, bail, Context, Result};
@@ -302,7 +303,7 @@ impl Progress {
             let bar =
                 ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(
-                "{wide_bar} {pos}/{len} files [{elapsed_precise}, ETA {eta}, {per_sec}]",
+                "{wide_bar} {pos}/{len} files [{elapsed_precise}, ETA {eta}]",
             ) {
                 bar.set_style(style);
             }
@@ -439,11 +440,6 @@ pub fn dataset_entries(input: &Path, split: Option<&str>) -> Result<Vec<Entry>> 
     }
 }
 
-/// The model blob, read and opened.
-fn open_model(path: &Path) -> Result<crate::blob_io::AlignedBlob> {
-    crate::blob_io::AlignedBlob::read(path)
-}
-
 /// Arguments of `dws eval`.
 #[derive(Debug, Clone)]
 pub struct EvalArgs {
@@ -461,7 +457,7 @@ pub struct EvalArgs {
 
 /// `dws eval`: prints the report (to stdout, or to stderr when the CSV goes to stdout).
 pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
-    let blob = open_model(&args.model)?;
+    let blob = AlignedBlob::read(&args.model)?;
     let model = blob.model()?;
     let classes = classifier_classes(&model)
         .with_context(|| format!("{} cannot be evaluated", args.model.display()))?;
@@ -546,7 +542,7 @@ pub fn run_dataset_command(
     output: &Path,
     options: &Options,
 ) -> Result<Summary> {
-    let blob = open_model(model_path)?;
+    let blob = AlignedBlob::read(model_path)?;
     let model = blob.model()?;
     let classes = classifier_classes(&model)
         .with_context(|| format!("{} cannot run on a dataset", model_path.display()))?;

@@ -13,12 +13,27 @@ fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/inr_tiny")
 }
 
-/// A fresh, empty folder for one test.
-fn tmp(name: &str) -> PathBuf {
+/// A fresh, empty folder for one test, removed when dropped.
+struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(name: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("dws-datasets-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
 }
 
 struct Run {
@@ -44,7 +59,11 @@ fn dws_in(dir: Option<&Path>, args: &[&str]) -> Run {
         stderr: String::from_utf8(stderr).unwrap(),
     };
     // Progress must never garble captured (non-terminal) output.
-    assert!(!r.stderr.contains('\r'), "carriage return in stderr: {:?}", r.stderr);
+    assert!(
+        !r.stderr.contains('\r'),
+        "carriage return in stderr: {:?}",
+        r.stderr
+    );
     r
 }
 
@@ -60,7 +79,11 @@ fn s(p: &Path) -> &str {
 fn convert(dir: &Path, name: &str, statistics: bool) -> PathBuf {
     let d = data();
     let out = dir.join(name);
-    let (model, config, stats) = (d.join("model.pt"), d.join("config.json"), d.join("statistics.pth"));
+    let (model, config, stats) = (
+        d.join("model.pt"),
+        d.join("config.json"),
+        d.join("statistics.pth"),
+    );
     let mut args = vec!["convert", s(&model), "--config", s(&config), "-o", s(&out)];
     if statistics {
         args.extend(["--statistics", s(&stats)]);
@@ -142,14 +165,23 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 /// Checks `rows` against upstream's logits (same paths, labels and logits).
 fn check_against(rows: &[Row], want: &BTreeMap<String, Row>) {
     for r in rows {
-        let w = want.get(&r.path).unwrap_or_else(|| panic!("unexpected row {r:?}"));
+        let w = want
+            .get(&r.path)
+            .unwrap_or_else(|| panic!("unexpected row {r:?}"));
         assert_eq!(r.label, w.label, "{}", r.path);
         assert_close(&r.logits, &w.logits, &r.path);
         assert_eq!(r.predicted, Some(argmax(&r.logits)), "{}", r.path);
     }
 }
 
-const HEADER: [&str; 6] = ["path", "label", "predicted", "logit_0", "logit_1", "logit_2"];
+const HEADER: [&str; 6] = [
+    "path",
+    "label",
+    "predicted",
+    "logit_0",
+    "logit_1",
+    "logit_2",
+];
 
 #[test]
 fn normalization_with_statistics_matches_upstream() {
@@ -174,7 +206,15 @@ fn normalization_with_statistics_matches_upstream() {
     check_against(&norm_rows, &want);
 
     // Without statistics the model sees the raw weights, like normalize=False upstream.
-    let r = dws(&["run", s(&raw), s(&splits), "--split", "test", "-o", s(&raw_csv)]);
+    let r = dws(&[
+        "run",
+        s(&raw),
+        s(&splits),
+        "--split",
+        "test",
+        "-o",
+        s(&raw_csv),
+    ]);
     assert!(r.ok, "{}", r.stderr);
     let (_, raw_rows) = parse_csv(&std::fs::read_to_string(&raw_csv).unwrap(), true);
     check_against(&raw_rows, &expected("expected_logits_raw.csv"));
@@ -185,7 +225,10 @@ fn normalization_with_statistics_matches_upstream() {
         .zip(&raw_rows)
         .flat_map(|(a, b)| a.logits.iter().zip(&b.logits).map(|(x, y)| (x - y).abs()))
         .fold(0f32, f32::max);
-    assert!(biggest > 0.1, "normalized and raw logits differ by only {biggest}");
+    assert!(
+        biggest > 0.1,
+        "normalized and raw logits differ by only {biggest}"
+    );
 }
 
 #[test]
@@ -194,7 +237,18 @@ fn eval_reports_accuracy_confusion_and_csv() {
     let model = convert(&dir, "m.dws", true);
     let splits = data().join("splits.json");
     let csv = dir.join("pred.csv");
-    let r = dws(&["eval", s(&model), "--splits", s(&splits), "--split", "test", "--threads", "2", "--output", s(&csv)]);
+    let r = dws(&[
+        "eval",
+        s(&model),
+        "--splits",
+        s(&splits),
+        "--split",
+        "test",
+        "--threads",
+        "2",
+        "--output",
+        s(&csv),
+    ]);
     assert!(r.ok, "{}", r.stderr);
 
     let want = expected("expected_logits.csv");
@@ -205,7 +259,10 @@ fn eval_reports_accuracy_confusion_and_csv() {
     }
     let correct: usize = (0..3).map(|c| confusion[c][c]).sum();
     let out = &r.stdout;
-    assert!(out.contains(&format!("inputs:   {n} of {n} (0 skipped)")), "{out}");
+    assert!(
+        out.contains(&format!("inputs:   {n} of {n} (0 skipped)")),
+        "{out}"
+    );
     assert!(
         out.contains(&format!(
             "accuracy: {:.2}% ({correct}/{n})",
@@ -213,17 +270,27 @@ fn eval_reports_accuracy_confusion_and_csv() {
         )),
         "{out}"
     );
-    for c in 0..3 {
-        let support: usize = confusion[c].iter().sum();
+    for (c, counts) in confusion.iter().enumerate() {
+        let support: usize = counts.iter().sum();
         assert!(out.contains(&format!("class {c}:")), "{out}");
-        assert!(out.contains(&format!("({}/{support})", confusion[c][c])), "{out}");
+        assert!(out.contains(&format!("({}/{support})", counts[c])), "{out}");
         let row = format!(
             "  {c}  {}",
-            confusion[c].iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" ")
+            counts
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
-        assert!(out.contains(&row), "confusion row {row:?} missing from\n{out}");
+        assert!(
+            out.contains(&row),
+            "confusion row {row:?} missing from\n{out}"
+        );
     }
-    assert!(out.contains("confusion matrix (rows: label, columns: predicted)"), "{out}");
+    assert!(
+        out.contains("confusion matrix (rows: label, columns: predicted)"),
+        "{out}"
+    );
     assert!(out.contains("inputs/s"), "{out}");
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 
@@ -242,7 +309,18 @@ fn eval_reports_accuracy_confusion_and_csv() {
 
     // Small batches and one thread give the same predictions.
     let csv1 = dir.join("pred1.csv");
-    let r = dws(&["eval", s(&model), "--splits", s(&splits), "--threads", "1", "--batch-size", "3", "-o", s(&csv1)]);
+    let r = dws(&[
+        "eval",
+        s(&model),
+        "--splits",
+        s(&splits),
+        "--threads",
+        "1",
+        "--batch-size",
+        "3",
+        "-o",
+        s(&csv1),
+    ]);
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(&csv1).unwrap(), text);
 }
@@ -260,7 +338,7 @@ fn bad_files_are_skipped_and_reported() {
     let garbage = dir.join("garbage.pth");
     std::fs::write(&garbage, b"not a checkpoint").unwrap();
     // Bad files spread over several batches (batch size 2 below).
-    let paths = vec![
+    let paths = [
         truncated.clone(),
         abs(&good[0]),
         abs(&good[1]),
@@ -274,19 +352,37 @@ fn bad_files_are_skipped_and_reported() {
         .iter()
         .map(|p| {
             let name = Path::new(p).file_stem().unwrap().to_str().unwrap();
-            name.rsplit('_').next().unwrap().parse::<u32>().map_or(0, |l| l.min(2)).to_string()
+            name.rsplit('_')
+                .next()
+                .unwrap()
+                .parse::<u32>()
+                .map_or(0, |l| l.min(2))
+                .to_string()
         })
         .collect();
     let splits = dir.join("splits.json");
     let json = format!(
         "{{\"test\": {{\"path\": [{}], \"label\": [{}]}}}}",
-        paths.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
+        paths
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         labels.join(", ")
     );
     std::fs::write(&splits, json).unwrap();
 
     let csv = dir.join("pred.csv");
-    let r = dws(&["eval", s(&model), "--splits", s(&splits), "--batch-size", "2", "-o", s(&csv)]);
+    let r = dws(&[
+        "eval",
+        s(&model),
+        "--splits",
+        s(&splits),
+        "--batch-size",
+        "2",
+        "-o",
+        s(&csv),
+    ]);
     assert!(r.ok, "one bad file must not fail the run: {}", r.stderr);
     for p in [&truncated, &wrong, &missing, &s(&garbage).to_string()] {
         assert!(
@@ -295,9 +391,22 @@ fn bad_files_are_skipped_and_reported() {
             r.stderr
         );
     }
-    assert!(r.stderr.contains("truncated or corrupt zip"), "{}", r.stderr);
-    assert!(r.stderr.contains("`seq.0.weight` has shape [6, 2], expected [8, 2]"), "{}", r.stderr);
-    assert!(r.stdout.contains("inputs:   4 of 8 (4 skipped)"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("truncated or corrupt zip"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("`seq.0.weight` has shape [6, 2], expected [8, 2]"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("inputs:   4 of 8 (4 skipped)"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("skipped:  4 of 8 files"), "{}", r.stdout);
 
     let (_, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap(), true);
@@ -313,7 +422,11 @@ fn bad_files_are_skipped_and_reported() {
     // `dws run` on the same split says how many it skipped.
     let r = dws(&["run", s(&model), s(&splits), "-o", s(&dir.join("run.csv"))]);
     assert!(r.ok, "{}", r.stderr);
-    assert!(r.stderr.contains("ran 4 inputs") && r.stderr.contains("skipped 4"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ran 4 inputs") && r.stderr.contains("skipped 4"),
+        "{}",
+        r.stderr
+    );
 
     // Nothing readable at all is an error.
     std::fs::write(
@@ -337,7 +450,10 @@ fn relative_and_absolute_paths() {
 
     // 1. Relative to the splits file's folder, run from an unrelated folder.
     let csv = dir.join("a.csv");
-    let r = dws_in(Some(&dir), &["run", s(&model), s(&d.join("splits.json")), "-o", s(&csv)]);
+    let r = dws_in(
+        Some(&dir),
+        &["run", s(&model), s(&d.join("splits.json")), "-o", s(&csv)],
+    );
     assert!(r.ok, "{}", r.stderr);
     let (_, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap(), true);
     assert_eq!(rows.len(), want.len());
@@ -358,9 +474,25 @@ fn relative_and_absolute_paths() {
     )
     .unwrap();
     let csv = dir.join("b.csv");
-    let r = dws_in(Some(&d), &["eval", s(&model), "--splits", s(&splits), "--split", "val", "-o", s(&csv)]);
+    let r = dws_in(
+        Some(&d),
+        &[
+            "eval",
+            s(&model),
+            "--splits",
+            s(&splits),
+            "--split",
+            "val",
+            "-o",
+            s(&csv),
+        ],
+    );
     assert!(r.ok, "{}", r.stderr);
-    assert!(r.stdout.contains("inputs:   3 of 3 (0 skipped)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("inputs:   3 of 3 (0 skipped)"),
+        "{}",
+        r.stdout
+    );
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.contains("\"odd, \"\"name\"\".pth\""), "{text}");
     let (_, rows) = parse_csv(&text, true);
@@ -381,7 +513,15 @@ fn directory_input() {
     let model = convert(&dir, "m.dws", true);
     let test_dir = data().join("inrs/test");
     let csv = dir.join("dir.csv");
-    let r = dws(&["run", s(&model), s(&test_dir), "-o", s(&csv), "--threads", "1"]);
+    let r = dws(&[
+        "run",
+        s(&model),
+        s(&test_dir),
+        "-o",
+        s(&csv),
+        "--threads",
+        "1",
+    ]);
     assert!(r.ok, "{}", r.stderr);
     let (header, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap(), true);
     assert_eq!(header, HEADER);
@@ -414,13 +554,31 @@ fn clear_errors() {
 
     let r = dws(&["eval", s(&model), "--splits", s(&splits), "--split", "nope"]);
     assert!(!r.ok);
-    assert!(r.stderr.contains("no split `nope`") && r.stderr.contains("test, train"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no split `nope`") && r.stderr.contains("test, train"),
+        "{}",
+        r.stderr
+    );
 
-    let r = dws(&["run", s(&model), s(&data().join("inrs")), "--split", "test", "-o", s(&dir.join("x.csv"))]);
+    let r = dws(&[
+        "run",
+        s(&model),
+        s(&data().join("inrs")),
+        "--split",
+        "test",
+        "-o",
+        s(&dir.join("x.csv")),
+    ]);
     assert!(!r.ok);
     assert!(r.stderr.contains("--split"), "{}", r.stderr);
 
-    let r = dws(&["run", s(&model), s(&splits), "-o", s(&dir.join("x.safetensors"))]);
+    let r = dws(&[
+        "run",
+        s(&model),
+        s(&splits),
+        "-o",
+        s(&dir.join("x.safetensors")),
+    ]);
     assert!(!r.ok);
     assert!(r.stderr.contains("CSV"), "{}", r.stderr);
 
@@ -428,17 +586,27 @@ fn clear_errors() {
     let bad = dir.join("labels.json");
     std::fs::write(
         &bad,
-        format!("{{\"test\": {{\"path\": [{:?}], \"label\": [7]}}}}", s(&data().join("inrs/test/000_0.pth"))),
+        format!(
+            "{{\"test\": {{\"path\": [{:?}], \"label\": [7]}}}}",
+            s(&data().join("inrs/test/000_0.pth"))
+        ),
     )
     .unwrap();
     let r = dws(&["eval", s(&model), "--splits", s(&bad)]);
     assert!(!r.ok);
-    assert!(r.stderr.contains("label 7") && r.stderr.contains("0..2"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("label 7") && r.stderr.contains("0..2"),
+        "{}",
+        r.stderr
+    );
 
     // No labels: fine for `dws run`, an error for `dws eval`.
     std::fs::write(
         &bad,
-        format!("{{\"test\": {{\"path\": [{:?}]}}}}", s(&data().join("inrs/test/000_0.pth"))),
+        format!(
+            "{{\"test\": {{\"path\": [{:?}]}}}}",
+            s(&data().join("inrs/test/000_0.pth"))
+        ),
     )
     .unwrap();
     let r = dws(&["eval", s(&model), "--splits", s(&bad)]);
@@ -446,16 +614,24 @@ fn clear_errors() {
     assert!(r.stderr.contains("needs labels"), "{}", r.stderr);
     let r = dws(&["run", s(&model), s(&bad), "-o", "-"]);
     assert!(r.ok, "{}", r.stderr);
-    assert!(r.stdout.lines().nth(1).unwrap().contains(".pth,,"), "{}", r.stdout);
+    assert!(
+        r.stdout.lines().nth(1).unwrap().contains(".pth,,"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// A DWSModel (weight space in, weight space out) has no classes: a clear error.
 #[test]
 fn dwsmodel_blob_is_rejected() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-    let case = std::fs::read_dir(&fixtures)
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&fixtures)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    let case = cases
+        .into_iter()
         .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("dws_"))
         .find(|p| p.join("model.pt").exists() && p.join("config.json").exists())
         .expect("a DWSModel fixture in tests/fixtures");
@@ -471,7 +647,11 @@ fn dwsmodel_blob_is_rejected() {
     ] {
         let r = dws(&args);
         assert!(!r.ok);
-        assert!(r.stderr.contains("DWSModel") && r.stderr.contains("DWSModelForClassification"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("DWSModel") && r.stderr.contains("DWSModelForClassification"),
+            "{}",
+            r.stderr
+        );
         assert!(r.stdout.is_empty(), "{}", r.stdout);
     }
 }
