@@ -83,9 +83,15 @@ enum Command {
     Quantize {
         /// The f32 .dws blob.
         model: PathBuf,
-        /// Calibration inputs (the `dws run` safetensors format), a few hundred typical ones.
+        /// Calibration inputs: the `dws run` safetensors format, or an upstream splits JSON.
         #[arg(long)]
         calibration: PathBuf,
+        /// With a splits JSON: the split to calibrate on.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// With a splits JSON: use at most this many inputs.
+        #[arg(long, default_value_t = 512)]
+        limit: usize,
         /// Output int8 blob.
         #[arg(short, long)]
         output: PathBuf,
@@ -201,12 +207,29 @@ fn run(cli: Cli) -> Result<()> {
             model,
             calibration,
             output,
+            split,
+            limit,
         } => {
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
-            let tensors = tensors::read_safetensors(&calibration)?;
-            let (n, data) = weight_space::flatten_inputs(&m, &tensors)
-                .with_context(|| format!("in calibration inputs {}", calibration.display()))?;
+            let (n, data) = if calibration.extension().is_some_and(|e| e == "json") {
+                let mut entries = dws_host::dataset::read_splits(&calibration, &split)?;
+                entries.truncate(limit);
+                let loaded = dws_host::dataset::load_batch(
+                    &entries,
+                    m.dims(),
+                    m.input_len(),
+                    runner::default_threads(),
+                );
+                for (i, e) in &loaded.failed {
+                    eprintln!("warning: skipping {}: {e:#}", entries[*i].path);
+                }
+                (loaded.ok.len(), loaded.data)
+            } else {
+                let tensors = tensors::read_safetensors(&calibration)?;
+                weight_space::flatten_inputs(&m, &tensors)
+                    .with_context(|| format!("in calibration inputs {}", calibration.display()))?
+            };
             dws_host::quantize::run_cli(&m, n, &data, &output)?;
         }
         Command::Inspect { model } => {
