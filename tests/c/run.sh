@@ -4,8 +4,8 @@
 # Builds libdws (cargo build -p dws-capi --release), compiles tests/c/test_dws.c
 # with gcc -std=c99 -Wall -Wextra -Werror and AddressSanitizer + UBSan, links it
 # once against libdws.a and once against libdws.so, and runs both over every
-# reference fixture (tests/fixtures/*/model.dws + case.bin) and the bad-input
-# cases. Prints one line per case, then "N passed, M failed" over both binaries.
+# reference fixture (tests/fixtures/*/model.dws + case.bin, plus the int8
+# model.int8.dws + case_int8.bin where present) and the bad-input cases. Prints one line per case, then "N passed, M failed" over both binaries.
 # Exit status 0 only when nothing failed.
 #
 # Environment: CARGO_TARGET_DIR (honoured), CC (default gcc), DWS_C_FIXTURES
@@ -56,8 +56,8 @@ echo "== compiling tests/c/test_dws.c ($cc, static and shared)"
     die "compiling or linking test_dws.c against libdws.so failed"
 # The shared binary must really use the shared library.
 if command -v ldd >/dev/null 2>&1; then
-    ldd "$build/test_dws_shared" | grep -q "libdws.so" ||
-        die "test_dws_shared is not linked against libdws.so"
+    deps="$(ldd "$build/test_dws_shared" 2>&1)"
+    grep -q "libdws.so" <<<"$deps" || die "test_dws_shared is not linked against libdws.so"
 fi
 
 fixtures=()

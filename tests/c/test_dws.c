@@ -3,8 +3,9 @@
  *
  * Usage: test_dws LABEL BAD_INPUT_FIXTURE_DIR FIXTURE_DIR...
  *
- * Runs every input of every fixture (model.dws + case.bin) through dws_run_f32
- * and checks it with dws_case_check, then feeds the API bad inputs (NULL
+ * Runs every input of every fixture (model.dws + case.bin, and the int8
+ * model.int8.dws + case_int8.bin where present) through dws_run_f32 and checks
+ * it with dws_case_check, then feeds the API bad inputs (NULL
  * pointers, damaged blobs, short buffers, ...) built from BAD_INPUT_FIXTURE_DIR
  * and checks each gives its status code. Prints one line per case and closes
  * with "LABEL: N passed, M failed". Exit status 0 when nothing failed.
@@ -66,20 +67,38 @@ static int read_file(const char *path, file_buf *out)
     return ((uintptr_t)out->data % 4) == 0;
 }
 
-static int load_fixture(const char *dir, file_buf *blob, file_buf *cas)
+static int load_files(const char *dir, const char *blob_file, const char *case_file,
+                      file_buf *blob, file_buf *cas)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/model.dws", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, blob_file);
     if (!read_file(path, blob)) {
         return 0;
     }
-    snprintf(path, sizeof path, "%s/case.bin", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, case_file);
     if (!read_file(path, cas)) {
         free(blob->data);
         blob->data = NULL;
         return 0;
     }
     return 1;
+}
+
+static int load_fixture(const char *dir, file_buf *blob, file_buf *cas)
+{
+    return load_files(dir, "model.dws", "case.bin", blob, cas);
+}
+
+static int file_exists(const char *dir, const char *file)
+{
+    char path[4096];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    f = fopen(path, "rb");
+    if (f != NULL) {
+        fclose(f);
+    }
+    return f != NULL;
 }
 
 static const char *base_name(const char *dir)
@@ -115,7 +134,11 @@ static void put_u32(uint8_t *p, uint32_t v)
 /* Fixtures                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static void run_fixture(const char *dir)
+/* Runs every input of one model/case pair; `kind` is "fixture" (f32 model
+ * against upstream PyTorch) or "fixture-int8" (int8 model against the core's
+ * golden outputs, exact). */
+static void run_fixture(const char *dir, const char *blob_file, const char *case_file,
+                        const char *kind, uint32_t precision)
 {
     const char *name = base_name(dir);
     char detail[512] = "";
@@ -133,9 +156,9 @@ static void run_fixture(const char *dir)
 
     memset(&model, 0, sizeof model);
     memset(&c, 0, sizeof c);
-    if (!load_fixture(dir, &blob, &cas)) {
-        snprintf(detail, sizeof detail, "cannot read %s/model.dws and case.bin", dir);
-        report(0, "fixture", name, detail);
+    if (!load_files(dir, blob_file, case_file, &blob, &cas)) {
+        snprintf(detail, sizeof detail, "cannot read %s/%s and %s", dir, blob_file, case_file);
+        report(0, kind, name, detail);
         return;
     }
     if ((st = dws_model_open(&model, blob.data, blob.len)) != DWS_OK) {
@@ -162,11 +185,13 @@ static void run_fixture(const char *dir)
     batch = dws_case_batch(&c);
     if (ni != dws_case_input_len(&c) || no != dws_case_output_len(&c) || batch == 0 ||
         ni != info.input_len || no != info.output_len || ns != info.scratch_len ||
-        info.precision != DWS_PRECISION_F32 ||
+        info.precision != precision ||
         (info.is_classifier ? info.num_classes != no : info.output_features == 0)) {
         snprintf(detail, sizeof detail,
-                 "sizes disagree: model in %zu out %zu, case in %zu out %zu batch %zu", ni, no,
-                 dws_case_input_len(&c), dws_case_output_len(&c), batch);
+                 "model and case disagree: model in %zu out %zu precision %u, case in %zu out "
+                 "%zu batch %zu",
+                 ni, no, (unsigned)info.precision, dws_case_input_len(&c),
+                 dws_case_output_len(&c), batch);
         goto done;
     }
     input = malloc(ni * sizeof *input);
@@ -200,13 +225,17 @@ static void run_fixture(const char *dir)
         }
     }
     ok = 1;
-    snprintf(detail, sizeof detail,
-             "%zu inputs, %s, %u weight matrices, in %zu out %zu scratch %zu floats, worst %.3f "
-             "of tolerance",
-             batch, info.is_classifier ? "classifier" : "weight space",
-             info.num_weight_matrices, ni, no, ns, (double)worst);
+    if (precision == DWS_PRECISION_I8) {
+        snprintf(detail, sizeof detail, "bit-exact");
+    } else {
+        snprintf(detail, sizeof detail, "worst %.3f of tolerance", (double)worst);
+    }
+    snprintf(detail + strlen(detail), sizeof detail - strlen(detail),
+             ", %zu inputs, %s, %u weight matrices, in %zu out %zu scratch %zu floats", batch,
+             info.is_classifier ? "classifier" : "weight space", info.num_weight_matrices, ni,
+             no, ns);
 done:
-    report(ok, "fixture", name, detail);
+    report(ok, kind, name, detail);
     free(input);
     free(scratch);
     free(output);
@@ -521,7 +550,11 @@ int main(int argc, char **argv)
     printf("%s: dws %s, blob format %u\n", label, dws_version(),
            (unsigned)dws_blob_format_version());
     for (i = 3; i < argc; i++) {
-        run_fixture(argv[i]);
+        run_fixture(argv[i], "model.dws", "case.bin", "fixture", DWS_PRECISION_F32);
+        if (file_exists(argv[i], "model.int8.dws") && file_exists(argv[i], "case_int8.bin")) {
+            run_fixture(argv[i], "model.int8.dws", "case_int8.bin", "fixture-int8",
+                        DWS_PRECISION_I8);
+        }
     }
     run_bad_inputs(argv[2]);
     printf("%s: %d passed, %d failed\n", label, passed, failed);

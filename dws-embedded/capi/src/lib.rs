@@ -21,6 +21,7 @@ extern crate std;
 use core::ffi::c_char;
 use core::mem::{align_of, size_of};
 use core::{ptr, slice};
+use dws_core::blob::Precision;
 use dws_core::case::CaseRepr;
 use dws_core::plan::Output;
 use dws_core::{Error, Model};
@@ -53,7 +54,8 @@ pub const DWS_ERR_CHECKSUM: dws_status = 6;
 /// The blob or case file has bytes after its end.
 pub const DWS_ERR_TRAILING_BYTES: dws_status = 7;
 /// A pointer is not aligned for its type: the blob must be 4-byte aligned,
-/// `float` buffers 4-byte aligned, `dws_model`/`dws_case` storage 8-byte aligned.
+/// `float` buffers 4-byte aligned, `dws_model`/`dws_case` storage aligned as
+/// `uint64_t` (as every object of those types is).
 pub const DWS_ERR_MISALIGNED: dws_status = 8;
 /// The blob's plan (or a case file) could not be decoded.
 pub const DWS_ERR_DECODE: dws_status = 9;
@@ -69,8 +71,8 @@ pub const DWS_ERR_NON_FINITE_INPUT: dws_status = 13;
 pub const DWS_ERR_OUTPUT_TOO_SMALL: dws_status = 14;
 /// `scratch_len` is less than `dws_model_scratch_len`.
 pub const DWS_ERR_SCRATCH_TOO_SMALL: dws_status = 15;
-/// The blob holds another element type than the call runs (an int8 blob given
-/// to `dws_run_f32`, or the reverse once int8 inference exists).
+/// The blob's precision flags are unknown to this build, or the call needs a
+/// model of another precision (e.g. an int8-input call on an f32 model).
 pub const DWS_ERR_WRONG_PRECISION: dws_status = 16;
 /// `dws_case_check`: an output is outside the reference tolerance (or is NaN).
 pub const DWS_ERR_MISMATCH: dws_status = 17;
@@ -82,7 +84,7 @@ pub const DWS_ERR_INDEX_OUT_OF_RANGE: dws_status = 19;
 /// Buffers that must be distinct (input, scratch, output) overlap in memory.
 pub const DWS_ERR_OVERLAP: dws_status = 20;
 /// An argument value is outside its domain (a length too large for the address
-/// space; reserved too for a non-finite or non-positive int8 quantization scale).
+/// space; also reserved for a non-finite or non-positive int8 input scale).
 pub const DWS_ERR_INVALID_ARGUMENT: dws_status = 21;
 /// The core reported an error this version of the C ABI has no code for.
 pub const DWS_ERR_UNKNOWN: dws_status = 22;
@@ -135,7 +137,7 @@ pub extern "C" fn dws_status_string(status: dws_status) -> *const c_char {
         DWS_ERR_NON_FINITE_INPUT => c"input contains NaN or infinity",
         DWS_ERR_OUTPUT_TOO_SMALL => c"output buffer is shorter than the model's output",
         DWS_ERR_SCRATCH_TOO_SMALL => c"scratch buffer is shorter than the model needs",
-        DWS_ERR_WRONG_PRECISION => c"blob precision does not match the call (f32 vs int8)",
+        DWS_ERR_WRONG_PRECISION => c"blob precision is unknown or does not suit the call",
         DWS_ERR_MISMATCH => c"output is outside the reference tolerance",
         DWS_ERR_NOT_OPEN => c"model or case was not opened successfully",
         DWS_ERR_INDEX_OUT_OF_RANGE => c"index out of range",
@@ -244,7 +246,7 @@ fn status(r: Result<(), dws_status>) -> dws_status {
 // ---------------------------------------------------------------------------
 
 /// Size in 8-byte words of `dws_model` storage.
-pub const DWS_MODEL_WORDS: usize = 64;
+pub const DWS_MODEL_WORDS: usize = 96;
 /// Size in bytes of `dws_model` storage (`sizeof(dws_model)`).
 pub const DWS_MODEL_SIZE: usize = DWS_MODEL_WORDS * 8;
 
@@ -304,14 +306,15 @@ unsafe fn model_ref<'m>(m: *const dws_model) -> Result<&'m Model<'static>, dws_s
     Ok(unsafe { &(*slot).model })
 }
 
-/// Opens a model blob (a `model.dws` file produced by `dws convert`).
+/// Opens a model blob (a `model.dws` file produced by `dws convert`, or an int8
+/// blob produced by `dws quantize`).
 ///
 /// Checks the container (magic, version, lengths, CRC-32) and decodes and
 /// validates the whole plan once; afterwards `dws_run_f32` only checks its buffers.
 /// Nothing is copied or allocated: the model points into `blob`.
 ///
 /// # Parameters
-/// - `out`: storage to initialize; 8-byte aligned (any `dws_model` object is).
+/// - `out`: storage to initialize (aligned as any `dws_model` object is).
 ///   On failure it is marked not open, so later calls on it return `DWS_ERR_NOT_OPEN`.
 /// - `blob`: the blob bytes; must be 4-byte aligned (use an aligned allocation or
 ///   `_Alignas(16)` static; `DWS_ERR_MISALIGNED` otherwise). Borrowed, not copied:
@@ -376,6 +379,9 @@ pub unsafe extern "C" fn dws_model_open(
 
 /// Floats of scratch one `dws_run_f32` call needs (`scratch_len` argument).
 ///
+/// For an int8 model the scratch holds integers: the count is then in 4-byte
+/// words, still passed as a `float` buffer of that many elements.
+///
 /// # Parameters
 /// - `model`: an opened model.
 ///
@@ -428,27 +434,29 @@ pub unsafe extern "C" fn dws_model_output_len(model: *const dws_model) -> usize 
     unsafe { model_ref(model) }.map_or(0, |m| m.output_len())
 }
 
-/// Most entries of `dws_model_info::dims` (`d_0..d_L` for up to 16 weight matrices).
+/// Most entries of `dws_info::dims` (`d_0..d_L` for up to 16 weight matrices).
 pub const DWS_MAX_DIMS: usize = 17;
 const _: () = assert!(DWS_MAX_DIMS == dws_core::plan::MAX_LAYERS + 1);
 
-/// Element type of a model's parameters and inputs: 32-bit float.
+/// Model arithmetic: f32 parameters and activations (blob flags 0).
 pub const DWS_PRECISION_F32: u32 = 0;
-/// Element type: int8 (reserved: this build opens no int8 blob, `dws_model_open`
-/// returns `DWS_ERR_WRONG_PRECISION` for them).
+/// Model arithmetic: int8 weights and activations with int32 accumulation (blob
+/// flags 1, written by `dws quantize`). `dws_run_f32` quantizes its f32 input
+/// at the boundary and returns f32 outputs.
 pub const DWS_PRECISION_I8: u32 = 1;
 
-/// What an opened model computes and needs, filled by `dws_model_info`.
+/// What an opened model computes and needs (`dws_model_info` fills it in).
 #[repr(C)]
-pub struct dws_model_info {
+pub struct dws_info {
     /// Floats of one input (as `dws_model_input_len`).
     pub input_len: usize,
     /// Floats of one output (as `dws_model_output_len`).
     pub output_len: usize,
     /// Floats of scratch per call (as `dws_model_scratch_len`).
     pub scratch_len: usize,
-    /// Parameters (floats) in the blob.
-    pub num_params: usize,
+    /// Bytes of the blob's parameter section (f32 values, or int8 weights with
+    /// their int32/f32 companions).
+    pub param_bytes: usize,
     /// Multiply-adds per inference.
     pub macs: u64,
     /// Features per entry of the input weight space (`F`).
@@ -466,7 +474,7 @@ pub struct dws_model_info {
     pub num_classes: u32,
     /// Features per output entry of a weight-space model, 0 for a classifier.
     pub output_features: u32,
-    /// `DWS_PRECISION_F32` (or, in later versions, `DWS_PRECISION_I8`).
+    /// `DWS_PRECISION_F32` or `DWS_PRECISION_I8`.
     pub precision: u32,
 }
 
@@ -474,19 +482,19 @@ pub struct dws_model_info {
 ///
 /// # Parameters
 /// - `model`: an opened model.
-/// - `info`: where to write the description (4-or-8-byte aligned as any
-///   `dws_model_info` object); left untouched on error.
+/// - `info`: where to write the description (aligned as any `dws_info`
+///   object); written only on `DWS_OK`.
 ///
 /// # Returns
 /// `DWS_OK`, `DWS_ERR_NULL`, `DWS_ERR_MISALIGNED` or `DWS_ERR_NOT_OPEN`.
 ///
 /// # Safety
 /// `model` as for `dws_model_scratch_len`; `info` must be NULL or point to
-/// writable `dws_model_info` storage.
+/// writable `dws_info` storage.
 #[no_mangle]
 pub unsafe extern "C" fn dws_model_info(
     model: *const dws_model,
-    info: *mut dws_model_info,
+    info: *mut dws_info,
 ) -> dws_status {
     // SAFETY: forwarded caller contract.
     let m = match unsafe { model_ref(model) } {
@@ -509,11 +517,11 @@ pub unsafe extern "C" fn dws_model_info(
         Output::Logits { classes } => (true, classes, 0),
         Output::WeightSpace { features } => (false, 0, features),
     };
-    let value = dws_model_info {
+    let value = dws_info {
         input_len: m.input_len(),
         output_len: m.output_len(),
         scratch_len: m.scratch_len(),
-        num_params: m.params().len(),
+        param_bytes: m.param_bytes().len(),
         macs: lay.macs,
         input_features: spec.input_features,
         num_weight_matrices: m.dims().len().saturating_sub(1) as u32,
@@ -522,18 +530,25 @@ pub unsafe extern "C" fn dws_model_info(
         is_classifier,
         num_classes,
         output_features,
-        precision: DWS_PRECISION_F32,
+        precision: match m.precision() {
+            Precision::F32 => DWS_PRECISION_F32,
+            Precision::Int8 => DWS_PRECISION_I8,
+        },
     };
     // SAFETY: `info` is non-null and aligned (checked above) and points to writable
-    // `dws_model_info` storage (caller contract); `write` does not read the old value.
+    // `dws_info` storage (caller contract); `write` does not read the old value.
     unsafe { info.write(value) };
     DWS_OK
 }
 
-/// Runs one f32 inference.
+/// Runs one inference with f32 input and output.
+///
+/// On an f32 model this is the f32 forward pass; on an int8 model
+/// (`DWS_PRECISION_I8`) the input is quantized at the boundary and the integer
+/// path runs, bit-exact with every other dws backend.
 ///
 /// # Parameters
-/// - `model`: an opened f32 model.
+/// - `model`: an opened model.
 /// - `input`: `input_len` floats, the weight space (see `dws_model_input_len`);
 ///   read only; must be finite (`DWS_ERR_NON_FINITE_INPUT`).
 /// - `input_len`: must equal `dws_model_input_len(model)` (`DWS_ERR_INPUT_LENGTH`).
@@ -546,14 +561,15 @@ pub unsafe extern "C" fn dws_model_info(
 /// - `output_len`: floats available at `output` (`DWS_ERR_OUTPUT_TOO_SMALL`).
 ///
 /// All three buffers must be 4-byte aligned (`DWS_ERR_MISALIGNED`) and the parts used
-/// must not overlap (`DWS_ERR_OVERLAP`). Only `model->input/scratch/output_len`
-/// elements are accessed even when the lengths given are larger.
+/// must not overlap (`DWS_ERR_OVERLAP`). Only the first `dws_model_input_len`,
+/// `dws_model_scratch_len` and `dws_model_output_len` elements of them are
+/// accessed, even when the lengths given are larger.
 ///
 /// # Returns
 /// `DWS_OK` with `output` written, or an error with `output` unspecified:
 /// `DWS_ERR_NULL`, `DWS_ERR_NOT_OPEN`, `DWS_ERR_MISALIGNED`, `DWS_ERR_INPUT_LENGTH`,
 /// `DWS_ERR_OUTPUT_TOO_SMALL`, `DWS_ERR_SCRATCH_TOO_SMALL`, `DWS_ERR_OVERLAP`,
-/// `DWS_ERR_NON_FINITE_INPUT`, `DWS_ERR_WRONG_PRECISION`.
+/// `DWS_ERR_NON_FINITE_INPUT`.
 ///
 /// # Safety
 /// `model` as for `dws_model_scratch_len`. Each buffer pointer must be NULL or point
@@ -638,7 +654,7 @@ unsafe fn run_f32(
 // ---------------------------------------------------------------------------
 
 /// Size in 8-byte words of `dws_case` storage.
-pub const DWS_CASE_WORDS: usize = 40;
+pub const DWS_CASE_WORDS: usize = 48;
 /// Size in bytes of `dws_case` storage (`sizeof(dws_case)`).
 pub const DWS_CASE_SIZE: usize = DWS_CASE_WORDS * 8;
 
@@ -691,10 +707,11 @@ unsafe fn case_ref<'c>(c: *const dws_case) -> Result<&'c CaseRepr<'static>, dws_
     Ok(unsafe { &(*slot).case })
 }
 
-/// Opens a reference case file (`case.bin`, a postcard `dws_core::case::CaseRepr`).
+/// Opens a reference case file (`case.bin` or `case_int8.bin`, a postcard
+/// `dws_core::case::CaseRepr`).
 ///
 /// # Parameters
-/// - `out`: storage to initialize (8-byte aligned as any `dws_case` object);
+/// - `out`: storage to initialize (aligned as any `dws_case` object is);
 ///   marked not open on failure.
 /// - `bytes`: the file's bytes; any alignment. Borrowed, not copied: must stay
 ///   alive and unchanged while `out` is used.
@@ -923,7 +940,8 @@ pub unsafe extern "C" fn dws_case_check(
 ///
 /// For every output tensor a result passes when
 /// `max |actual - expected| <= 1e-4 * max |expected|` (over that tensor and the
-/// whole batch); a NaN anywhere fails.
+/// whole batch; int8 golden cases store a zero scale, so they demand exact
+/// equality); a NaN anywhere fails.
 ///
 /// # Parameters
 /// - `c`: an opened case.

@@ -18,6 +18,7 @@ fn aligned(bytes: &[u8]) -> Vec<u32> {
 
 const BLOB: &[u8] = include_bytes!("../../../tests/fixtures/clf_nobias_sab/model.dws");
 const CASE: &[u8] = include_bytes!("../../../tests/fixtures/clf_nobias_sab/case.bin");
+const BLOB_I8: &[u8] = include_bytes!("../../../tests/fixtures/clf_nobias_sab/model.int8.dws");
 
 fn zero_model() -> dws_model {
     dws_model {
@@ -111,7 +112,7 @@ fn failed_open_closes_the_storage() {
             DWS_ERR_TRUNCATED
         );
         assert_eq!(dws_model_input_len(&m), 0);
-        let mut info = core::mem::MaybeUninit::<dws_model_info>::uninit();
+        let mut info = core::mem::MaybeUninit::<dws_info>::uninit();
         assert_eq!(dws_model_info(&m, info.as_mut_ptr()), DWS_ERR_NOT_OPEN);
     }
 }
@@ -158,13 +159,28 @@ fn overlap_detection() {
     assert!(!overlaps(p, 4, p.wrapping_add(4), 4));
     assert!(!overlaps(p, 0, p, 4));
 }
+
 #[test]
-fn tmp_sizes() {
-    std::println!(
-        "model slot {} align {}, case slot {} align {}",
-        size_of::<ModelSlot>(),
-        align_of::<ModelSlot>(),
-        size_of::<CaseSlot>(),
-        align_of::<CaseSlot>()
-    );
+fn info_reports_precision() {
+    for (bytes, precision) in [(BLOB, DWS_PRECISION_F32), (BLOB_I8, DWS_PRECISION_I8)] {
+        let blob = aligned(bytes);
+        let mut m = zero_model();
+        let mut info = core::mem::MaybeUninit::<dws_info>::uninit();
+        // SAFETY: valid storage and buffers that outlive their use.
+        let info = unsafe {
+            assert_eq!(
+                dws_model_open(&mut m, blob.as_ptr().cast(), bytes.len()),
+                DWS_OK
+            );
+            assert_eq!(dws_model_info(&m, info.as_mut_ptr()), DWS_OK);
+            info.assume_init()
+        };
+        assert_eq!(info.precision, precision);
+        assert!(info.param_bytes > 0 && info.param_bytes < bytes.len());
+        assert!(info.is_classifier);
+        assert_eq!(info.num_classes as usize, info.output_len);
+        assert_eq!(info.num_weight_matrices, 3);
+        assert_eq!(&info.dims[..4], &[2, 4, 4, 3]);
+        assert!(info.dims[4..].iter().all(|&d| d == 0));
+    }
 }
