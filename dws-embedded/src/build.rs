@@ -15,7 +15,7 @@
 
 use crate::Sizes;
 use std::path::Path;
-use std::string::{String, ToString};
+use std::string::String;
 use std::vec::Vec;
 use std::{format, vec};
 
@@ -52,5 +52,5 @@ pub fn read_blob(path: &Path) -> Result<AlignedBytes, String> {
 /// Validates the blob file at `path` and returns the buffers it needs.
 pub fn blob_sizes(path: &Path) -> Result<Sizes, String> {
     let blob = read_blob(path)?;
-    Sizes::of_blob(blob.bytes()).map_err(|e| format!("{}: {}", path.display(), e.to_string()))
+    Sizes::of_blob(blob.bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }

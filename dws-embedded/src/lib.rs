@@ -11,7 +11,7 @@
 //!   board ([`NoPin`] when there is none).
 //! * [`Arena`] holds every buffer an inference needs, sized by const generics;
 //!   a build script fills them in from the model blob itself with
-//!   [`Sizes::of_blob`] (and the `std`-only [`build`] helpers), so the arena is
+//!   [`Sizes::of_blob`] (and the helpers of the `build` module, feature `std`), so the arena is
 //!   exactly large enough and "scratch too small" cannot happen at run time.
 //! * [`check_case`] runs a reference case (`dws_core::case::CaseRepr`) with the
 //!   suite's tolerance, for self-tests on the target.
@@ -29,8 +29,8 @@
 //! ```
 //!
 //! The runner only needs the [`Infer`] trait: `dws_core::Model` implements it,
-//! and so will any other model type with the same `run(input, scratch, output)`
-//! contract (an int8 model), without changes here.
+//! and any other model type with the same `run(input, scratch, output)`
+//! contract (an int8 model) can, with no change here.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -370,6 +370,43 @@ dws_status dws_run_f32(const struct dws_model *model,
                        float *output,
                        size_t output_len);
 
+// Runs one inference of an int8 model on an input that is already quantized
+// (from a sensor, or stored in flash as int8).
+//
+// Element `i` of weight-space tensor `t` has the value `input[i] * scales[t]`;
+// tensors are ordered `W_0..W_{L-1}`, then `b_0..b_{L-1}`. The input is brought
+// to the model's own input scales at the boundary (see `docs/int8.md`), then the
+// integer path runs, bit-exact with every dws backend.
+//
+// # Parameters
+// - `model`: an opened int8 model (`DWS_ERR_WRONG_PRECISION` for an f32 model).
+// - `input`: `input_len` int8 values in the layout of `dws_run_f32`'s input; read only.
+// - `input_len`: must equal `dws_model_input_len(model)` (`DWS_ERR_INPUT_LENGTH`).
+// - `scales`: one finite scale per weight-space tensor (`2 * n_weight_matrices`
+//   of `dws_model_info`); read only.
+// - `n_scales`: number of scales (`DWS_ERR_INPUT_LENGTH` when it is not `2L`).
+// - `scratch`, `scratch_len`, `output`, `output_len`: as for `dws_run_f32`.
+//
+// # Returns
+// `DWS_OK` with `output` written, or an error with `output` unspecified:
+// `DWS_ERR_NULL`, `DWS_ERR_NOT_OPEN`, `DWS_ERR_MISALIGNED`, `DWS_ERR_WRONG_PRECISION`,
+// `DWS_ERR_INPUT_LENGTH`, `DWS_ERR_OUTPUT_TOO_SMALL`, `DWS_ERR_SCRATCH_TOO_SMALL`,
+// `DWS_ERR_OVERLAP`, `DWS_ERR_NON_FINITE_INPUT` (a scale is NaN or infinite).
+//
+// # Safety
+// `model` as for `dws_model_scratch_len`. `input` must be NULL or point to
+// `input_len` readable bytes, `scales` NULL or to `n_scales` readable floats;
+// `scratch` and `output` as for `dws_run_f32`.
+dws_status dws_run_i8(const struct dws_model *model,
+                      const int8_t *input,
+                      size_t input_len,
+                      const float *scales,
+                      size_t n_scales,
+                      float *scratch,
+                      size_t scratch_len,
+                      float *output,
+                      size_t output_len);
+
 // Opens a reference case file (`case.bin` or `case_int8.bin`, a postcard
 // `dws_core::case::CaseRepr`).
 //

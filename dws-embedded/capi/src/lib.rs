@@ -649,6 +649,131 @@ unsafe fn run_f32(
     m.run(input, scratch, output).map(|_| ()).map_err(status_of)
 }
 
+/// Runs one inference of an int8 model on an input that is already quantized
+/// (from a sensor, or stored in flash as int8).
+///
+/// Element `i` of weight-space tensor `t` has the value `input[i] * scales[t]`;
+/// tensors are ordered `W_0..W_{L-1}`, then `b_0..b_{L-1}`. The input is brought
+/// to the model's own input scales at the boundary (see `docs/int8.md`), then the
+/// integer path runs, bit-exact with every dws backend.
+///
+/// # Parameters
+/// - `model`: an opened int8 model (`DWS_ERR_WRONG_PRECISION` for an f32 model).
+/// - `input`: `input_len` int8 values in the layout of `dws_run_f32`'s input; read only.
+/// - `input_len`: must equal `dws_model_input_len(model)` (`DWS_ERR_INPUT_LENGTH`).
+/// - `scales`: one finite scale per weight-space tensor (`2 * n_weight_matrices`
+///   of `dws_model_info`); read only.
+/// - `n_scales`: number of scales (`DWS_ERR_INPUT_LENGTH` when it is not `2L`).
+/// - `scratch`, `scratch_len`, `output`, `output_len`: as for `dws_run_f32`.
+///
+/// # Returns
+/// `DWS_OK` with `output` written, or an error with `output` unspecified:
+/// `DWS_ERR_NULL`, `DWS_ERR_NOT_OPEN`, `DWS_ERR_MISALIGNED`, `DWS_ERR_WRONG_PRECISION`,
+/// `DWS_ERR_INPUT_LENGTH`, `DWS_ERR_OUTPUT_TOO_SMALL`, `DWS_ERR_SCRATCH_TOO_SMALL`,
+/// `DWS_ERR_OVERLAP`, `DWS_ERR_NON_FINITE_INPUT` (a scale is NaN or infinite).
+///
+/// # Safety
+/// `model` as for `dws_model_scratch_len`. `input` must be NULL or point to
+/// `input_len` readable bytes, `scales` NULL or to `n_scales` readable floats;
+/// `scratch` and `output` as for `dws_run_f32`.
+#[no_mangle]
+pub unsafe extern "C" fn dws_run_i8(
+    model: *const dws_model,
+    input: *const i8,
+    input_len: usize,
+    scales: *const f32,
+    n_scales: usize,
+    scratch: *mut f32,
+    scratch_len: usize,
+    output: *mut f32,
+    output_len: usize,
+) -> dws_status {
+    // SAFETY: forwarded caller contract.
+    status(unsafe {
+        run_i8(
+            model,
+            input,
+            input_len,
+            scales,
+            n_scales,
+            scratch,
+            scratch_len,
+            output,
+            output_len,
+        )
+    })
+}
+
+/// `dws_run_i8` with `?`.
+///
+/// # Safety
+/// As `dws_run_i8`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_i8(
+    model: *const dws_model,
+    input: *const i8,
+    input_len: usize,
+    scales: *const f32,
+    n_scales: usize,
+    scratch: *mut f32,
+    scratch_len: usize,
+    output: *mut f32,
+    output_len: usize,
+) -> Result<(), dws_status> {
+    // SAFETY: forwarded caller contract.
+    let m = unsafe { model_ref(model) }?;
+    if input.is_null() || scales.is_null() || scratch.is_null() || output.is_null() {
+        return Err(DWS_ERR_NULL);
+    }
+    if m.precision() != dws_core::blob::Precision::Int8 {
+        return Err(DWS_ERR_WRONG_PRECISION);
+    }
+    let (ni, ns, no) = (m.input_len(), m.scratch_len(), m.output_len());
+    if input_len != ni {
+        return Err(DWS_ERR_INPUT_LENGTH);
+    }
+    if output_len < no {
+        return Err(DWS_ERR_OUTPUT_TOO_SMALL);
+    }
+    if scratch_len < ns {
+        return Err(DWS_ERR_SCRATCH_TOO_SMALL);
+    }
+    let (scratch_c, output_c) = (scratch.cast_const(), output.cast_const());
+    let (input_b, scratch_b, output_b, scales_b) = (
+        input.cast::<u8>(),
+        scratch_c.cast::<u8>(),
+        output_c.cast::<u8>(),
+        scales.cast::<u8>(),
+    );
+    if overlaps(input_b, ni, scratch_b, 4 * ns)
+        || overlaps(input_b, ni, output_b, 4 * no)
+        || overlaps(scratch_c, ns, output_c, no)
+        || overlaps(scales_b, 4 * n_scales, scratch_b, 4 * ns)
+        || overlaps(scales_b, 4 * n_scales, output_b, 4 * no)
+    {
+        return Err(DWS_ERR_OVERLAP);
+    }
+    if !fits::<i8>(ni) {
+        return Err(DWS_ERR_INVALID_ARGUMENT);
+    }
+    // SAFETY: `input` is non-null (checked) and points to `input_len == ni`
+    // readable bytes (caller contract); i8 has alignment 1; `ni <= isize::MAX` (checked).
+    let input = unsafe { slice::from_raw_parts(input, ni) };
+    // SAFETY: the caller provides `n_scales` readable floats at `scales`, and
+    // `scratch_len >= ns` and `output_len >= no` writable floats at `scratch` and
+    // `output`; the ranges used are disjoint (checked above).
+    let (scales, scratch, output) = unsafe {
+        (
+            floats(scales, n_scales)?,
+            floats_mut(scratch, ns)?,
+            floats_mut(output, no)?,
+        )
+    };
+    m.run_quantized(input, scales, scratch, output)
+        .map(|_| ())
+        .map_err(status_of)
+}
+
 // ---------------------------------------------------------------------------
 // Reference cases
 // ---------------------------------------------------------------------------

@@ -184,3 +184,118 @@ fn info_reports_precision() {
         assert!(info.dims[4..].iter().all(|&d| d == 0));
     }
 }
+
+/// `dws_run_i8` on an input quantized by the caller equals `dws_run_f32` on the
+/// same values in f32, bit for bit; and it refuses f32 models and bad arguments.
+#[test]
+fn run_i8_matches_run_f32_on_the_dequantized_input() {
+    let (words, words_f32) = (aligned(BLOB_I8), aligned(BLOB));
+    let (mut m, mut mf) = (zero_model(), zero_model());
+    // SAFETY: the storage is valid and the blobs outlive the models.
+    unsafe {
+        assert_eq!(
+            dws_model_open(&mut m, words.as_ptr().cast(), BLOB_I8.len()),
+            DWS_OK
+        );
+        assert_eq!(
+            dws_model_open(&mut mf, words_f32.as_ptr().cast(), BLOB.len()),
+            DWS_OK
+        );
+    }
+    let case_words = aligned(CASE);
+    let case =
+        CaseRepr::new_checked(&bytemuck::cast_slice::<u32, u8>(&case_words)[..CASE.len()]).unwrap();
+    // SAFETY: opened above.
+    let (ni, ns, no) = unsafe {
+        (
+            dws_model_input_len(&m),
+            dws_model_scratch_len(&m),
+            dws_model_output_len(&m),
+        )
+    };
+    let mut x = vec![0f32; ni];
+    case.input(0, &mut x).unwrap();
+    // Quantize per tensor as a sensor would: one scale per W_i and b_i.
+    let model =
+        dws_core::Model::new_checked(&bytemuck::cast_slice::<u32, u8>(&words)[..BLOB_I8.len()])
+            .unwrap();
+    let shape = model.shape();
+    let mut q = vec![0i8; ni];
+    let mut scales = vec![0f32; shape.tensors()];
+    let mut deq = vec![0f32; ni];
+    for (t, s) in scales.iter_mut().enumerate() {
+        let at = shape.offset(t, 1);
+        let r = at..at + shape.cells(t);
+        *s = x[r.clone()].iter().fold(1e-6f32, |a, v| a.max(v.abs())) / 127.0;
+        for i in r {
+            q[i] = (x[i] / *s).round() as i8;
+            deq[i] = q[i] as f32 * *s;
+        }
+    }
+    let mut scratch = vec![0f32; ns];
+    let (mut y8, mut yf) = (vec![0f32; no], vec![0f32; no]);
+    // SAFETY: every buffer has the length passed with it.
+    unsafe {
+        let st = dws_run_i8(
+            &m,
+            q.as_ptr(),
+            ni,
+            scales.as_ptr(),
+            scales.len(),
+            scratch.as_mut_ptr(),
+            ns,
+            y8.as_mut_ptr(),
+            no,
+        );
+        assert_eq!(st, DWS_OK);
+        let st = dws_run_f32(
+            &m,
+            deq.as_ptr(),
+            ni,
+            scratch.as_mut_ptr(),
+            ns,
+            yf.as_mut_ptr(),
+            no,
+        );
+        assert_eq!(st, DWS_OK);
+        assert!(y8.iter().zip(&yf).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let bad_scales = dws_run_i8(
+            &m,
+            q.as_ptr(),
+            ni,
+            scales.as_ptr(),
+            1,
+            scratch.as_mut_ptr(),
+            ns,
+            y8.as_mut_ptr(),
+            no,
+        );
+        assert_eq!(bad_scales, DWS_ERR_INPUT_LENGTH);
+        let null = dws_run_i8(
+            &m,
+            q.as_ptr(),
+            ni,
+            core::ptr::null(),
+            0,
+            scratch.as_mut_ptr(),
+            ns,
+            y8.as_mut_ptr(),
+            no,
+        );
+        assert_eq!(null, DWS_ERR_NULL);
+        let nsf = dws_model_scratch_len(&mf).max(ns);
+        let mut big = vec![0f32; nsf];
+        let f32_model = dws_run_i8(
+            &mf,
+            q.as_ptr(),
+            ni,
+            scales.as_ptr(),
+            scales.len(),
+            big.as_mut_ptr(),
+            nsf,
+            y8.as_mut_ptr(),
+            no,
+        );
+        assert_eq!(f32_model, DWS_ERR_WRONG_PRECISION);
+    }
+}

@@ -10,7 +10,7 @@
 //! on a board, the same place would drive a GPIO.
 #![no_std]
 #![no_main]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 use cortex_m as _; // its `critical-section-single-core` implementation
