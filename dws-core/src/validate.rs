@@ -58,7 +58,7 @@ fn check(cond: bool, what: &'static str) -> Result<(), Error> {
     }
 }
 
-fn elems(v: u64) -> Result<usize, Error> {
+pub(crate) fn elems(v: u64) -> Result<usize, Error> {
     check(v <= MAX_ELEMS, "tensor too large")?;
     Ok(v as usize)
 }
@@ -233,8 +233,8 @@ pub fn block_dims(b: &Block, shape: &Shape, fin: usize, fout: usize) -> Result<D
         src,
         dst,
         n,
-        k: m * fin,
-        kout: m_out * fout,
+        k: elems(m as u64 * fin as u64)?,
+        kout: elems(m_out as u64 * fout as u64)?,
     })
 }
 
@@ -282,11 +282,14 @@ fn resample(
         c.mlp(&r.skip, l.fin as usize)? == l.fout as usize,
         "resample skip width mismatch",
     )?;
-    lay.down_len = lay.down_len.max(elems((ds * d1) as u64 * l.fin as u64)?);
-    lay.up_len = lay.up_len.max(elems((ds * d1) as u64 * l.fout as u64)?);
-    lay.macs += mlp_macs(&r.skip, d0 * d1)
-        + set_macs(&r.down, d1) * l.fin as u64
-        + set_macs(&r.up, d1) * l.fout as u64;
+    let ds_d1 = (ds as u64).saturating_mul(d1 as u64);
+    lay.down_len = lay.down_len.max(elems(ds_d1.saturating_mul(l.fin as u64))?);
+    lay.up_len = lay.up_len.max(elems(ds_d1.saturating_mul(l.fout as u64))?);
+    lay.macs = lay.macs.saturating_add(
+        mlp_macs(&r.skip, d0 * d1)
+            + set_macs(&r.down, d1) * l.fin as u64
+            + set_macs(&r.up, d1) * l.fout as u64,
+    );
     let down = resample_tmp_len(&r.down, d0, ds, d1);
     let up = resample_tmp_len(&r.up, ds, d0, d1);
     Ok(mlp_tmp_len(&r.skip, d0 * d1).max(down).max(up))
@@ -315,9 +318,13 @@ pub fn check_spec(s: &Spec) -> Result<Shape, Error> {
         "zero-sized input network dimension",
     )?;
     check(s.input_features >= 1, "zero input features")?;
-    let shape = Shape::new(&s.dims);
-    elems(shape.total_cells() as u64 * s.input_features as u64)?;
-    Ok(shape)
+    // Counted in u64 with saturation before any usize arithmetic on the dims:
+    // huge dims must give an error, not an overflow (also on 32-bit targets).
+    let cells = s.dims.windows(2).fold(0u64, |acc, d| {
+        acc.saturating_add(u64::from(d[0]) * u64::from(d[1]) + u64::from(d[1]))
+    });
+    elems(cells.saturating_mul(u64::from(s.input_features)))?;
+    Ok(Shape::new(&s.dims))
 }
 
 /// Walks every op once, checking it, and returns the layout.
@@ -355,7 +362,7 @@ pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Res
             };
             let (d, tmp) = block(&c, b, &inner, l.fin as usize, l.fout as usize)?;
             lay.tmp_len = lay.tmp_len.max(tmp);
-            lay.macs += block_macs(b, &d);
+            lay.macs = lay.macs.saturating_add(block_macs(b, &d));
             lay.blocks += 1;
             pending -= 1;
             continue;
@@ -393,7 +400,9 @@ pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Res
                     c.linear(l, s.input_features as usize)? == feats,
                     "skip output width mismatch",
                 )?;
-                lay.macs += cells as u64 * l.fin as u64 * l.fout as u64;
+                lay.macs = lay
+                    .macs
+                    .saturating_add(cells as u64 * l.fin as u64 * l.fout as u64);
             }
             Op::Quant(_) => return Err(Error::InvalidPlan("quantization record in an f32 plan")),
             Op::Head(h) => {
@@ -401,7 +410,7 @@ pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Res
                 check(h.mlp.layers.iter().all(|l| l.fout >= 1), "empty head")?;
                 let (out, tmp) = head(&c, h, shape, feats)?;
                 lay.tmp_len = lay.tmp_len.max(tmp);
-                lay.macs += mlp_macs(&h.mlp, 1);
+                lay.macs = lay.macs.saturating_add(mlp_macs(&h.mlp, 1));
                 head_out = Some(out);
             }
         }

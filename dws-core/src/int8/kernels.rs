@@ -12,7 +12,8 @@ use crate::quant::{sat8, softmax_q15, MapQ, MlpQ, Requant};
 pub fn dot_acc(w: &[i8], x: &[i8], bias: i32) -> i32 {
     let mut acc = bias;
     for (a, b) in x.iter().zip(w) {
-        acc += *a as i32 * *b as i32;
+        // Wrapping: a blob may hold any int32 bias; overflow must not panic.
+        acc = acc.wrapping_add(*a as i32 * *b as i32);
     }
     acc
 }
@@ -197,7 +198,7 @@ pub fn set8(
                 let xr = &gh[row * gfin..(row + 1) * gfin];
                 for o in 0..kout {
                     let acc = dot_acc(&gw[o * gfin..(o + 1) * gfin], xr, gb.map_or(0, |b| b[o]));
-                    y[row * kout + o] = sat8(rg.apply(acc) - lam[o]);
+                    y[row * kout + o] = sat8(rg.apply(acc).saturating_sub(lam[o]));
                 }
             }
         }

@@ -17,7 +17,7 @@ use crate::kernels::linear::mlp_macs;
 use crate::plan::{DwsLayer, Map, Mlp, Op, Output, ParamRef, SetAxis, SetLayer, Spec, MAX_TENSORS};
 use crate::quant::{MapQ, MlpQ, Quant, Requant};
 use crate::shape::Shape;
-use crate::validate::{block_dims, head_width, Checker, Kind, Layout};
+use crate::validate::{block_dims, elems, head_width, Checker, Kind, Layout};
 use crate::{Error, Ops};
 use kernels::{mlp8_tmp_len, set8_tmp_len};
 
@@ -245,7 +245,7 @@ pub(crate) fn validate8(
                     &mut l8,
                 )?;
                 feats = l.fout as usize;
-                l8.act = l8.act.max(pad(cells * feats));
+                l8.act = l8.act.max(pad(elems(cells as u64 * feats as u64)?));
                 lay.act_len = l8.act;
                 lay.dws_layers += 1;
                 seen_dws = true;
@@ -279,7 +279,9 @@ pub(crate) fn validate8(
                 )?;
                 requants_ok(&cur)?;
                 requants_ok(&lin)?;
-                lay.macs += cells as u64 * l.fin as u64 * l.fout as u64;
+                lay.macs = lay
+                    .macs
+                    .saturating_add(cells as u64 * l.fin as u64 * l.fout as u64);
             }
             Op::Head(h) => {
                 check(seen_dws, "head before the first DWS layer")?;
@@ -307,7 +309,7 @@ pub(crate) fn validate8(
                 l8.tmp = l8
                     .tmp
                     .max(pad(width) + 4 * feats + pad(mlp8_tmp_len(&h.mlp, 1)));
-                lay.macs += mlp_macs(&h.mlp, 1);
+                lay.macs = lay.macs.saturating_add(mlp_macs(&h.mlp, 1));
                 lay.output_len = out;
                 done = true;
             }
@@ -365,15 +367,16 @@ fn layer8(
                     && matches!(r.up, SetLayer::DeepSets { .. }),
                 "resampling needs DeepSets layers",
             )?;
-            l8.down = l8.down.max(pad(ds * d1 * fin));
-            l8.up = l8.up.max(pad(ds * d1 * fout));
+            l8.down = l8.down.max(pad(elems(ds as u64 * d1 as u64 * fin as u64)?));
+            l8.up = l8.up.max(pad(elems(ds as u64 * d1 as u64 * fout as u64)?));
+            elems(d0 as u64 * d1 as u64 * fout.max(fin) as u64)?;
             let skip = pad(d1 * fin) + pad(mlp8_tmp_len(&r.skip, d1));
             l8.tmp = l8
                 .tmp
                 .max(skip)
                 .max(resample8_tmp(&r.down, d0, ds, d1))
                 .max(resample8_tmp(&r.up, ds, d0, d1));
-            lay.macs += mlp_macs(&r.skip, d0 * d1);
+            lay.macs = lay.macs.saturating_add(mlp_macs(&r.skip, d0 * d1));
             shape.with_w0_rows(ds)
         }
         (None, None) => *shape,
@@ -421,7 +424,8 @@ fn layer8(
             "too many blocks for one destination",
         )?;
         let (_, cols) = inner.grid(j);
-        l8.accrow = l8.accrow.max(4 * cols * fout);
+        l8.accrow = l8.accrow.max(4 * elems(cols as u64 * fout as u64)?);
+        elems((d.n as u64).saturating_mul(d.k as u64 + d.kout as u64))?;
         if is_cellwise(&b) {
             let Map::Mlp(m) = &b.map else {
                 return Err(Error::InvalidPlan("cell-wise blocks must be MLPs"));
@@ -436,7 +440,7 @@ fn layer8(
             l8.ystore = l8.ystore.max(ystore);
             l8.tmp = l8.tmp.max(block8_tmp(&b.map, &d));
         }
-        lay.macs += block_macs(&b, &d);
+        lay.macs = lay.macs.saturating_add(block_macs(&b, &d));
         lay.blocks += 1;
     }
     Ok(())
