@@ -220,6 +220,30 @@ impl Config {
                 );
             }
         }
+        // dws-core rejects tensors of more than 2^28 elements; bounding the sizes here
+        // keeps every shape product of the conversion in range and the plan's u32
+        // fields exact (a size of 2^32 + 5 must not silently become 5).
+        const MAX_SIZE: usize = 1 << 28;
+        let cells = w.iter().try_fold(0usize, |acc, s| {
+            acc.checked_add(s[0].checked_mul(s[1])?.checked_add(s[1])?)
+        });
+        if !cells
+            .and_then(|c| c.checked_mul(self.input_features))
+            .is_some_and(|n| n <= MAX_SIZE)
+        {
+            bail!("the input weight space (weight_shapes x input_features) has more than 2^28 elements; dws supports at most 2^28");
+        }
+        for (name, v) in [
+            ("hidden_dim", self.hidden_dim),
+            ("num_heads", self.num_heads),
+            ("n_classes", self.n_classes),
+            ("output features", self.output_features()),
+            ("input_dim_downsample", self.input_dim_downsample.unwrap_or(1)),
+        ] {
+            if v > MAX_SIZE {
+                bail!("{name} = {v}; dws supports at most 2^28");
+            }
+        }
         if (self.add_skip || self.add_layer_skip) && !self.bias {
             bail!(
                 "add_skip / add_layer_skip with bias=false: upstream crashes on this configuration"

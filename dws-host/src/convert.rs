@@ -203,7 +203,9 @@ impl Builder<'_> {
                 .push(format!("missing `{key}` (expected shape {shape:?})"));
             return ParamRef {
                 offset: 0,
-                len: shape.iter().product::<usize>() as u32,
+                // A placeholder (conversion fails in `finish`); saturating, as a
+                // config may announce sizes whose product overflows.
+                len: shape.iter().fold(1usize, |a, &d| a.saturating_mul(d)) as u32,
             };
         };
         self.used.insert(key.to_string());
@@ -214,7 +216,9 @@ impl Builder<'_> {
             ));
             return ParamRef {
                 offset: 0,
-                len: shape.iter().product::<usize>() as u32,
+                // A placeholder (conversion fails in `finish`); saturating, as a
+                // config may announce sizes whose product overflows.
+                len: shape.iter().fold(1usize, |a, &d| a.saturating_mul(d)) as u32,
             };
         }
         push(&mut self.params, &t.data)

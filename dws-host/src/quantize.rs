@@ -1,8 +1,9 @@
 //! `dws quantize`: an f32 blob and calibration inputs become an int8 blob.
 //!
-//! Calibration runs the f32 model over the inputs and records the largest
-//! magnitude at every observation point of the core ([`dws_core::observe`]);
-//! each int8 value gets the symmetric scale `max|x| / 127`. Weights are
+//! Calibration runs the f32 model over the inputs and records the magnitudes
+//! at every observation point of the core ([`dws_core::observe`]); each int8
+//! value gets the symmetric scale `c / 127`, `c` the magnitude that 99.99% of the
+//! calibration values do not exceed. Weights are
 //! quantized per tensor (`max|W| / 127`), biases to int32 in the accumulator's
 //! scale, and every change of scale becomes a fixed-point [`Requant`]. The
 //! arithmetic is specified in `docs/int8.md`.
@@ -18,25 +19,70 @@ use dws_core::quant::{BlockQ, MapQ, MlpQ, Quant, Requant, ResampleQ};
 use dws_core::Model;
 use std::collections::{BTreeMap, HashMap};
 
-/// Largest |value| seen at every observation point.
+/// Magnitudes seen at every observation point, as a histogram over `log2 |x|`
+/// (8 bins per octave), and the largest one.
 #[derive(Debug, Default, Clone)]
-pub struct Ranges(BTreeMap<Site, f32>);
+pub struct Ranges(BTreeMap<Site, Histogram>);
+
+/// A log-magnitude histogram.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    max: f32,
+    count: u64,
+    bins: Vec<u64>,
+}
+
+const BINS_PER_OCTAVE: f32 = 8.0;
+const LOWEST_OCTAVE: f32 = -40.0;
+const N_BINS: usize = 640;
+
+/// Share of the magnitudes at a site that calibration covers without clipping.
+pub const COVERAGE: f64 = 0.9999;
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram { max: 0.0, count: 0, bins: vec![0; N_BINS] }
+    }
+
+    fn bin(v: f32) -> usize {
+        let b = ((v.max(1e-30).log2() - LOWEST_OCTAVE) * BINS_PER_OCTAVE).floor();
+        b.clamp(0.0, (N_BINS - 1) as f32) as usize
+    }
+
+    /// The magnitude below which `COVERAGE` of the values lie (at most the max).
+    fn clip(&self) -> f32 {
+        let target = (self.count as f64 * COVERAGE).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.bins.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                let upper = 2f32.powf((i as f32 + 1.0) / BINS_PER_OCTAVE + LOWEST_OCTAVE);
+                return upper.min(self.max);
+            }
+        }
+        self.max
+    }
+}
 
 impl Observe for Ranges {
     fn observe(&mut self, site: Site, values: &[f32]) {
-        let m = values.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let e = self.0.entry(site).or_insert(0.0);
-        *e = e.max(m);
+        let h = self.0.entry(site).or_insert_with(Histogram::new);
+        for v in values {
+            let a = v.abs();
+            h.max = h.max.max(a);
+            h.count += 1;
+            h.bins[Histogram::bin(a)] += 1;
+        }
     }
 }
 
 impl Ranges {
     fn scale(&self, site: Site) -> Result<f32> {
-        let m = self
+        let h = self
             .0
             .get(&site)
             .ok_or_else(|| anyhow!("no calibration data at {site:?}"))?;
-        Ok(scale_of(*m))
+        Ok(scale_of(h.clip()))
     }
 }
 

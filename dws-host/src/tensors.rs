@@ -234,10 +234,20 @@ fn convert_torch_tensor(t: &pytorch_reader::Tensor) -> Result<Tensor> {
 /// Reads every tensor of a safetensors file as f32 (f16/bf16/f64/ints converted).
 pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+    parse_safetensors_from(&bytes, &path.display().to_string())
+}
+
+/// Parses the bytes of a safetensors file, every tensor as f32 (what
+/// [`read_safetensors`] does once it has read the file).
+pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorMap> {
+    parse_safetensors_from(bytes, "safetensors bytes")
+}
+
+/// [`parse_safetensors`] with errors starting with `origin` (the file name).
+fn parse_safetensors_from(bytes: &[u8], origin: &str) -> Result<TensorMap> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
         anyhow!("{e:?}").context(format!(
-            "{}: not a valid safetensors file (truncated or corrupt header/data)",
-            path.display()
+            "{origin}: not a valid safetensors file (truncated or corrupt header/data)"
         ))
     })?;
     let mut out = TensorMap::new();
@@ -250,8 +260,7 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
         })()
         .with_context(|| {
             format!(
-                "{}: cannot read tensor '{name}' ({:?}, shape {:?})",
-                path.display(),
+                "{origin}: cannot read tensor '{name}' ({:?}, shape {:?})",
                 view.dtype(),
                 view.shape()
             )
