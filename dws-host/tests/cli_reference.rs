@@ -1,0 +1,70 @@
+//! The reference suite through the command line, as a user runs it:
+//! `dws convert model.pt --config config.json`, then `dws run`, for every fixture.
+
+use dws_host::tensors::read_safetensors;
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn every_fixture_through_dws_convert_and_dws_run() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let out = std::env::temp_dir().join(format!("dws-cli-ref-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let dws = env!("CARGO_BIN_EXE_dws");
+    let mut names: Vec<_> = std::fs::read_dir(&fixtures)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("config.json").exists())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10);
+    let (mut passed, mut failed) = (0, 0);
+    for dir in &names {
+        let name = dir.file_name().unwrap().to_string_lossy();
+        let blob = out.join(format!("{name}.dws"));
+        let result = out.join(format!("{name}.safetensors"));
+        let ok = Command::new(dws)
+            .arg("convert")
+            .arg(dir.join("model.pt"))
+            .arg("--config")
+            .arg(dir.join("config.json"))
+            .arg("-o")
+            .arg(&blob)
+            .status()
+            .unwrap()
+            .success()
+            && Command::new(dws)
+                .arg("run")
+                .arg(&blob)
+                .arg(dir.join("inputs.safetensors"))
+                .arg("-o")
+                .arg(&result)
+                .status()
+                .unwrap()
+                .success();
+        assert!(ok, "{name}: dws convert / dws run failed");
+        let got = read_safetensors(&result).unwrap();
+        let want = read_safetensors(&dir.join("expected.safetensors")).unwrap();
+        let mut worst = 0f32;
+        for (k, w) in &want {
+            let g = &got[k];
+            assert_eq!(g.shape, w.shape, "{name}/{k}: shape");
+            let scale = w.data.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let err = g
+                .data
+                .iter()
+                .zip(&w.data)
+                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            worst = worst.max(err / (1e-4 * scale));
+        }
+        if worst <= 1.0 {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+        println!("{name}: worst error {worst:.4} of the tolerance");
+    }
+    println!("{passed} passed, {failed} failed");
+    assert_eq!(failed, 0);
+    let _ = std::fs::remove_dir_all(&out);
+}
