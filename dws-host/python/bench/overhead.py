@@ -37,8 +37,12 @@ def main():
     model = dws.Model.load(a.model)
     ws, bs = model.input_shapes
     rng = np.random.default_rng(0)
-    tensors = {f"weights.{i}": rng.standard_normal((a.n, *s)).astype(np.float32) for i, s in enumerate(ws)}
-    tensors.update({f"biases.{i}": rng.standard_normal((a.n, *s)).astype(np.float32) for i, s in enumerate(bs)})
+    tensors = {
+        f"weights.{i}": rng.standard_normal((a.n, *s)).astype(np.float32) for i, s in enumerate(ws)
+    }
+    tensors.update(
+        {f"biases.{i}": rng.standard_normal((a.n, *s)).astype(np.float32) for i, s in enumerate(bs)}
+    )
     tmp = tempfile.mkdtemp()
     inputs = os.path.join(tmp, "inputs.safetensors")
     dws.write_safetensors(inputs, tensors)
@@ -53,7 +57,9 @@ def main():
         t0 = time.perf_counter()
         r = subprocess.run(
             [a.dws, "run", a.model, inputs, "-o", cli_out, "--threads", str(a.threads)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         cli_wall.append(time.perf_counter() - t0)
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -68,10 +74,14 @@ def main():
         t1 = time.perf_counter()
         out = model(w, b, threads=a.threads)
         t2 = time.perf_counter()
-        named = {"logits": out} if model.is_classifier else {
-            **{f"weights.{i}": x for i, x in enumerate(out[0])},
-            **{f"biases.{i}": x for i, x in enumerate(out[1])},
-        }
+        named = (
+            {"logits": out}
+            if model.is_classifier
+            else {
+                **{f"weights.{i}": x for i, x in enumerate(out[0])},
+                **{f"biases.{i}": x for i, x in enumerate(out[1])},
+            }
+        )
         dws.write_safetensors(py_out, named)
         py_wall.append(time.perf_counter() - t0)
         py_cpu.append(time.process_time() - p0)
@@ -83,14 +93,24 @@ def main():
 
     best = min
     med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
-    print(f"model {a.model}: {model.kind}, dims {model.dims}, {a.n} inputs, {a.threads} threads, best of {a.repeat}")
-    print(f"  dws run, batch runner:         {best(cli_run):8.4f} s  ({a.n / best(cli_run):9.0f} inputs/s)")
-    print(f"  model(weights, biases):        {best(py_call):8.4f} s  ({a.n / best(py_call):9.0f} inputs/s)  "
-          f"{100 * (best(py_call) / best(cli_run) - 1):+.1f}%")
+    print(
+        f"model {a.model}: {model.kind}, dims {model.dims}, {a.n} inputs, {a.threads} threads, best of {a.repeat}"
+    )
+    print(
+        f"  dws run, batch runner:         {best(cli_run):8.4f} s  ({a.n / best(cli_run):9.0f} inputs/s)"
+    )
+    print(
+        f"  model(weights, biases):        {best(py_call):8.4f} s  ({a.n / best(py_call):9.0f} inputs/s)  "
+        f"{100 * (best(py_call) / best(cli_run) - 1):+.1f}%"
+    )
     print(f"  dws run, whole process:        {best(cli_wall):8.4f} s")
-    print(f"  read + model(...) + write:     {best(py_wall):8.4f} s  {100 * (best(py_wall) / best(cli_wall) - 1):+.1f}%")
-    print(f"  CPU time, whole path: dws run {best(cli_cpu):.4f} s, Python {best(py_cpu):.4f} s "
-          f"({100 * (best(py_cpu) / best(cli_cpu) - 1):+.1f}%)")
+    print(
+        f"  read + model(...) + write:     {best(py_wall):8.4f} s  {100 * (best(py_wall) / best(cli_wall) - 1):+.1f}%"
+    )
+    print(
+        f"  CPU time, whole path: dws run {best(cli_cpu):.4f} s, Python {best(py_cpu):.4f} s "
+        f"({100 * (best(py_cpu) / best(cli_cpu) - 1):+.1f}%)"
+    )
     one_w = [x[:1] for x in w]
     one_b = [x[:1] for x in b]
     model(one_w, one_b, threads=1)
@@ -100,8 +120,10 @@ def main():
         model(one_w, one_b, threads=1)
     per_call = (time.perf_counter() - t0) / k
     print(f"  model(...) on one input, threads=1: {1e6 * per_call:.0f} us per call")
-    print(f"  medians: dws run {med(cli_run):.4f} s, model(...) {med(py_call):.4f} s "
-          f"({100 * (med(py_call) / med(cli_run) - 1):+.1f}%)")
+    print(
+        f"  medians: dws run {med(cli_run):.4f} s, model(...) {med(py_call):.4f} s "
+        f"({100 * (med(py_call) / med(cli_run) - 1):+.1f}%)"
+    )
     print("  outputs identical: yes")
 
 

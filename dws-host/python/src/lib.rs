@@ -214,8 +214,7 @@ fn read_weight_space(
     let mut w = read_list(weights, kind, "weights", layers)?;
     let mut b = read_list(biases, kind, "biases", layers)?;
     // One unbatched input: [d_i, d_{i+1}, F] and [d_{i+1}, F].
-    let unbatched =
-        w.iter().all(|t| t.shape.len() == 3) && b.iter().all(|t| t.shape.len() == 2);
+    let unbatched = w.iter().all(|t| t.shape.len() == 3) && b.iter().all(|t| t.shape.len() == 2);
     if unbatched {
         for t in w.iter_mut().chain(b.iter_mut()) {
             t.shape.insert(0, 1);
@@ -372,11 +371,16 @@ impl Model {
     }
 
     /// Flattens, runs and returns `(batch, outputs)` with the GIL released.
-    fn run_map(&self, py: Python<'_>, inputs: &TensorMap, threads: usize) -> PyResult<(usize, Vec<f32>)> {
+    fn run_map(
+        &self,
+        py: Python<'_>,
+        inputs: &TensorMap,
+        threads: usize,
+    ) -> PyResult<(usize, Vec<f32>)> {
         detached(py, || {
             let m = self.core();
-            let (batch, data) = weight_space::flatten_inputs(&m, inputs)?;
-            let out = runner::run_batch(&m, &data, batch, threads)?;
+            let (batch, data) = weight_space::flatten_inputs(m, inputs)?;
+            let out = runner::run_batch(m, &data, batch, threads)?;
             Ok((batch, out))
         })
     }
@@ -460,7 +464,7 @@ impl Model {
             Output::WeightSpace { .. } => {
                 let mut named = detached(py, || {
                     let m = self.core();
-                    weight_space::unflatten_outputs(&m, batch, &out)
+                    weight_space::unflatten_outputs(m, batch, &out)
                 })?;
                 let l = self.n_layers();
                 let w = tensor_list(py, &kind, &mut named, "weights", l, unbatched)?;
@@ -498,7 +502,7 @@ impl Model {
             if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
                 bail!("inputs hold a NaN or infinity at flat index {i}");
             }
-            runner::run_batch(&m, &x.data, b, threads)
+            runner::run_batch(m, &x.data, b, threads)
         })?;
         match batch {
             None => out_array(py, &kind, &[per], out),
@@ -519,16 +523,16 @@ impl Model {
         let inputs = self.calibration_inputs(weights, biases)?;
         let bytes = detached(py, || {
             let m = self.core();
-            let (n, data) = weight_space::flatten_inputs(&m, &inputs)
-                .context("in the calibration inputs")?;
+            let (n, data) =
+                weight_space::flatten_inputs(m, &inputs).context("in the calibration inputs")?;
             if n == 0 {
                 bail!("the calibration set is empty");
             }
             if m.precision() != Precision::F32 {
                 bail!("the model is already int8");
             }
-            let cal = quantize::calibrate(&m, &data)?;
-            Ok(quantize::quantize(&m, &cal)?.blob)
+            let cal = quantize::calibrate(m, &data)?;
+            Ok(quantize::quantize(m, &cal)?.blob)
         })?;
         Model::from_blob(
             AlignedBlob::from_bytes(&bytes),
@@ -554,8 +558,7 @@ impl Model {
     /// ``dws inspect``'s summary: architecture, sizes, cost.
     fn summary(&self) -> PyResult<String> {
         let m = self.core();
-        inspect::summary(&m, self.bytes().len())
-            .map_err(|e| DwsError::new_err(format!("{e}")))
+        inspect::summary(m, self.bytes().len()).map_err(|e| DwsError::new_err(format!("{e}")))
     }
 
     /// ``d_0 .. d_L`` of the input network.
@@ -776,7 +779,11 @@ fn read_tensors<'py>(py: Python<'py>, path: &Bound<'py, PyAny>) -> PyResult<Boun
 /// Writes ``{name: array}`` as a float32 safetensors file (the ``dws run`` input and
 /// output format).
 #[pyfunction]
-fn write_safetensors(py: Python<'_>, path: &Bound<'_, PyAny>, tensors: &Bound<'_, PyDict>) -> PyResult<()> {
+fn write_safetensors(
+    py: Python<'_>,
+    path: &Bound<'_, PyAny>,
+    tensors: &Bound<'_, PyDict>,
+) -> PyResult<()> {
     let path = path_of(path)?;
     let mut kind = Kind::numpy();
     let mut map = TensorMap::new();
@@ -805,7 +812,11 @@ fn read_case<'py>(py: Python<'py>, path: &Bound<'py, PyAny>) -> PyResult<Bound<'
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
     };
-    let (b, i, o) = (c.batch as usize, c.input_len as usize, c.output_len as usize);
+    let (b, i, o) = (
+        c.batch as usize,
+        c.input_len as usize,
+        c.output_len as usize,
+    );
     let d = PyDict::new(py);
     d.set_item("name", c.name)?;
     d.set_item("batch", b)?;
@@ -903,12 +914,11 @@ fn infer_dims(file: &Path) -> Res<Vec<u32>> {
     Ok(dims)
 }
 
-/// Loads INR files; returns (dims, input_len, loaded, failures as messages).
-fn load_inrs(
-    entries: &[Entry],
-    dims: Option<Vec<u32>>,
-    threads: usize,
-) -> Res<(Vec<u32>, dataset::Loaded, Vec<(usize, String)>)> {
+/// Layer widths, the inputs that loaded, and the failures as messages.
+type LoadedInrs = (Vec<u32>, dataset::Loaded, Vec<(usize, String)>);
+
+/// Loads INR files (the layer widths default to the first file's).
+fn load_inrs(entries: &[Entry], dims: Option<Vec<u32>>, threads: usize) -> Res<LoadedInrs> {
     let dims = match dims {
         Some(d) => d,
         None => match entries.first() {
@@ -1032,7 +1042,7 @@ fn read_inr_dataset<'py>(
     let n = loaded.ok.len();
     let (w, b) = split_flat(py, &dims, 1, n, &loaded.data)?;
     let kept: Vec<&Entry> = loaded.ok.iter().map(|&i| &entries[i]).collect();
-    let labels = if kept.iter().all(|e| e.label.is_some()) && !entries.iter().any(|e| e.label.is_none()) {
+    let labels = if !entries.is_empty() && entries.iter().all(|e| e.label.is_some()) {
         let l: Vec<i64> = kept.iter().map(|e| e.label.unwrap_or(-1)).collect();
         PyArray::from_vec(py, l).into_any()
     } else {

@@ -133,9 +133,14 @@ def test_errors_are_dws_errors_with_cli_messages(tmp_path):
     assert issubclass(dws.DwsError, ValueError)
     m = dws.Model.load(FIXTURES / "clf_sab_sum_5mats" / "model.dws")
     w, b = load_inputs("clf_sab_sum_5mats")
-    with pytest.raises(dws.DwsError, match=r"input tensor `weights.1` has shape \[4, 5, 5, 1\], expected \[B, 6, 5, 1\]"):
+    with pytest.raises(
+        dws.DwsError,
+        match=r"input tensor `weights.1` has shape \[4, 5, 5, 1\], expected \[B, 6, 5, 1\]",
+    ):
         m([w[0], w[1][:, :5]] + w[2:], b)
-    with pytest.raises(dws.DwsError, match="input tensor `biases.0` has batch size 3, others have 4"):
+    with pytest.raises(
+        dws.DwsError, match="input tensor `biases.0` has batch size 3, others have 4"
+    ):
         m(w, [b[0][:3]] + b[1:])
     bad = [x.copy() for x in w]
     bad[2][1, 0, 0, 0] = np.nan
@@ -199,7 +204,10 @@ def test_inr_dataset(tmp_path):
         (tmp_path / "inr").mkdir(exist_ok=True)
         sds.append(write_inr(tmp_path / p, m, rng))
         paths.append(p)
-    splits = {"test": {"path": paths, "label": [i % 4 for i in range(12)]}, "val": {"path": paths[:3]}}
+    splits = {
+        "test": {"path": paths, "label": [i % 4 for i in range(12)]},
+        "val": {"path": paths[:3]},
+    }
     (tmp_path / "splits.json").write_text(json.dumps(splits))
     weights, biases, labels, got_paths = dws.read_inr_dataset(tmp_path / "splits.json")
     assert got_paths == paths and labels.tolist() == [i % 4 for i in range(12)]

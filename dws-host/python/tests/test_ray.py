@@ -184,7 +184,7 @@ def test_dws_model_outputs(cluster, tmp_path):
     ow, ob = model(weights, biases)
     expected = np.concatenate([a.reshape(600, -1) for a in ow + ob], axis=1)
     assert np.array_equal(flat, expected)
-    with pytest.raises(dws.DwsError, match="use format=\"parquet\""):
+    with pytest.raises(dws.DwsError, match='use format="parquet"'):
         dray.score_dataset(EQUIV, shards, tmp_path / "csv", format="csv")
     with pytest.raises(dws.DwsError, match="dws-cuda backend not available"):
         dray.score_dataset(EQUIV, shards, tmp_path / "gpu", use_gpu=True)

@@ -87,9 +87,7 @@ def dataset_rows(inputs: Any, split: str = "test") -> List[Dict[str, Any]]:
         rows = []
         for shard, n in zip(shards, shard_sizes(shards)):
             base = len(rows)
-            rows.extend(
-                {"row": base + k, "shard": shard, "index": k} for k in range(n)
-            )
+            rows.extend({"row": base + k, "shard": shard, "index": k} for k in range(n))
         return rows
     entries = dataset_entries(inputs, split)
     return [
@@ -156,7 +154,9 @@ class _Scorer:
             weights, biases = self._inputs_from_shards(batch)
         else:
             files = [str(f) for f in batch["file"]]
-            weights, biases, failed = read_inr_files(files, dims=self.model, skip_errors=True)
+            weights, biases, failed = read_inr_files(
+                files, dims=self.model, threads=self.model.threads, skip_errors=True
+            )
             for i, msg in failed.items():
                 ok[i] = False
                 errors[i] = msg
@@ -268,7 +268,7 @@ def score_dataset(
     import ray
 
     if format not in ("parquet", "csv"):
-        raise DwsError(f"format must be \"parquet\" or \"csv\", got {format!r}")
+        raise DwsError(f'format must be "parquet" or "csv", got {format!r}')
     if num_workers < 1 or batch_size < 1:
         raise DwsError("num_workers and batch_size must be at least 1")
     device = "cuda" if use_gpu else "cpu"
@@ -278,7 +278,7 @@ def score_dataset(
         blob = f.read()
     model = Model.from_bytes(blob)  # validates the blob before any worker starts
     if format == "csv" and not model.is_classifier:
-        raise DwsError("a DWSModel's outputs are weight spaces: use format=\"parquet\"")
+        raise DwsError('a DWSModel\'s outputs are weight spaces: use format="parquet"')
     out = os.fspath(output_dir)
     if os.path.isdir(out) and os.listdir(out):
         if not overwrite:
@@ -323,9 +323,7 @@ def score_dataset(
     else:
         scored.write_csv(out)
     seconds = time.perf_counter() - start
-    files = sorted(
-        os.path.join(out, f) for f in os.listdir(out) if not f.startswith((".", "_"))
-    )
+    files = sorted(os.path.join(out, f) for f in os.listdir(out) if not f.startswith((".", "_")))
     summary = {"rows": len(rows), "files": files, "output_dir": out, "seconds": seconds}
     if verify:
         got = read_row_ids(files, format)
