@@ -22,7 +22,9 @@
 //! The core never allocates and never panics on any blob or input: every check
 //! happens in [`Model::new_checked`] and at the start of [`Model::run`].
 #![cfg_attr(not(test), no_std)]
-#![forbid(unsafe_code)]
+// Denied, not forbidden: the one exception is the `asm!` of the Armv7E-M DSP
+// dot product (`int8::kernels::dsp::mac4`, feature `dsp`), allowed there alone.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(target_endian = "big")]

@@ -324,6 +324,39 @@ fn every_fixture_passes_check_case() {
     }
 }
 
+#[test]
+fn every_int8_fixture_is_bit_exact_through_check_case() {
+    // What the firmware checks on the target: the int8 blob, an arena sized by
+    // `blob_sizes`, and `case_int8.bin` (zero tolerance: `check_case` passes
+    // only on identical bits).
+    let mut seen = 0;
+    for name in fixture_names() {
+        let dir = fixtures_dir().join(&name);
+        let (blob, case) = (dir.join("model.int8.dws"), dir.join("case_int8.bin"));
+        if !blob.exists() || !case.exists() {
+            continue;
+        }
+        seen += 1;
+        let bytes = read_blob(&blob).unwrap();
+        let case_bytes = std::fs::read(case).unwrap();
+        let case = CaseRepr::new_checked(&case_bytes).unwrap();
+        let model = dws_core::Model::new_checked(bytes.bytes()).unwrap();
+        assert_eq!(model.precision(), dws_core::blob::Precision::Int8, "{name}");
+        let sizes = blob_sizes(&blob).unwrap();
+        assert_eq!(sizes, Sizes::of(&model), "{name}");
+        let mut bufs = Buffers::new(sizes);
+        let mut runner = bufs.runner(model).unwrap();
+        let report = check_case(&mut runner, &case).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.inputs, case.batch, "{name}");
+        assert_eq!(report.worst, 0.0, "{name}");
+        // Zero tolerance really is bit-exact: one ulp off is a mismatch.
+        let mut off = runner.output().to_vec();
+        off[0] = f32::from_bits(off[0].to_bits() ^ 1);
+        assert!(case.check(case.batch as usize - 1, &off).is_err(), "{name}");
+    }
+    assert!(seen >= 5, "int8 fixtures missing: {seen}");
+}
+
 // ---- the static arena ---------------------------------------------------------
 
 #[test]

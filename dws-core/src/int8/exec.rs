@@ -138,7 +138,7 @@ pub(crate) fn run8(
                                 bias.map_or(0, |b| b[t * fout + o]),
                             );
                             let v = &mut x[ao + e * fout + o];
-                            *v = sat8(cur[t].apply(*v as i32) + lin[t].apply(acc));
+                            *v = sat8(cur[t].apply(*v as i32).saturating_add(lin[t].apply(acc)));
                         }
                     }
                 }
@@ -400,7 +400,7 @@ fn layer<'a>(
                             };
                             let y = &ystore[off + (i * m + k) * fout..off + (i * m + k + 1) * fout];
                             for (a, v) in acc[q * fout..(q + 1) * fout].iter_mut().zip(y) {
-                                *a += contrib.apply(*v as i32);
+                                *a = a.wrapping_add(contrib.apply(*v as i32));
                             }
                         }
                     }
@@ -426,7 +426,7 @@ fn layer<'a>(
                             as_i8(&mut rest[..mlp8_tmp_len(m, cols)]),
                         );
                         for (a, v) in acc.iter_mut().zip(y.iter()) {
-                            *a += bq.contrib.apply(*v as i32);
+                            *a = a.wrapping_add(bq.contrib.apply(*v as i32));
                         }
                     }
                 }
@@ -549,7 +549,9 @@ fn resample8(
                 let v = y[n * dout + r] as i32;
                 *o = match combine {
                     None => v as i8,
-                    Some((r_up, r_skip)) => sat8(r_up.apply(v) + r_skip.apply(*o as i32)),
+                    Some((r_up, r_skip)) => {
+                        sat8(r_up.apply(v).saturating_add(r_skip.apply(*o as i32)))
+                    }
                 };
             }
         }

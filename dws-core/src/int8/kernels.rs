@@ -7,15 +7,144 @@ use super::P8;
 use crate::plan::{Linear, Mlp, Reduction, SetLayer, SetPooling};
 use crate::quant::{sat8, softmax_q15, MapQ, MlpQ, Requant};
 
-/// `b[o] + sum_i x[i] * w[o, i]` in int32.
+/// `b[o] + sum_i x[i] * w[o, i]` in int32 (wrapping; over the shorter slice).
 #[inline(always)]
 pub fn dot_acc(w: &[i8], x: &[i8], bias: i32) -> i32 {
-    let mut acc = bias;
-    for (a, b) in x.iter().zip(w) {
-        // Wrapping: a blob may hold any int32 bias; overflow must not panic.
-        acc = acc.wrapping_add(*a as i32 * *b as i32);
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    {
+        dsp::dot_acc(w, x, bias)
     }
-    acc
+    #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+    {
+        let mut acc = bias;
+        for (a, b) in x.iter().zip(w) {
+            // Wrapping: a blob may hold any int32 bias; overflow must not panic.
+            acc = acc.wrapping_add(*a as i32 * *b as i32);
+        }
+        acc
+    }
+}
+
+/// Two outputs over one input row: `(dot_acc(w0, x, b0), dot_acc(w1, x, b1))`.
+#[inline(always)]
+fn dot_acc2(w0: &[i8], w1: &[i8], x: &[i8], b0: i32, b1: i32) -> (i32, i32) {
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    {
+        dsp::dot_acc2(w0, w1, x, b0, b1)
+    }
+    #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+    {
+        (dot_acc(w0, x, b0), dot_acc(w1, x, b1))
+    }
+}
+
+/// The int8 dot products with the Armv7E-M DSP extension (Cortex-M4, M7, M33
+/// with DSP; feature `dsp`): four int8 products per word with `SXTB16` and
+/// the dual 16-bit multiply-accumulate `SMLAD`, as CMSIS-NN does. Integer sums
+/// wrap like the portable code, so the results are the same bits.
+#[cfg(all(feature = "dsp", target_arch = "arm"))]
+mod dsp {
+    /// `acc + x0 w0 + x1 w1 + x2 w2 + x3 w3` (wrapping) for the int8 lanes of
+    /// two little-endian words.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn mac4(acc: i32, x: u32, w: u32) -> i32 {
+        let out: i32;
+        // SAFETY: register arithmetic only (`nomem`, `nostack`): SXTB16
+        // sign-extends bytes 0, 2 (then, rotated, 1, 3) into 16-bit lanes and
+        // SMLAD adds both lane products to the accumulator; the scratch
+        // registers are declared outputs, and the only other state written is
+        // the sticky Q flag (flags are not declared preserved). Both
+        // instructions exist on every target this module compiles for (feature
+        // `dsp`: the caller enables it for DSP-capable Arm cores only).
+        unsafe {
+            core::arch::asm!(
+                "sxtb16 {xe}, {x}",
+                "sxtb16 {we}, {w}",
+                "smlad {acc}, {xe}, {we}, {acc}",
+                "sxtb16 {xe}, {x}, ror #8",
+                "sxtb16 {we}, {w}, ror #8",
+                "smlad {acc}, {xe}, {we}, {acc}",
+                acc = inout(reg) acc => out,
+                x = in(reg) x,
+                w = in(reg) w,
+                xe = out(reg) _,
+                we = out(reg) _,
+                options(pure, nomem, nostack),
+            );
+        }
+        out
+    }
+
+    /// The first `n` values (`n` rounded down to a multiple of 4) as words
+    /// of four (any alignment), and the rest.
+    #[inline(always)]
+    fn words(v: &[i8], n: usize) -> (&[[u8; 4]], &[i8]) {
+        let (head, tail) = v[..n].split_at(n & !3);
+        (bytemuck::cast_slice(head), tail)
+    }
+
+    /// `super::dot_acc`.
+    #[inline(always)]
+    pub fn dot_acc(w: &[i8], x: &[i8], bias: i32) -> i32 {
+        let n = x.len().min(w.len());
+        let ((xs, xt), (ws, wt)) = (words(x, n), words(w, n));
+        let mut acc = bias;
+        for (a, b) in xs.iter().zip(ws) {
+            acc = mac4(acc, u32::from_le_bytes(*a), u32::from_le_bytes(*b));
+        }
+        for (a, b) in xt.iter().zip(wt) {
+            acc = acc.wrapping_add(*a as i32 * *b as i32);
+        }
+        acc
+    }
+
+    /// `super::dot_acc2`: each input word is loaded once for both outputs.
+    #[inline(always)]
+    pub fn dot_acc2(w0: &[i8], w1: &[i8], x: &[i8], b0: i32, b1: i32) -> (i32, i32) {
+        let n = x.len().min(w0.len()).min(w1.len());
+        let ((xs, xt), (w0s, w0t), (w1s, w1t)) = (words(x, n), words(w0, n), words(w1, n));
+        let (mut a0, mut a1) = (b0, b1);
+        for ((a, b), c) in xs.iter().zip(w0s).zip(w1s) {
+            let xv = u32::from_le_bytes(*a);
+            a0 = mac4(a0, xv, u32::from_le_bytes(*b));
+            a1 = mac4(a1, xv, u32::from_le_bytes(*c));
+        }
+        for ((a, b), c) in xt.iter().zip(w0t).zip(w1t) {
+            a0 = a0.wrapping_add(*a as i32 * *b as i32);
+            a1 = a1.wrapping_add(*a as i32 * *c as i32);
+        }
+        (a0, a1)
+    }
+}
+
+/// `out(o, b[o] + w[o] . x)` for every output `o` of one input row `x`
+/// (`w` is `[fout, fin]`): two outputs at a time, no index checks inside.
+#[inline(always)]
+fn linear_row(
+    w: &[i8],
+    fin: usize,
+    fout: usize,
+    b: Option<&[i32]>,
+    x: &[i8],
+    mut out: impl FnMut(usize, i32),
+) {
+    let bias = |o: usize| b.map_or(0, |b| b[o]);
+    if fin == 0 {
+        (0..fout).for_each(|o| out(o, bias(o)));
+        return;
+    }
+    let pairs = w[..fout * fin].chunks_exact(2 * fin);
+    let last = pairs.remainder();
+    for (k, wp) in pairs.enumerate() {
+        let (w0, w1) = wp.split_at(fin);
+        let (a0, a1) = dot_acc2(w0, w1, x, bias(2 * k), bias(2 * k + 1));
+        out(2 * k, a0);
+        out(2 * k + 1, a1);
+    }
+    if !last.is_empty() {
+        out(fout - 1, dot_acc(last, x, bias(fout - 1)));
+    }
 }
 
 /// One linear layer over `rows` rows with requantization to int8 (`relu` clamps at 0).
@@ -26,10 +155,10 @@ pub fn linear8(l: &Linear, p: P8<'_>, r: Requant, x: &[i8], rows: usize, y: &mut
     let lo = if relu { 0 } else { -127 };
     for row in 0..rows {
         let xr = &x[row * fin..(row + 1) * fin];
-        for o in 0..fout {
-            let acc = dot_acc(&w[o * fin..(o + 1) * fin], xr, b.map_or(0, |b| b[o]));
-            y[row * fout + o] = (sat8(r.apply(acc)) as i32).max(lo) as i8;
-        }
+        let yr = &mut y[row * fout..(row + 1) * fout];
+        linear_row(w, fin, fout, b, xr, |o, acc| {
+            yr[o] = (sat8(r.apply(acc)) as i32).max(lo) as i8;
+        });
     }
 }
 
@@ -181,13 +310,7 @@ pub fn set8(
             let rl = lq.layers[lambda.layers.len() - 1];
             let (lw, lfin) = (p.i8s(last.weight), last.fin as usize);
             let lb = last.bias.map(|b| p.i32s(b));
-            for (o, l) in lam.iter_mut().enumerate() {
-                *l = rl.apply(dot_acc(
-                    &lw[o * lfin..(o + 1) * lfin],
-                    lh,
-                    lb.map_or(0, |b| b[o]),
-                ));
-            }
+            linear_row(lw, lfin, lam.len(), lb, lh, |o, acc| lam[o] = rl.apply(acc));
             // Gamma: hidden layers, then last layer minus Lambda.
             let gh = mlp8_hidden(gamma, gq, p, x, n, bytemuck::cast_slice_mut(gam_tmp));
             let glast = &gamma.layers[gamma.layers.len() - 1];
@@ -196,10 +319,10 @@ pub fn set8(
             let gb = glast.bias.map(|b| p.i32s(b));
             for row in 0..n {
                 let xr = &gh[row * gfin..(row + 1) * gfin];
-                for o in 0..kout {
-                    let acc = dot_acc(&gw[o * gfin..(o + 1) * gfin], xr, gb.map_or(0, |b| b[o]));
-                    y[row * kout + o] = sat8(rg.apply(acc).saturating_sub(lam[o]));
-                }
+                let yr = &mut y[row * kout..(row + 1) * kout];
+                linear_row(gw, gfin, kout, gb, xr, |o, acc| {
+                    yr[o] = sat8(rg.apply(acc).saturating_sub(lam[o]));
+                });
             }
         }
         (
@@ -236,34 +359,69 @@ pub fn set8(
             let width = dv / *heads as usize;
             let (ow, ofin) = (p.i8s(fc_o.weight), fc_o.fin as usize);
             let ob = fc_o.bias.map(|b| p.i32s(b));
+            let e: &mut [u32] = bytemuck::cast_slice_mut(e);
             for i in 0..n {
                 for h in 0..*heads as usize {
                     let c0 = h * width;
                     let qi = &qm[i * dv + c0..i * dv + c0 + width];
-                    for (j, sc) in scores.iter_mut().enumerate() {
-                        *sc = dot_acc(&km[j * dv + c0..j * dv + c0 + width], qi, 0);
-                    }
-                    softmax_q15(scores, *score, bytemuck::cast_slice_mut(e));
-                    av[..width].fill(0);
-                    for (j, &pj) in scores.iter().enumerate() {
-                        for (acc, &v) in av[..width]
-                            .iter_mut()
-                            .zip(&vm[j * dv + c0..j * dv + c0 + width])
-                        {
-                            *acc += pj * v as i32;
-                        }
+                    // Eight heads of 32 features (the paper default): width 4, unrolled.
+                    if width == 4 {
+                        attend_head::<4>(4, qi, km, vm, dv, c0, *score, scores, e, av);
+                    } else {
+                        attend_head::<0>(width, qi, km, vm, dv, c0, *score, scores, e, av);
                     }
                     for c in 0..width {
-                        orow[c0 + c] = sat8(o_q.apply(qi[c] as i32) + o_av.apply(av[c]));
+                        orow[c0 + c] =
+                            sat8(o_q.apply(qi[c] as i32).saturating_add(o_av.apply(av[c])));
                     }
                 }
-                for c in 0..dv {
-                    let acc = dot_acc(&ow[c * ofin..(c + 1) * ofin], orow, ob.map_or(0, |b| b[c]));
-                    y[i * dv + c] = sat8(y_o.apply(orow[c] as i32) + y_fc.apply(acc.max(0)));
-                }
+                let orow = &*orow;
+                let yr = &mut y[i * dv..(i + 1) * dv];
+                linear_row(ow, ofin, dv, ob, orow, |c, acc| {
+                    yr[c] = sat8(
+                        y_o.apply(orow[c] as i32)
+                            .saturating_add(y_fc.apply(acc.max(0))),
+                    );
+                });
             }
         }
         _ => {}
+    }
+}
+
+/// One head of set attention for one query row `qi` (the head's `width`
+/// channels from `c0` in rows of `dv`): scores against every key row of `km`,
+/// `softmax_q15`, and the probability-weighted sum of the value rows of `vm`
+/// into `av[..width]`. `W` is the width when known at compile time (0: `width`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_head<const W: usize>(
+    width: usize,
+    qi: &[i8],
+    km: &[i8],
+    vm: &[i8],
+    dv: usize,
+    c0: usize,
+    score: Requant,
+    scores: &mut [i32],
+    e: &mut [u32],
+    av: &mut [i32],
+) {
+    let width = if W > 0 { W } else { width };
+    if dv == 0 {
+        return;
+    }
+    let qi = &qi[..width];
+    for (sc, kr) in scores.iter_mut().zip(km.chunks_exact(dv)) {
+        *sc = dot_acc(&kr[c0..c0 + width], qi, 0);
+    }
+    softmax_q15(scores, score, e);
+    let av = &mut av[..width];
+    av.fill(0);
+    for (&pj, vr) in scores.iter().zip(vm.chunks_exact(dv)) {
+        for (acc, &v) in av.iter_mut().zip(&vr[c0..c0 + width]) {
+            *acc += pj * v as i32;
+        }
     }
 }
 

@@ -1,16 +1,21 @@
 //! Self-test firmware for a Cortex-M4F (STM32F405; QEMU's `netduinoplus2`).
 //!
 //! Runs every input of every reference case that fits the chip (chosen and
-//! sized by `build.rs`), checks each output with the suite's tolerance, logs
-//! with defmt over semihosting, prints `N passed, M failed` on the semihosting
-//! stderr and exits with status 0 iff every case passed.
+//! sized by `build.rs`: the paper-default classifier in int8 and as many small
+//! cases as keep 15% of flash and RAM free), checks each output (f32 cases with
+//! the suite's tolerance, int8 cases bit for bit), logs with defmt over
+//! semihosting, prints `N passed, M failed` and the stack high-water mark on
+//! the semihosting stderr and exits with status 0 iff every case passed and the
+//! stack stayed within its reserve.
 //!
-//! The largest carried model runs with [`MarkPin`] as its timing pin: under
-//! QEMU the `qemu-plugin/` instruction counter measures between the marks;
-//! on a board, the same place would drive a GPIO.
+//! The benchmarked case (paper-default int8) runs with [`MarkPin`] as its
+//! timing pin: under QEMU the `qemu-plugin/` instruction counter measures
+//! between the marks; on a board, the same place would drive a GPIO.
 #![no_std]
 #![no_main]
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `stack_high_water` reads the painted stack (one
+// audited `unsafe` block). Everything else is safe code.
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 use cortex_m as _; // its `critical-section-single-core` implementation
@@ -18,7 +23,8 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, heprintln};
 use defmt_semihosting as _;
 use dws_embedded::dws_core::case::CaseRepr;
-use dws_embedded::{check_case, Arena, CaseReport, Failure, Sizes};
+use dws_embedded::dws_core::Model;
+use dws_embedded::{check_case, Arena, CaseReport, Failure, Runner, Sizes};
 use embedded_hal::digital::{ErrorType, OutputPin};
 
 /// A blob in flash at a 16-byte aligned address (the core reads its f32
@@ -30,15 +36,19 @@ pub struct Aligned<T: ?Sized>(pub T);
 pub struct Fixture {
     /// The fixture's folder name.
     pub name: &'static str,
-    /// `model.dws`.
+    /// An int8 case (`model.int8.dws`, `case_int8.bin`: bit-exact) rather
+    /// than f32 (`model.dws`, `case.bin`: the suite's tolerance).
+    pub int8: bool,
+    /// The model blob.
     pub blob: &'static [u8],
-    /// `case.bin` (a postcard `CaseRepr`).
+    /// The case (a postcard `CaseRepr`; int8 cases have zero tolerance).
     pub case: &'static [u8],
     /// What the model needs, computed by build.rs.
     pub sizes: Sizes,
 }
 
-// INPUT_LEN, SCRATCH_LEN, OUTPUT_LEN, FIXTURE_FLASH, BENCH, SKIPPED, FIXTURES.
+// INPUT_LEN, SCRATCH_LEN, OUTPUT_LEN, FIXTURE_FLASH, BENCH, STACK_TOP,
+// STACK_RESERVE, SKIPPED, FIXTURES.
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
 /// Exactly large enough for every carried model.
@@ -74,9 +84,53 @@ impl OutputPin for MarkPin {
     }
 }
 
+/// Bytes of stack used so far (the high-water mark).
+///
+/// cortex-m-rt (feature `paint-stack`) fills all RAM between the end of the
+/// statics (`_stack_end`, which is also `heap_start()`) and the stack top with
+/// `STACK_PAINT_VALUE` before `main`; the lowest word that no longer holds it
+/// is the deepest the stack has been.
+#[allow(unsafe_code)]
+fn stack_high_water() -> usize {
+    let mut p = cortex_m_rt::heap_start() as usize;
+    while p < STACK_TOP {
+        // SAFETY: `p` is 4-aligned and in `[_stack_end, _stack_start)`, RAM
+        // that the linker leaves to the stack (no static lives there) and that
+        // is always mapped. The scan stops at the first word the stack ever
+        // wrote, so it reads no live data but that one word (read only); a
+        // volatile 32-bit read has no side effects and creates no reference.
+        let word = unsafe { core::ptr::read_volatile(p as *const u32) };
+        if word != cortex_m_rt::STACK_PAINT_VALUE {
+            break;
+        }
+        p += 4;
+    }
+    STACK_TOP - p
+}
+
+fn kind(f: &Fixture) -> &'static str {
+    if f.int8 {
+        "int8"
+    } else {
+        "f32"
+    }
+}
+
+/// Opens a blob (the whole validation). Not inlined: validation needs a deep
+/// frame, which is then gone before the inferences run.
+#[inline(never)]
+fn open<'a>(
+    arena: &'a mut FirmwareArena,
+    blob: &'static [u8],
+) -> Result<Runner<'a, Model<'static>>, Failure> {
+    arena.open(blob).map_err(Failure::Case)
+}
+
+/// Runs a case; not inlined into `main`, whose frame stays small (see [`open`]).
+#[inline(never)]
 fn run_fixture(arena: &mut FirmwareArena, f: &Fixture, bench: bool) -> Result<CaseReport, Failure> {
     let case = CaseRepr::new_checked(f.case).map_err(|e| Failure::Case(e.into()))?;
-    let runner = arena.open(f.blob).map_err(Failure::Case)?;
+    let runner = open(arena, f.blob)?;
     if bench {
         check_case(&mut runner.with_pin(MarkPin), &case)
     } else {
@@ -101,10 +155,18 @@ fn main() -> ! {
     let (mut passed, mut failed) = (0u32, 0u32);
     for (i, f) in FIXTURES.iter().enumerate() {
         match run_fixture(ARENA, f, i == BENCH) {
+            Ok(r) if f.int8 => {
+                passed += 1;
+                defmt::info!(
+                    "  ok    {=str} (int8): {=u32} inputs, bit-exact",
+                    f.name,
+                    r.inputs
+                );
+            }
             Ok(r) => {
                 passed += 1;
                 defmt::info!(
-                    "  ok    {=str}: {=u32} inputs, worst error {=f32} of tolerance",
+                    "  ok    {=str} (f32): {=u32} inputs, worst error {=f32} of tolerance",
                     f.name,
                     r.inputs,
                     r.worst
@@ -112,22 +174,35 @@ fn main() -> ! {
             }
             Err(e) => {
                 failed += 1;
-                defmt::error!("  FAIL  {=str}: {}", f.name, e);
-                heprintln!("FAIL {}", f.name);
+                defmt::error!("  FAIL  {=str} ({=str}): {}", f.name, kind(f), e);
+                heprintln!("FAIL {} ({})", f.name, kind(f));
             }
         }
     }
+    let stack = stack_high_water();
+    let stack_ok = stack <= STACK_RESERVE;
     defmt::info!(
-        "{=u32} passed, {=u32} failed; benchmark {=str}: {=u32} marks",
+        "{=u32} passed, {=u32} failed; benchmark {=str} ({=str}): {=u32} marks; stack high water {=usize} of {=usize} bytes reserved",
         passed,
         failed,
         FIXTURES[BENCH].name,
-        MARKS.load(Ordering::Relaxed)
+        kind(&FIXTURES[BENCH]),
+        MARKS.load(Ordering::Relaxed),
+        stack,
+        STACK_RESERVE
     );
+    if !stack_ok {
+        defmt::error!("the stack outgrew its reserve (_stack_reserve in memory.x)");
+    }
     // Plain text as well, for scripts that do not decode defmt.
-    heprintln!("bench model: {}", FIXTURES[BENCH].name);
+    heprintln!(
+        "bench model: {} {}",
+        FIXTURES[BENCH].name,
+        kind(&FIXTURES[BENCH])
+    );
+    heprintln!("stack: {} of {} bytes", stack, STACK_RESERVE);
     heprintln!("{} passed, {} failed", passed, failed);
-    debug::exit(if failed == 0 {
+    debug::exit(if failed == 0 && stack_ok {
         debug::EXIT_SUCCESS
     } else {
         debug::EXIT_FAILURE
