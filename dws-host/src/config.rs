@@ -220,25 +220,33 @@ impl Config {
                 );
             }
         }
-        // dws-core rejects tensors of more than 2^28 elements; bounding the sizes here
-        // keeps every shape product of the conversion in range and the plan's u32
-        // fields exact (a size of 2^32 + 5 must not silently become 5).
+        // dws-core rejects tensors of more than 2^28 elements: checking the same bound
+        // here keeps every shape product of the conversion in range, the plan's u32
+        // fields exact (a size of 2^32 + 5 must not silently become 5) and the
+        // conversion's memory bounded.
         const MAX_SIZE: usize = 1 << 28;
         let cells = w.iter().try_fold(0usize, |acc, s| {
             acc.checked_add(s[0].checked_mul(s[1])?.checked_add(s[1])?)
         });
-        if !cells
-            .and_then(|c| c.checked_mul(self.input_features))
-            .is_some_and(|n| n <= MAX_SIZE)
-        {
-            bail!("the input weight space (weight_shapes x input_features) has more than 2^28 elements; dws supports at most 2^28");
+        for (name, f) in [
+            ("input_features", self.input_features),
+            ("hidden_dim", self.hidden_dim),
+            ("output features", self.output_features()),
+        ] {
+            if cells
+                .and_then(|c| c.checked_mul(f))
+                .is_none_or(|n| n > MAX_SIZE)
+            {
+                bail!("a weight space with {name} = {f} has more than 2^28 elements (weight_shapes: {w:?}); dws supports at most 2^28");
+            }
         }
         for (name, v) in [
-            ("hidden_dim", self.hidden_dim),
             ("num_heads", self.num_heads),
             ("n_classes", self.n_classes),
-            ("output features", self.output_features()),
-            ("input_dim_downsample", self.input_dim_downsample.unwrap_or(1)),
+            (
+                "input_dim_downsample",
+                self.input_dim_downsample.unwrap_or(1),
+            ),
         ] {
             if v > MAX_SIZE {
                 bail!("{name} = {v}; dws supports at most 2^28");
@@ -259,5 +267,44 @@ impl Config {
             bail!("equiv_out_features belongs to DWSModelForClassification; DWSModel uses output_features");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use serde_json::{json, Value};
+
+    fn parse(overrides: Value) -> anyhow::Result<Config> {
+        let mut c = json!({
+            "model": "DWSModel", "weight_shapes": [[3, 5], [5, 7], [7, 2]],
+            "input_features": 2, "hidden_dim": 6
+        });
+        for (k, v) in overrides.as_object().into_iter().flatten() {
+            c[k] = v.clone();
+        }
+        Config::parse(&c.to_string())
+    }
+
+    /// Sizes whose products overflowed usize in `convert` (a panic), or that did
+    /// not fit the plan's u32 fields (silently truncated), are rejected up front.
+    #[test]
+    fn huge_sizes_are_rejected() {
+        assert!(parse(json!({})).is_ok());
+        let max = usize::MAX;
+        for o in [
+            json!({"weight_shapes": [[max, max], [max, max], [max, 2]]}),
+            json!({"weight_shapes": [[3, 4294967301u64], [4294967301u64, 7], [7, 2]]}),
+            json!({"hidden_dim": max}),
+            json!({"input_features": max}),
+            json!({"output_features": max}),
+            json!({"num_heads": max}),
+            json!({"input_dim_downsample": max}),
+            json!({"hidden_dim": 1 << 28, "bn": true}),
+        ] {
+            let e = parse(o.clone()).err().map(|e| format!("{e:#}"));
+            let e = e.unwrap_or_default();
+            assert!(e.contains("at most 2^28"), "{o}: {e}");
+        }
     }
 }

@@ -4,18 +4,23 @@
 //! * [`blob_io`]: plans to blobs, blobs into aligned memory.
 //! * [`tensors`]: PyTorch checkpoints and safetensors files.
 //! * [`weight_space`]: named batch tensors to the core's flat layout and back.
-//! * [`runner`]: parallel batch inference.
+//! * [`runner`]: parallel batch inference, routed to the core or the [`fast`] engine.
+//! * [`fast`]: the batched f32 engine (GEMMs over whole batch chunks, SIMD kernels).
 //! * [`dataset`]: INR datasets in upstream's layout (INR files, splits JSON).
 //! * [`eval`]: classifying datasets: accuracy, confusion matrix, predictions CSV.
 //! * [`inspect`]: a human-readable summary of a blob.
-#![forbid(unsafe_code)]
+//! * [`bench`]: `dws bench`, throughput, GEMM peak and latency on synthetic inputs.
+// `unsafe` is denied everywhere but in `fast` (its SIMD kernels), which allows it.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod blob_io;
 pub mod config;
 pub mod convert;
 pub mod dataset;
 pub mod eval;
+pub mod fast;
 pub mod inspect;
 pub mod quantize;
 pub mod runner;

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
-use dws_host::{convert, eval, inspect, runner, tensors, weight_space};
+use dws_host::{bench, convert, eval, inspect, runner, tensors, weight_space};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -51,6 +51,9 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Engine: the batched f32 engine, or the core (int8 blobs always run on the core).
+        #[arg(long, value_enum, default_value_t = runner::EngineKind::Fast)]
+        engine: runner::EngineKind,
         /// The split of a splits JSON input [default: test].
         #[arg(long)]
         split: Option<String>,
@@ -95,6 +98,39 @@ enum Command {
         /// Output int8 blob.
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// Measure throughput (inputs/s, GFLOP/s, fraction of a GEMM peak measured in the same
+    /// run) and single-input latency on seeded synthetic inputs (see docs/benchmarks.md).
+    Bench {
+        /// The .dws blob.
+        model: PathBuf,
+        /// Inputs per call.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Seconds of timed batch calls (the GEMM peak and the latency take up to 2 s more each).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Engine.
+        #[arg(long, value_enum, default_value_t = runner::EngineKind::Fast)]
+        engine: runner::EngineKind,
+        /// Inputs per chunk of the fast engine.
+        #[arg(long)]
+        chunk: Option<usize>,
+        /// Seed of the synthetic inputs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Skip the GEMM peak measurement.
+        #[arg(long)]
+        no_peak: bool,
+        /// Skip the single-input latency measurement.
+        #[arg(long)]
+        no_latency: bool,
     },
     /// Print the architecture, parameter count, blob and scratch bytes and FLOPs per input.
     Inspect {
@@ -146,6 +182,7 @@ fn run(cli: Cli) -> Result<()> {
             inputs,
             output,
             threads,
+            engine,
             split,
             batch_size,
         } => {
@@ -166,9 +203,9 @@ fn run(cli: Cli) -> Result<()> {
             let tensors = tensors::read_safetensors(&inputs)?;
             let (batch, data) = weight_space::flatten_inputs(&m, &tensors)
                 .with_context(|| format!("in inputs {}", inputs.display()))?;
+            let engine = runner::BatchRunner::new(&m, engine)?;
             let start = Instant::now();
-            let out = runner::run_batch(
-                &m,
+            let out = engine.run(
                 &data,
                 batch,
                 threads.unwrap_or_else(runner::default_threads),
@@ -177,9 +214,10 @@ fn run(cli: Cli) -> Result<()> {
             let named = weight_space::unflatten_outputs(&m, batch, &out)?;
             tensors::write_safetensors(&output, &named)?;
             eprintln!(
-                "ran {batch} inputs in {:.3} s ({:.0} inputs/s) -> {}",
+                "ran {batch} inputs in {:.3} s ({:.0} inputs/s, {} engine) -> {}",
                 secs,
                 batch as f64 / secs.max(1e-9),
+                engine.name(),
                 output.display()
             );
         }
@@ -232,6 +270,29 @@ fn run(cli: Cli) -> Result<()> {
             };
             dws_host::quantize::run_cli(&m, n, &data, &output)?;
         }
+        Command::Bench {
+            model,
+            batch,
+            threads,
+            seconds,
+            engine,
+            chunk,
+            seed,
+            json,
+            no_peak,
+            no_latency,
+        } => bench::bench_command(&bench::BenchArgs {
+            model,
+            batch,
+            threads: threads.unwrap_or_else(runner::default_threads),
+            seconds,
+            engine,
+            chunk,
+            seed,
+            json,
+            peak: !no_peak,
+            latency: !no_latency,
+        })?,
         Command::Inspect { model } => {
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;

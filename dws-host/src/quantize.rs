@@ -41,7 +41,11 @@ pub const COVERAGE: f64 = 0.9999;
 
 impl Histogram {
     fn new() -> Self {
-        Histogram { max: 0.0, count: 0, bins: vec![0; N_BINS] }
+        Histogram {
+            max: 0.0,
+            count: 0,
+            bins: vec![0; N_BINS],
+        }
     }
 
     fn bin(v: f32) -> usize {

@@ -1,14 +1,79 @@
 //! Batch inference on the CPU, parallel over the batch.
+//!
+//! [`run_batch`] runs the core (one input at a time per thread);
+//! [`BatchRunner`] / [`run_batch_with`] route to the engine chosen with
+//! [`EngineKind`]: the [`fast`](crate::fast) batched f32 engine by default, the
+//! core for int8 blobs (the fast engine is f32 only) or when asked.
 
+use crate::fast::FastModel;
 use anyhow::{anyhow, Result};
+use dws_core::blob::Precision;
 use dws_core::Model;
+
+/// Which engine runs batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineKind {
+    /// The core's reference executor, one input at a time per thread.
+    Core,
+    /// The batched f32 engine (`dws_host::fast`); int8 blobs fall back to the core.
+    #[default]
+    Fast,
+}
+
+/// A model ready to run batches on the chosen engine (the fast engine prepares
+/// its packed weights once, here).
+pub enum BatchRunner<'m, 'a> {
+    /// The core.
+    Core(&'m Model<'a>),
+    /// The fast engine.
+    Fast(FastModel),
+}
+
+impl<'m, 'a> BatchRunner<'m, 'a> {
+    /// Prepares `model` for `kind` (the core for int8 models).
+    pub fn new(model: &'m Model<'a>, kind: EngineKind) -> Result<Self> {
+        Ok(match kind {
+            EngineKind::Fast if model.precision() == Precision::F32 => {
+                BatchRunner::Fast(FastModel::new(model)?)
+            }
+            _ => BatchRunner::Core(model),
+        })
+    }
+
+    /// Runs `batch` inputs (`[batch, input_len]`) and returns `[batch, output_len]`.
+    pub fn run(&self, inputs: &[f32], batch: usize, threads: usize) -> Result<Vec<f32>> {
+        match self {
+            BatchRunner::Core(m) => run_batch(m, inputs, batch, threads),
+            BatchRunner::Fast(f) => f.run_batch(inputs, batch, threads),
+        }
+    }
+
+    /// The engine's name, for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BatchRunner::Core(_) => "core",
+            BatchRunner::Fast(_) => "fast",
+        }
+    }
+}
+
+/// Runs `batch` inputs on the engine `kind` (see [`BatchRunner`]).
+pub fn run_batch_with(
+    model: &Model<'_>,
+    inputs: &[f32],
+    batch: usize,
+    threads: usize,
+    kind: EngineKind,
+) -> Result<Vec<f32>> {
+    BatchRunner::new(model, kind)?.run(inputs, batch, threads)
+}
 
 /// Number of worker threads to use by default: all cores.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Runs `batch` inputs (`[batch, input_len]`) and returns `[batch, output_len]`.
+/// Runs `batch` inputs (`[batch, input_len]`) on the core and returns `[batch, output_len]`.
 pub fn run_batch(
     model: &Model<'_>,
     inputs: &[f32],

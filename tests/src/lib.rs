@@ -282,6 +282,42 @@ impl Backend for HostBackend {
     }
 }
 
+/// The fast batched f32 engine (`dws_host::fast`) with `threads` workers and the
+/// given options (chunk size, instruction set).
+pub struct FastBackend {
+    /// Worker threads.
+    pub threads: usize,
+    /// The engine's options.
+    pub options: dws_host::fast::FastOptions,
+}
+
+impl FastBackend {
+    /// The default options with `threads` workers.
+    pub fn new(threads: usize) -> Self {
+        FastBackend {
+            threads,
+            options: dws_host::fast::FastOptions::default(),
+        }
+    }
+}
+
+impl Backend for FastBackend {
+    fn name(&self) -> String {
+        format!(
+            "fast ({} threads, chunk {}, {})",
+            self.threads,
+            self.options.chunk,
+            self.options.isa.supported().name()
+        )
+    }
+    fn run(&mut self, f: &Fixture, blob: &[u8]) -> Result<Vec<f32>> {
+        let blob = AlignedBlob::from_bytes(blob);
+        let m = blob.model()?;
+        let fast = dws_host::fast::FastModel::with_options(&m, self.options)?;
+        fast.run_batch(&f.inputs, f.batch, self.threads)
+    }
+}
+
 /// Result of a suite run.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {

@@ -3,8 +3,12 @@
 
 use dws_core::plan::{Op, Output};
 use dws_host::blob_io::{decode, encode, AlignedBlob};
+use dws_host::fast::{FastModel, FastOptions, Isa};
 use dws_reference::permute::{HiddenPermutation, SplitMix};
-use dws_reference::{run_int8_suite, run_suite, run_suite_with, shared, CoreBackend, HostBackend};
+use dws_reference::{
+    run_int8_suite, run_suite, run_suite_with, shared, Backend, CoreBackend, FastBackend,
+    HostBackend,
+};
 
 #[test]
 fn core_backend_passes_every_fixture() {
@@ -176,4 +180,96 @@ fn committed_int8_golden_files_are_up_to_date() {
             f.name
         );
     }
+}
+
+#[test]
+fn fast_backend_passes_every_fixture_with_one_and_two_threads() {
+    let fixtures = shared();
+    let mut backends = vec![FastBackend::new(1), FastBackend::new(2)];
+    // The portable kernels too, where the AVX2 ones are the default.
+    let portable = FastOptions {
+        isa: Isa::Portable,
+        ..FastOptions::default()
+    };
+    if FastOptions::default().isa != Isa::Portable {
+        backends.push(FastBackend {
+            threads: 2,
+            options: portable,
+        });
+    }
+    for mut b in backends {
+        let r = run_suite(&mut b, fixtures);
+        assert_eq!(
+            (r.passed, r.failed),
+            (fixtures.len(), 0),
+            "{}: failures: {:?}",
+            b.name(),
+            r.failures
+        );
+    }
+}
+
+/// A batch of 37 inputs, the fixture's inputs repeated: every row must match the
+/// same input run alone (within 1e-6 relative; in practice bit for bit), for
+/// several chunk sizes and thread counts, and stay within the suite's tolerance.
+#[test]
+fn fast_backend_does_not_depend_on_batch_position_chunk_or_threads() {
+    const N: usize = 37;
+    for f in shared() {
+        let m = f.blob.model().unwrap();
+        let (ilen, olen) = (m.input_len(), m.output_len());
+        let batch: Vec<f32> = (0..N)
+            .flat_map(|k| {
+                f.inputs[(k % f.batch) * ilen..(k % f.batch + 1) * ilen]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let alone = FastModel::new(&m).unwrap();
+        let single: Vec<Vec<f32>> = (0..f.batch)
+            .map(|k| {
+                alone
+                    .run_batch(&f.inputs[k * ilen..(k + 1) * ilen], 1, 1)
+                    .unwrap()
+            })
+            .collect();
+        let case = f.case();
+        for (chunk, threads) in [(1, 1), (5, 2), (dws_host::fast::DEFAULT_CHUNK, 2), (N, 1)] {
+            let opts = FastOptions {
+                chunk,
+                ..FastOptions::default()
+            };
+            let out = FastModel::with_options(&m, opts)
+                .unwrap()
+                .run_batch(&batch, N, threads)
+                .unwrap();
+            for (k, row) in out.chunks(olen).enumerate() {
+                let want = &single[k % f.batch];
+                let scale = want.iter().fold(f32::MIN_POSITIVE, |a, v| a.max(v.abs()));
+                for (a, b) in row.iter().zip(want) {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * scale,
+                        "{}: chunk {chunk}, {threads} threads, position {k}: {a} vs {b}",
+                        f.name
+                    );
+                }
+                case.check(k % f.batch, row)
+                    .unwrap_or_else(|e| panic!("{}: position {k} out of tolerance: {e:?}", f.name));
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_engine_refuses_int8_blobs_and_bad_inputs() {
+    let f = &shared()[0];
+    let int8 = f.int8_blob.model().unwrap();
+    assert!(FastModel::new(&int8).is_err());
+    let m = f.blob.model().unwrap();
+    let fast = FastModel::new(&m).unwrap();
+    let mut x = f.inputs[..m.input_len()].to_vec();
+    assert!(fast.run_batch(&x, 2, 1).is_err(), "wrong length");
+    x[3] = f32::NAN;
+    assert!(fast.run_batch(&x, 1, 1).is_err(), "NaN input");
+    assert!(fast.run_batch(&[], 0, 2).unwrap().is_empty());
 }
