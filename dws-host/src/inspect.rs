@@ -134,7 +134,7 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
     let _ = writeln!(
         s,
         "flops per input:  {} ({:.2} MFLOP)",
-        2 * lay.macs,
+        lay.macs.saturating_mul(2),
         2.0 * lay.macs as f64 / 1e6
     );
     Ok(s)

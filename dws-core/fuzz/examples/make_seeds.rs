@@ -96,9 +96,7 @@ impl Gen {
 
     fn set_layer(&mut self, k: usize, kout: usize, attention_ok: bool) -> SetLayer {
         if attention_ok && self.rng.below(3) == 0 {
-            let divisors: Vec<u32> = (1..=kout as u32)
-                .filter(|h| kout as u32 % h == 0)
-                .collect();
+            let divisors: Vec<u32> = (1..=kout as u32).filter(|h| kout as u32 % h == 0).collect();
             let heads = divisors[self.rng.below(divisors.len() as u64) as usize];
             let bias = self.rng.coin();
             SetLayer::Attention {
@@ -288,7 +286,8 @@ fn encode(spec: &Spec, ops: &[Op], params: &[f32]) -> Vec<u8> {
     }
     let params: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
     let mut out = vec![0u8; dws_core::blob::blob_len(section.len(), params.len())];
-    dws_core::blob::emit(dws_core::blob::Precision::F32, &section, &params, &mut out).expect("emit");
+    dws_core::blob::emit(dws_core::blob::Precision::F32, &section, &params, &mut out)
+        .expect("emit");
     out
 }
 

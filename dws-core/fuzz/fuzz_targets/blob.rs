@@ -78,8 +78,8 @@ fuzz_target!(|data: &[u8]| {
 fn roundtrip(bytes: &[u8]) {
     let view = BlobView::new_checked(bytes).expect("container accepted by new_checked");
     let mut out = vec![0u8; bytes.len()];
-    let out = dws_core::blob::emit(view.precision(), view.plan(), view.params(), &mut out)
-        .expect("emit");
+    let out =
+        dws_core::blob::emit(view.precision(), view.plan(), view.params(), &mut out).expect("emit");
     assert_eq!(out.len(), bytes.len());
     assert_eq!(out[..16], bytes[..16]);
     let plan_end = HEADER_LEN + view.plan().len();
@@ -109,7 +109,12 @@ fn fill(input: &mut [f32], p: usize, seed: &[u8]) {
             5 => sign * if i % 3 == 0 { 1e-42 } else { 1e-30 },
             _ => {
                 // Arbitrary finite bit patterns from the fuzz bytes.
-                let b = u32::from_le_bytes([byte(4 * i), byte(4 * i + 1), byte(4 * i + 2), byte(4 * i + 3)]);
+                let b = u32::from_le_bytes([
+                    byte(4 * i),
+                    byte(4 * i + 1),
+                    byte(4 * i + 2),
+                    byte(4 * i + 3),
+                ]);
                 let f = f32::from_bits(b);
                 if f.is_finite() {
                     f
@@ -135,7 +140,12 @@ fn exercise(model: &Model<'_>, seed: &[u8]) {
     }
     assert_eq!(count, model.spec().ops);
     assert!(model.ops().rest_after_all().expect("ops decode").is_empty());
-    let _ = (model.layout(), model.dims(), model.spec(), model.params().len());
+    let _ = (
+        model.layout(),
+        model.dims(),
+        model.spec(),
+        model.params().len(),
+    );
 
     let lay = *model.layout();
     let (ilen, olen, slen) = (model.input_len(), model.output_len(), model.scratch_len());
@@ -176,7 +186,10 @@ fn exercise(model: &Model<'_>, seed: &[u8]) {
         .expect("run with oversized buffers");
     assert_eq!(y.len(), olen);
     assert_eq!(bits(y), reference, "output depends on scratch contents");
-    assert!(out[olen..].iter().all(|&v| v == -7.0), "wrote past output_len");
+    assert!(
+        out[olen..].iter().all(|&v| v == -7.0),
+        "wrote past output_len"
+    );
 
     // Wrong sizes and non-finite inputs: exactly the documented errors.
     expect_err(

@@ -44,10 +44,15 @@ fuzz_target!(|data: &[u8]| {
     let scales = f32s(c.scale);
     let exact_ok = scales.iter().all(|s| s.is_finite() && *s >= 0.0);
     for k in 0..batch.min(4) {
-        let got = c.input(k, &mut buf).expect("input k < batch into a large buffer");
+        let got = c
+            .input(k, &mut buf)
+            .expect("input k < batch into a large buffer");
         assert_eq!(got.len(), n);
         let want = &inputs[k * n..(k + 1) * n];
-        assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(got
+            .iter()
+            .zip(want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
         if n > 0 {
             match c.input(k, &mut buf[..n - 1]) {
                 Err(Error::InputLength { expected, actual }) => {
