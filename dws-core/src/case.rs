@@ -72,12 +72,13 @@ impl<'a> CaseRepr<'a> {
         if !rest.is_empty() {
             return Err(Error::TrailingBytes);
         }
-        let (b, i, o) = (c.batch as u64, c.input_len as u64, c.output_len as u64);
-        let seg: u64 = c.segments.iter().map(|&s| s as u64).sum();
+        // u128: `4 * batch * len` of two u32 overflows u64.
+        let (b, i, o) = (c.batch as u128, c.input_len as u128, c.output_len as u128);
+        let seg: u128 = c.segments.iter().map(|&s| s as u128).sum();
         if seg != o
-            || c.scale.len() as u64 != 4 * c.segments.len() as u64
-            || c.inputs.len() as u64 != 4 * b * i
-            || c.expected.len() as u64 != 4 * b * o
+            || c.scale.len() as u128 != 4 * c.segments.len() as u128
+            || c.inputs.len() as u128 != 4 * b * i
+            || c.expected.len() as u128 != 4 * b * o
         {
             return Err(Error::InvalidPlan("case arrays do not match their sizes"));
         }

@@ -343,3 +343,19 @@ fn misaligned_parameters_are_an_error() {
         "blob parameters are not 4-byte aligned in memory"
     );
 }
+
+#[test]
+fn case_sizes_do_not_overflow() {
+    // A case file announcing batch = input_len = ~4e9 with empty arrays: the size
+    // check `4 * batch * input_len` overflowed u64 in `CaseRepr::new_checked`
+    // (found by the `case` fuzz target).
+    let bytes = [
+        0x01, 0x00, 0xe4, 0xd7, 0xd7, 0xbf, 0x0e, 0xe4, 0xd7, 0xd7, 0xbf, 0x0e, 0x00, 0x00, 0x00,
+        0x00, 0x00,
+    ];
+    let r = dws_core::case::CaseRepr::new_checked(&bytes);
+    assert_eq!(
+        r.err(),
+        Some(Error::InvalidPlan("case arrays do not match their sizes"))
+    );
+}
