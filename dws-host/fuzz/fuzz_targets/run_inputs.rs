@@ -21,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 
 struct Fixture {
-    model: Model<'static>,
+    model: &'static Model<'static>,
     default: BatchRunner<'static, 'static>,
     portable: FastModel,
 }
@@ -42,7 +42,7 @@ static MODELS: LazyLock<Vec<Fixture>> = LazyLock::new(|| {
                 isa: Isa::Portable,
             };
             Fixture {
-                model: model.clone(),
+                model,
                 default: BatchRunner::new(model, EngineKind::default()).expect("fast engine"),
                 portable: FastModel::with_options(model, opts).expect("fast engine"),
             }
@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     for f in MODELS.iter() {
-        let m = &f.model;
+        let m = f.model;
         let (batch, inputs) = match weight_space::flatten_inputs(m, &named) {
             Ok(x) => x,
             Err(e) => {
