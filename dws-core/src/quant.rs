@@ -23,8 +23,20 @@ impl Requant {
     /// Applies the multiplier to a 32-bit value (exact in 64-bit arithmetic).
     #[inline(always)]
     pub fn apply(self, x: i32) -> i32 {
-        let v = (x as i64 * self.m as i64 + (1i64 << (self.shift - 1))) >> self.shift;
-        v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+        let v = x as i64 * self.m as i64 + (1i64 << (self.shift - 1));
+        if self.shift >= 32 {
+            // |x m| < 2^62: the result fits in 31 bits, no clamp.
+            ((v >> 32) as i32) >> (self.shift - 32)
+        } else {
+            let r = v >> self.shift;
+            if r == r as i32 as i64 {
+                r as i32
+            } else if r < 0 {
+                i32::MIN
+            } else {
+                i32::MAX
+            }
+        }
     }
 
     /// Whether the multiplier is well formed (checked when a blob is opened).
@@ -85,10 +97,29 @@ pub fn softmax_q15(z: &mut [i32], r: Requant, e: &mut [u32]) {
         sum += *ei as u64;
     }
     let sum = sum.max(1);
+    // floor(n / sum) for n = (e << 15) + sum / 2 (the quotient is at most 2^15):
+    // a 32-bit estimate from the top 16 bits of sum, corrected exactly.
+    let sh = (64 - sum.leading_zeros()).saturating_sub(16);
+    let s16 = (sum >> sh) as u32;
+    let fast = sum < 1 << 46;
     for (zi, ei) in z.iter_mut().zip(e.iter()) {
-        *zi = (((*ei as u64) << 15) + sum / 2)
-            .checked_div(sum)
-            .unwrap_or(0) as i32;
+        let n = ((*ei as u64) << 15) + sum / 2;
+        let q = if fast {
+            let mut q = ((n >> sh) as u32 / s16) as u64; // n >> sh < 2^32 here
+            let mut p = q * sum; // q < 2^17: no overflow
+            while p > n {
+                q -= 1;
+                p -= sum;
+            }
+            while n - p >= sum {
+                q += 1;
+                p += sum;
+            }
+            q
+        } else {
+            n / sum
+        };
+        *zi = q as i32;
     }
 }
 
@@ -246,4 +277,62 @@ mod tests {
         assert!((sum - (1 << 15)).abs() <= 2, "{z:?}");
         assert!(z[2] > z[1] && z[1] > z[0] && z[0] > z[3]);
     }
+
+    /// The definition of `apply` in plain 64-bit arithmetic.
+    fn apply_reference(r: Requant, x: i32) -> i32 {
+        let v = (x as i64 * r.m as i64 + (1i64 << (r.shift - 1))) >> r.shift;
+        v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+    }
+
+    /// A small deterministic generator for the tests below.
+    fn lcg(s: &mut u64) -> u64 {
+        *s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *s >> 16
+    }
+
+    #[test]
+    fn requant_matches_its_definition() {
+        let mut s = 7;
+        let edges = [0, 1, -1, i32::MAX, i32::MIN, i32::MIN + 1, 1 << 30, -(1 << 30)];
+        for shift in 1..=62u8 {
+            for m in [0, 1, (1 << 30) + 12345, i32::MAX, (lcg(&mut s) as i32) & i32::MAX] {
+                let r = Requant { m, shift };
+                for x in edges.into_iter().chain((0..200).map(|_| lcg(&mut s) as i32)) {
+                    assert_eq!(r.apply(x), apply_reference(r, x), "{r:?} x={x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_division_matches_its_definition() {
+        let mut s = 11;
+        for case in 0..4000 {
+            let n = 1 + (lcg(&mut s) % 40) as usize;
+            // Scores spread over every scale of the exponent, including ties.
+            let spread = 1i32 << (case % 31);
+            let mut z: [i32; 40] = core::array::from_fn(|_| (lcg(&mut s) as i32) % spread);
+            let r = Requant {
+                m: ((lcg(&mut s) as i32) & i32::MAX) | (1 << 30),
+                shift: 20 + (lcg(&mut s) % 24) as u8,
+            };
+            let original = z;
+            let mut e = [0u32; 40];
+            softmax_q15(&mut z[..n], r, &mut e);
+            // Recompute the exponents and divide with plain 64-bit division.
+            let max = original[..n].iter().copied().max().unwrap();
+            let exps: [u64; 40] = core::array::from_fn(|i| {
+                let diff = (max as i64 - original[i] as i64).min(i32::MAX as i64) as i32;
+                let t = (r.apply(diff) as i64).clamp(0, MAX_T) as usize;
+                (EXP_HI[t >> 8] as u64 * EXP_LO[t & 255] as u64) >> 16
+            });
+            let sum = exps[..n].iter().sum::<u64>().max(1);
+            for i in 0..n {
+                assert_eq!(z[i] as u64, ((exps[i] << 15) + sum / 2) / sum, "case {case}");
+            }
+        }
+    }
 }
+

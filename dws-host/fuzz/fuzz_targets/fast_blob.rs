@@ -12,6 +12,7 @@
 #![no_main]
 
 use dws_core::blob::{params_offset, Precision, HEADER_LEN};
+use dws_core::plan::Op;
 use dws_core::{crc32, Model};
 use dws_host::fast::{FastModel, FastOptions, Isa};
 use libfuzzer_sys::fuzz_target;
@@ -77,8 +78,21 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|e| panic!("the fast engine fails on finite inputs: {e:#}"));
     assert_eq!(out.len(), batch * olen);
 
-    // Compare with the core when nothing is near overflow.
+    // Compare with the core when nothing is near overflow: moderate parameters and
+    // block scales, and no normalization by a (near) zero standard deviation, whose
+    // infinities the two engines may propagate differently.
     if !model.params().iter().all(|p| p.abs() <= 8.0) {
+        return;
+    }
+    let extreme = model.ops().any(|op| match op {
+        Ok(Op::Normalize { std, .. }) => model.params()
+            [std.offset as usize..(std.offset + std.len) as usize]
+            .iter()
+            .any(|s| s.abs() < 0.125),
+        Ok(Op::Block(b)) => b.scale.abs() > 8.0,
+        _ => false,
+    });
+    if extreme {
         return;
     }
     let mut scratch = vec![0f32; model.scratch_len()];
