@@ -3,7 +3,7 @@
 # gpu-check.sh runs on a GPU machine, into dws-cuda/gpu-bin/:
 #   gpu-tests        the GPU reference suite (tests/gpu.rs), release build
 #   dws-cuda-bench   throughput and latency of a blob
-#   dws              the CLI (its `bench --device cuda` once the glue is in)
+#   dws              the CLI with `--engine cuda` (dws-host's `cuda` feature)
 # Usage, from the repository root: dws-cuda/build-gpu-bins.sh
 # (CARGO_TARGET_DIR is honoured; extra arguments go to cargo, e.g.
 #  --no-default-features --features cuda-12080 for a CUDA 12 machine.)
@@ -14,9 +14,7 @@ out=dws-cuda/gpu-bin
 rm -rf "$out"
 mkdir -p "$out"
 cargo build --release -p dws-cuda --bin dws-cuda-bench "$@"
-# The CLI with GPU support when dws-host has its `cuda` feature, else plain.
-cargo build --release -p dws-host --bin dws --features cuda ||
-    cargo build --release -p dws-host --bin dws
+cargo build --release -p dws-host --bin dws --features cuda
 tests=$(cargo test --release -p dws-cuda --test gpu --no-run --message-format=json "$@" |
     python3 -c 'import json, sys
 for line in sys.stdin:

@@ -14,8 +14,8 @@
 #      pip nvidia-* wheels), added to LD_LIBRARY_PATH;
 #   2. the GPU reference suite: f32 within tolerance, int8 bit-exact (tests/gpu.rs);
 #   3. benchmarks of tests/fixtures/paper_default: batch $BATCH throughput and
-#      batch 1 latency, f32 (TF32 off, then on) and int8; `dws bench --device
-#      cuda` too when the CLI has it;
+#      batch 1 latency, f32 (TF32 off, then on) and int8; `dws run` and
+#      `dws bench` with `--engine cuda`;
 #   4. upstream PyTorch eager and torch.compile on the same GPU (bench_torch.py),
 #      when an upstream checkout is given and torch imports.
 set -u
@@ -75,13 +75,12 @@ run "$BIN/dws-cuda-bench" "$f32" --batch "$BATCH" --iters "$ITERS"
 run "$BIN/dws-cuda-bench" "$f32" --batch "$BATCH" --iters "$ITERS" --tf32
 run "$BIN/dws-cuda-bench" "$f32" --batch 65536 --iters 5
 run "$BIN/dws-cuda-bench" "$i8" --batch "$BATCH" --iters "$ITERS"
-if "$BIN/dws" bench --help 2>/dev/null | grep -q -- "--device"; then
-    run "$BIN/dws" bench --device cuda --batch "$BATCH" "$f32"
-    run "$BIN/dws" bench --device cuda --batch 1 "$f32"
-    run "$BIN/dws" bench --batch "$BATCH" "$f32"
-else
-    echo "(this dws has no 'bench --device cuda' yet; dws-cuda-bench above is the same measurement)"
-fi
+# The CLI on the GPU: the suite's inputs through `dws run --engine cuda`, and
+# `dws bench --engine cuda` next to the CPU fast engine.
+run "$BIN/dws" run --engine cuda "$f32" tests/fixtures/paper_default/inputs.safetensors -o "${OUT:-/tmp}/paper_default.cuda.safetensors"
+run "$BIN/dws" bench --engine cuda --batch "$BATCH" --seconds 3 "$f32"
+run "$BIN/dws" bench --engine cuda --batch "$BATCH" --seconds 3 "$i8"
+run "$BIN/dws" bench --batch 64 --seconds 3 "$f32"
 
 step "upstream PyTorch on the same GPU"
 if [ -z "$upstream" ]; then

@@ -22,6 +22,7 @@ pub struct Model<'a> {
     precision: Precision,
     params: &'a [f32],
     bytes: &'a [u8],
+    blob: &'a [u8],
     layout: Layout,
     layout8: Layout8,
 }
@@ -70,6 +71,7 @@ impl<'a> Model<'a> {
             precision,
             params,
             bytes,
+            blob,
             layout,
             layout8,
         })
@@ -93,6 +95,11 @@ impl<'a> Model<'a> {
     /// The parameter section of an f32 model (empty for int8 models).
     pub fn params(&self) -> &'a [f32] {
         self.params
+    }
+
+    /// The whole blob the model was opened from.
+    pub fn blob(&self) -> &'a [u8] {
+        self.blob
     }
 
     /// The raw parameter section.

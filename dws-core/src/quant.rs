@@ -295,11 +295,29 @@ mod tests {
     #[test]
     fn requant_matches_its_definition() {
         let mut s = 7;
-        let edges = [0, 1, -1, i32::MAX, i32::MIN, i32::MIN + 1, 1 << 30, -(1 << 30)];
+        let edges = [
+            0,
+            1,
+            -1,
+            i32::MAX,
+            i32::MIN,
+            i32::MIN + 1,
+            1 << 30,
+            -(1 << 30),
+        ];
         for shift in 1..=62u8 {
-            for m in [0, 1, (1 << 30) + 12345, i32::MAX, (lcg(&mut s) as i32) & i32::MAX] {
+            for m in [
+                0,
+                1,
+                (1 << 30) + 12345,
+                i32::MAX,
+                (lcg(&mut s) as i32) & i32::MAX,
+            ] {
                 let r = Requant { m, shift };
-                for x in edges.into_iter().chain((0..200).map(|_| lcg(&mut s) as i32)) {
+                for x in edges
+                    .into_iter()
+                    .chain((0..200).map(|_| lcg(&mut s) as i32))
+                {
                     assert_eq!(r.apply(x), apply_reference(r, x), "{r:?} x={x}");
                 }
             }
@@ -330,9 +348,12 @@ mod tests {
             });
             let sum = exps[..n].iter().sum::<u64>().max(1);
             for i in 0..n {
-                assert_eq!(z[i] as u64, ((exps[i] << 15) + sum / 2) / sum, "case {case}");
+                assert_eq!(
+                    z[i] as u64,
+                    ((exps[i] << 15) + sum / 2) / sum,
+                    "case {case}"
+                );
             }
         }
     }
 }
-

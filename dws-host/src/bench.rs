@@ -52,6 +52,25 @@ impl Engine for CoreEngine<'_, '_> {
     }
 }
 
+/// Any [`BatchRunner`](crate::runner::BatchRunner) (the GPU's way into the bench).
+pub struct RunnerEngine<'m, 'a>(pub crate::runner::BatchRunner<'m, 'a>);
+
+impl Engine for RunnerEngine<'_, '_> {
+    fn name(&self) -> String {
+        self.0.name().to_string()
+    }
+    fn input_len(&self) -> usize {
+        self.0.input_len()
+    }
+    fn output_len(&self) -> usize {
+        self.0.output_len()
+    }
+    fn run(&self, inputs: &[f32], batch: usize, threads: usize, out: &mut [f32]) -> Result<()> {
+        out.copy_from_slice(&self.0.run(inputs, batch, threads)?);
+        Ok(())
+    }
+}
+
 impl Engine for FastModel {
     fn name(&self) -> String {
         let o = self.options();
@@ -364,6 +383,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
             bench(&FastModel::with_options(&m, opts)?, macs, &cfg)?
         }
         EngineKind::Fast | EngineKind::Core => bench(&CoreEngine(&m), macs, &cfg)?,
+        EngineKind::Cuda => {
+            let gpu = RunnerEngine(crate::runner::BatchRunner::new(&m, EngineKind::Cuda)?);
+            let cfg = BenchConfig { peak: false, ..cfg };
+            bench(&gpu, macs, &cfg)?
+        }
     };
     if args.json {
         let mut j = report.json();

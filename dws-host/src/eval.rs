@@ -39,6 +39,8 @@ pub struct Options {
     /// Whether progress may be shown on stderr (a bar on a terminal, otherwise a
     /// plain line every 10 s).
     pub progress: bool,
+    /// The engine that runs the model.
+    pub engine: runner::EngineKind,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             threads: runner::default_threads(),
             batch_size: DEFAULT_BATCH,
             progress: true,
+            engine: runner::EngineKind::default(),
         }
     }
 }
@@ -232,6 +235,7 @@ pub fn predict(
     let start = Instant::now();
     let threads = opts.threads.max(1);
     let batch = opts.batch_size.max(1);
+    let engine = runner::BatchRunner::new(model, opts.engine)?;
     let mut summary = Summary {
         classes,
         total: entries.len(),
@@ -254,7 +258,7 @@ pub fn predict(
         }
         summary.skipped += loaded.failed.len();
         let t1 = Instant::now();
-        let out = runner::run_batch(model, &loaded.data, loaded.ok.len(), threads)?;
+        let out = engine.run(&loaded.data, loaded.ok.len(), threads)?;
         summary.model_secs += t1.elapsed().as_secs_f64();
         for (&i, logits) in loaded.ok.iter().zip(out.chunks_exact(olen)) {
             let entry = &chunk[i];

@@ -51,7 +51,8 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
-        /// Engine: the batched f32 engine, or the core (int8 blobs always run on the core).
+        /// Engine: the batched f32 engine (int8 blobs run on the core), the core, or an
+        /// NVIDIA GPU (a dws built with `--features cuda`).
         #[arg(long, value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
         /// The split of a splits JSON input [default: test].
@@ -81,6 +82,9 @@ enum Command {
         /// INR files loaded and run at a time.
         #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH)]
         batch_size: usize,
+        /// Engine (as for `dws run`).
+        #[arg(long, value_enum, default_value_t = runner::EngineKind::Fast)]
+        engine: runner::EngineKind,
     },
     /// Quantize an f32 blob to int8 with calibration inputs; prints per-layer SQNR.
     Quantize {
@@ -113,7 +117,7 @@ enum Command {
         /// Seconds of timed batch calls (the GEMM peak and the latency take up to 2 s more each).
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
-        /// Engine.
+        /// Engine (as for `dws run`; the GPU skips the CPU GEMM peak).
         #[arg(long, value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
         /// Inputs per chunk of the fast engine.
@@ -191,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
                     threads: threads.unwrap_or_else(runner::default_threads),
                     batch_size,
                     progress: true,
+                    engine,
                 };
                 eval::run_dataset_command(&model, &inputs, split.as_deref(), &output, &options)?;
                 return Ok(());
@@ -228,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             output,
             batch_size,
+            engine,
         } => {
             eval::eval_command(&eval::EvalArgs {
                 model,
@@ -238,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
                     threads: threads.unwrap_or_else(runner::default_threads),
                     batch_size,
                     progress: true,
+                    engine,
                 },
             })?;
         }

@@ -775,11 +775,16 @@ pub fn layer_report(
         );
         let (fm, qm) = (fa.model()?, qa.model()?);
         let n = inputs.len() / fm.input_len();
-        let yf = crate::runner::run_batch(&fm, inputs, n, crate::runner::default_threads())?;
+        let yf = run_f32(&fm, inputs, n, crate::runner::default_threads())?;
         let yq = crate::runner::run_batch(&qm, inputs, n, crate::runner::default_threads())?;
         report.push((layer, sqnr(&yf, &yq)));
     }
     Ok(report)
+}
+
+/// Runs an f32 model on the fast engine.
+fn run_f32(model: &Model<'_>, inputs: &[f32], n: usize, threads: usize) -> Result<Vec<f32>> {
+    crate::runner::run_batch_with(model, inputs, n, threads, crate::runner::EngineKind::Fast)
 }
 
 /// `dws quantize`: calibrate, quantize, write, and print the error report.
@@ -807,7 +812,7 @@ pub fn run_cli(
     let qa = AlignedBlob::from_bytes(&q.blob);
     let qm = qa.model()?;
     let threads = crate::runner::default_threads();
-    let yf = crate::runner::run_batch(model, inputs, n, threads)?;
+    let yf = run_f32(model, inputs, n, threads)?;
     let yq = crate::runner::run_batch(&qm, inputs, n, threads)?;
     println!("  output        {:7.2} dB", sqnr(&yf, &yq));
     if let Output::Logits { classes } = model.spec().output {

@@ -3,7 +3,8 @@
 //! [`run_batch`] runs the core (one input at a time per thread);
 //! [`BatchRunner`] / [`run_batch_with`] route to the engine chosen with
 //! [`EngineKind`]: the [`fast`](crate::fast) batched f32 engine by default, the
-//! core for int8 blobs (the fast engine is f32 only) or when asked.
+//! core for int8 blobs (the fast engine is f32 only) or when asked, or an
+//! NVIDIA GPU through `dws-cuda` in a dws built with the `cuda` feature.
 
 use crate::fast::FastModel;
 use anyhow::{anyhow, Result};
@@ -18,6 +19,8 @@ pub enum EngineKind {
     /// The batched f32 engine (`dws_host::fast`); int8 blobs fall back to the core.
     #[default]
     Fast,
+    /// An NVIDIA GPU (`dws-cuda`; needs a dws built with `--features cuda`).
+    Cuda,
 }
 
 /// A model ready to run batches on the chosen engine (the fast engine prepares
@@ -27,15 +30,19 @@ pub enum BatchRunner<'m, 'a> {
     Core(&'m Model<'a>),
     /// The fast engine.
     Fast(FastModel),
+    /// The GPU (device 0), loaded once; calls are serialized.
+    #[cfg(feature = "cuda")]
+    Cuda(Box<std::sync::Mutex<dws_cuda::CudaModel>>),
 }
 
 impl<'m, 'a> BatchRunner<'m, 'a> {
-    /// Prepares `model` for `kind` (the core for int8 models).
+    /// Prepares `model` for `kind` (the core for int8 models on the CPU).
     pub fn new(model: &'m Model<'a>, kind: EngineKind) -> Result<Self> {
         Ok(match kind {
             EngineKind::Fast if model.precision() == Precision::F32 => {
                 BatchRunner::Fast(FastModel::new(model)?)
             }
+            EngineKind::Cuda => cuda_runner(model)?,
             _ => BatchRunner::Core(model),
         })
     }
@@ -45,6 +52,13 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => run_batch(m, inputs, batch, threads),
             BatchRunner::Fast(f) => f.run_batch(inputs, batch, threads),
+            #[cfg(feature = "cuda")]
+            BatchRunner::Cuda(g) => {
+                let mut g = g
+                    .lock()
+                    .map_err(|_| anyhow!("the GPU engine is poisoned"))?;
+                Ok(g.run_batch(inputs, batch)?)
+            }
         }
     }
 
@@ -53,8 +67,44 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(_) => "core",
             BatchRunner::Fast(_) => "fast",
+            #[cfg(feature = "cuda")]
+            BatchRunner::Cuda(_) => "cuda",
         }
     }
+
+    /// Elements of one input.
+    pub fn input_len(&self) -> usize {
+        match self {
+            BatchRunner::Core(m) => m.input_len(),
+            BatchRunner::Fast(f) => f.input_len(),
+            #[cfg(feature = "cuda")]
+            BatchRunner::Cuda(g) => g.lock().map_or(0, |g| g.input_len()),
+        }
+    }
+
+    /// Elements of one output.
+    pub fn output_len(&self) -> usize {
+        match self {
+            BatchRunner::Core(m) => m.output_len(),
+            BatchRunner::Fast(f) => f.output_len(),
+            #[cfg(feature = "cuda")]
+            BatchRunner::Cuda(g) => g.lock().map_or(0, |g| g.output_len()),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_runner<'m, 'a>(model: &'m Model<'a>) -> Result<BatchRunner<'m, 'a>> {
+    let gpu = dws_cuda::CudaModel::load(model.blob())?;
+    Ok(BatchRunner::Cuda(Box::new(std::sync::Mutex::new(gpu))))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_runner<'m, 'a>(_: &'m Model<'a>) -> Result<BatchRunner<'m, 'a>> {
+    Err(anyhow!(
+        "this dws was built without GPU support; rebuild it with \
+         `cargo build --release -p dws-host --features cuda`"
+    ))
 }
 
 /// Runs `batch` inputs on the engine `kind` (see [`BatchRunner`]).

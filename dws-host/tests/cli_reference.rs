@@ -68,3 +68,33 @@ fn every_fixture_through_dws_convert_and_dws_run() {
     assert_eq!(failed, 0);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `--engine cuda` on a machine (or a build) without a usable GPU: a clear error,
+/// exit status 1, no output file.
+#[test]
+fn cuda_engine_without_a_gpu_is_a_clear_error() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/paper_default");
+    let out = std::env::temp_dir().join(format!("dws-cli-cuda-{}.safetensors", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_dws"))
+        .arg("run")
+        .arg(fixture.join("model.dws"))
+        .arg(fixture.join("inputs.safetensors"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--engine", "cuda"])
+        .output()
+        .unwrap();
+    if run.status.success() {
+        // A GPU build on a machine with a GPU: the suite's GPU tests cover it.
+        let _ = std::fs::remove_file(&out);
+        return;
+    }
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("built without GPU support") || err.contains("no usable CUDA GPU"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists());
+}

@@ -15,6 +15,7 @@ use dws_core::plan::Output;
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
 use dws_host::dataset::{self, Entry};
+use dws_host::fast::FastModel;
 use dws_host::tensors::{self, Tensor, TensorMap};
 use dws_host::{convert, inspect, quantize, runner, weight_space};
 use numpy::ndarray::{ArrayD, IxDyn};
@@ -322,6 +323,8 @@ struct Model {
     scratch_len: usize,
     macs: u64,
     params: usize,
+    /// The batched f32 engine (packed once here); `None` for int8 models.
+    fast: Option<FastModel>,
 }
 
 impl Model {
@@ -336,7 +339,12 @@ impl Model {
         // Validated once here; calls reuse the opened model.
         let loaded = Loaded::try_new(blob, |b| b.model()).or_py()?;
         let m = loaded.borrow_dependent();
+        let fast = match m.precision() {
+            Precision::F32 => Some(FastModel::new(m).or_py()?),
+            Precision::Int8 => None,
+        };
         Ok(Model {
+            fast,
             threads,
             device: "cpu".into(),
             path,
@@ -370,6 +378,14 @@ impl Model {
         self.dims.len() - 1
     }
 
+    /// Runs flat inputs on the fast engine (f32) or the core (int8).
+    fn run_engine(&self, data: &[f32], batch: usize, threads: usize) -> anyhow::Result<Vec<f32>> {
+        match &self.fast {
+            Some(f) => f.run_batch(data, batch, threads),
+            None => runner::run_batch(self.core(), data, batch, threads),
+        }
+    }
+
     /// Flattens, runs and returns `(batch, outputs)` with the GIL released.
     fn run_map(
         &self,
@@ -380,7 +396,7 @@ impl Model {
         detached(py, || {
             let m = self.core();
             let (batch, data) = weight_space::flatten_inputs(m, inputs)?;
-            let out = runner::run_batch(m, &data, batch, threads)?;
+            let out = self.run_engine(&data, batch, threads)?;
             Ok((batch, out))
         })
     }
@@ -498,11 +514,10 @@ impl Model {
         };
         let b = batch.unwrap_or(1);
         let out = detached(py, || {
-            let m = self.core();
             if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
                 bail!("inputs hold a NaN or infinity at flat index {i}");
             }
-            runner::run_batch(m, &x.data, b, threads)
+            self.run_engine(&x.data, b, threads)
         })?;
         match batch {
             None => out_array(py, &kind, &[per], out),
