@@ -392,14 +392,16 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
     if args.json {
         let mut j = report.json();
         j["model"] = serde_json::json!(args.model.display().to_string());
+        j["precision"] = serde_json::json!(format!("{:?}", m.precision()).to_lowercase());
         j["params"] = serde_json::json!(m.params().len());
+        j["param_bytes"] = serde_json::json!(m.param_bytes().len());
         println!("{j}");
     } else {
-        println!(
-            "model:       {} ({} parameters)",
-            args.model.display(),
-            m.params().len()
-        );
+        let size = match m.precision() {
+            Precision::F32 => format!("{} parameters", m.params().len()),
+            Precision::Int8 => format!("int8, {} parameter bytes", m.param_bytes().len()),
+        };
+        println!("model:       {} ({size})", args.model.display());
         print!("{}", report.text());
     }
     Ok(())
