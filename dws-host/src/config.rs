@@ -260,6 +260,25 @@ impl Config {
         if self.input_dim_downsample == Some(0) {
             bail!("input_dim_downsample must be positive");
         }
+        if self.n_hidden == 0
+            && self.output_features() != self.hidden_dim
+            && (self.add_skip || self.model == ModelKind::Classifier)
+        {
+            // Upstream's only layer then has hidden_dim outputs: a skip of another
+            // width is added by PyTorch broadcasting, and a head sized for
+            // equiv_out_features does not fit at all.
+            bail!(
+                "n_hidden = 0 with {} = {} != hidden_dim = {}: upstream's single DWS layer \
+                 outputs hidden_dim features, so this configuration only runs upstream by \
+                 accident of broadcasting (or not at all); dws does not support it",
+                match self.model {
+                    ModelKind::Classifier => "equiv_out_features",
+                    ModelKind::Equivariant => "output_features",
+                },
+                self.output_features(),
+                self.hidden_dim
+            );
+        }
         if self.model == ModelKind::Classifier && self.output_features.is_some() {
             bail!("output_features belongs to DWSModel; a classifier uses equiv_out_features");
         }
@@ -306,5 +325,20 @@ mod tests {
             let e = e.unwrap_or_default();
             assert!(e.contains("at most 2^28"), "{o}: {e}");
         }
+    }
+
+    /// Without hidden layers upstream's one DWS layer has hidden_dim outputs; a
+    /// skip or a head of another width only "runs" upstream by broadcasting.
+    #[test]
+    fn no_hidden_layers_with_another_output_width_is_rejected_when_it_matters() {
+        assert!(parse(json!({"n_hidden": 0, "output_features": 3})).is_ok());
+        for o in [
+            json!({"n_hidden": 0, "output_features": 1, "add_skip": true}),
+            json!({"model": "DWSModelForClassification", "n_hidden": 0, "equiv_out_features": 8}),
+        ] {
+            let e = parse(o.clone()).err().map(|e| format!("{e:#}"));
+            assert!(e.unwrap_or_default().contains("n_hidden = 0"), "{o}");
+        }
+        assert!(parse(json!({"n_hidden": 0, "output_features": 6, "add_skip": true})).is_ok());
     }
 }
