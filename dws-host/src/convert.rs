@@ -31,7 +31,13 @@ const BN_EPS: f64 = 1e-5;
 
 /// Builds the plan of `config` from the state_dict `sd`, with optional input
 /// normalization statistics (`weights.mean.{i}`, `weights.std.{i}`, `biases.mean.{i}`, ...).
+///
+/// A state_dict wrapped in a training checkpoint (`{"state_dict": sd, ...}`,
+/// `{"model": sd, ...}`) or saved from `nn.DataParallel` (`module.` prefixes)
+/// is found under its prefix; entries outside it are ignored (see [`unwrap`]).
 pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) -> Result<Plan> {
+    let (_, sd) = unwrap(config, sd);
+    let sd = &sd;
     let mut b = Builder {
         sd,
         used: BTreeSet::new(),
@@ -178,6 +184,40 @@ fn normalize(params: &mut Vec<f32>, stats: &TensorMap, dims: &[usize], f: usize)
     })
 }
 
+/// Finds upstream's state_dict inside a checkpoint: the key prefix (`""`,
+/// `"module."`, `"state_dict."`, `"model.module."`, ...) under which the first
+/// DWS layer's entries appear most often. Returns the prefix and the entries
+/// under it with the prefix removed (the map unchanged for a plain state_dict).
+pub fn unwrap(config: &Config, sd: &TensorMap) -> (String, TensorMap) {
+    let marker = match config.model {
+        ModelKind::Classifier => "layers.layers.0.",
+        ModelKind::Equivariant => "layers.0.",
+    };
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for key in sd.keys() {
+        for (at, _) in key.match_indices(marker) {
+            if at == 0 || key.as_bytes()[at - 1] == b'.' {
+                *counts.entry(&key[..at]).or_default() += 1;
+            }
+        }
+    }
+    // Most entries wins; on a tie the shorter prefix.
+    let best = counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.len().cmp(&a.0.len())))
+        .map(|(p, _)| p.to_string());
+    match best {
+        Some(prefix) if !prefix.is_empty() => {
+            let inner = sd
+                .iter()
+                .filter_map(|(k, t)| Some((k.strip_prefix(&prefix)?.to_string(), t.clone())))
+                .collect();
+            (prefix, inner)
+        }
+        _ => (String::new(), sd.clone()),
+    }
+}
+
 /// The settings of one DWS layer.
 struct LayerCfg<'c> {
     config: &'c Config,
@@ -209,6 +249,10 @@ impl Builder<'_> {
             };
         };
         self.used.insert(key.to_string());
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            self.problems
+                .push(format!("`{key}` holds a NaN or infinity at flat index {i}"));
+        }
         if t.shape != shape {
             self.problems.push(format!(
                 "`{key}` has shape {:?}, expected {shape:?}",
@@ -228,6 +272,10 @@ impl Builder<'_> {
         match self.sd.get(key) {
             Some(t) if t.shape == [len] => {
                 self.used.insert(key.to_string());
+                if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                    self.problems
+                        .push(format!("`{key}` holds a NaN or infinity at flat index {i}"));
+                }
                 t.data.iter().map(|&v| v as f64).collect()
             }
             Some(t) => {
@@ -254,7 +302,7 @@ impl Builder<'_> {
         }
         if !problems.is_empty() {
             bail!(
-                "the state_dict does not match the config:\n  {}",
+                "the state_dict does not fit the config:\n  {}",
                 problems.join("\n  ")
             );
         }
@@ -967,5 +1015,56 @@ impl Grids<'_> {
             unfold,
             scale: self.scale,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensors::read_checkpoint;
+    use std::path::Path;
+
+    fn fixture(name: &str) -> (Config, TensorMap) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name);
+        let config = Config::load(&dir.join("config.json")).unwrap();
+        (config, read_checkpoint(&dir.join("model.pt")).unwrap())
+    }
+
+    /// Training checkpoints and `nn.DataParallel` state_dicts convert to the same
+    /// parameters as the plain state_dict; entries outside it are ignored.
+    #[test]
+    fn wrapped_and_prefixed_state_dicts_convert_alike() {
+        for name in ["dws_bn_f3", "clf_sab_fc2_out2"] {
+            let (config, sd) = fixture(name);
+            let plain = convert(&config, &sd, None).unwrap();
+            for prefix in ["module.", "state_dict.", "model.module."] {
+                let mut wrapped: TensorMap = sd
+                    .iter()
+                    .map(|(k, t)| (format!("{prefix}{k}"), t.clone()))
+                    .collect();
+                let extra = sd.values().next().unwrap().clone();
+                wrapped.insert("optimizer.state.0.exp_avg".into(), extra);
+                assert_eq!(unwrap(&config, &wrapped).0, prefix, "{name}");
+                let p = convert(&config, &wrapped, None).unwrap();
+                assert_eq!(p.params, plain.params, "{name} under {prefix}");
+            }
+            assert_eq!(unwrap(&config, &sd).0, "", "{name}");
+        }
+    }
+
+    /// A NaN or infinity in a checkpoint is named, not converted.
+    #[test]
+    fn non_finite_parameters_are_rejected_by_name() {
+        let (config, mut sd) = fixture("dws_bn_f3");
+        let (key, t) = sd.iter_mut().find(|(k, _)| k.ends_with("weight")).unwrap();
+        let key = key.clone();
+        t.data[3] = f32::INFINITY;
+        let e = format!("{:#}", convert(&config, &sd, None).unwrap_err());
+        assert!(
+            e.contains(&format!("`{key}` holds a NaN or infinity at flat index 3")),
+            "{e}"
+        );
     }
 }
