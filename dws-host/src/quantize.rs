@@ -105,11 +105,23 @@ pub fn requant(m: f64) -> Result<Requant> {
     let e = m.log2().floor() as i32;
     let mut shift = 30 - e;
     if shift < 1 {
-        bail!("multiplier {m} is too large for fixed point");
+        // M >= 2^30, e.g. into a value the calibration only saw as zero (a dead
+        // ReLU): any non-zero input saturates int8 either way, so the largest
+        // representable factor (~2^30) gives the same int8 results.
+        return Ok(Requant {
+            m: i32::MAX,
+            shift: 1,
+        });
     }
     shift = shift.min(62);
     let mut mant = (m * 2f64.powi(shift)).round() as i64;
     if mant >= 1 << 31 {
+        if shift == 1 {
+            return Ok(Requant {
+                m: i32::MAX,
+                shift: 1,
+            });
+        }
         mant /= 2;
         shift -= 1;
     }
@@ -833,4 +845,28 @@ pub fn run_cli(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requant;
+
+    #[test]
+    fn requant_represents_factors_and_clamps_huge_ones() {
+        for m in [1.0, 0.5, 1.0 / 256.0, 3.7e-9, 123.456, 1e9] {
+            let r = requant(m).unwrap();
+            assert!(r.is_valid(), "{m}: {r:?}");
+            let back = r.m as f64 / 2f64.powi(r.shift as i32);
+            assert!((back - m).abs() <= m * 1e-9, "{m}: {back}");
+        }
+        // Beyond 2^30 every non-zero input saturates: stored as the largest factor.
+        let r = requant(2.7e9).unwrap();
+        assert_eq!((r.m, r.shift), (i32::MAX, 1));
+        assert_eq!(
+            [r.apply(0), r.apply(1), r.apply(-1)],
+            [0, 1 << 30, 1 - (1 << 30)]
+        );
+        assert!(requant(2f64.powi(30) * (1.0 - 1e-12)).unwrap().is_valid());
+        assert!(requant(f64::NAN).is_err() && requant(-1.0).is_err());
+    }
 }
