@@ -5,17 +5,19 @@
 #   dws-cuda-bench   throughput and latency of a blob
 #   dws              the CLI with `--engine cuda` (dws-host's `cuda` feature)
 # Usage, from the repository root: dws-cuda/build-gpu-bins.sh
-# (CARGO_TARGET_DIR is honoured; extra arguments go to cargo, e.g.
-#  --no-default-features --features cuda-12080 for a CUDA 12 machine.)
+# (CARGO_TARGET_DIR is honoured; CUDA_API=cuda-12080 builds everything for a
+#  CUDA 12 driver instead of CUDA 13.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 out=dws-cuda/gpu-bin
 rm -rf "$out"
 mkdir -p "$out"
-cargo build --release -p dws-cuda --bin dws-cuda-bench "$@"
-cargo build --release -p dws-host --bin dws --features cuda
-tests=$(cargo test --release -p dws-cuda --test gpu --no-run --message-format=json "$@" |
+api=${CUDA_API:-cuda-13000}
+cargo build --release -p dws-cuda --bin dws-cuda-bench --no-default-features --features "$api"
+cargo build --release -p dws-host --bin dws --features "$api"
+tests=$(cargo test --release -p dws-cuda --test gpu --no-run --message-format=json \
+    --no-default-features --features "$api" |
     python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)

@@ -96,30 +96,53 @@ pub fn softmax_q15(z: &mut [i32], r: Requant, e: &mut [u32]) {
         *ei = ((EXP_HI[t >> 8] as u64 * EXP_LO[t & 255] as u64) >> 16) as u32;
         sum += *ei as u64;
     }
-    let sum = sum.max(1);
-    // floor(n / sum) for n = (e << 15) + sum / 2 (the quotient is at most 2^15):
-    // a 32-bit estimate from the top 16 bits of sum, corrected exactly.
-    let sh = (64 - sum.leading_zeros()).saturating_sub(16);
-    let s16 = (sum >> sh) as u32;
-    let fast = sum < 1 << 46;
+    let div = Q15Divisor::new(sum.max(1));
     for (zi, ei) in z.iter_mut().zip(e.iter()) {
-        let n = ((*ei as u64) << 15) + sum / 2;
-        let q = if fast {
-            let mut q = ((n >> sh) as u32 / s16) as u64; // n >> sh < 2^32 here
-            let mut p = q * sum; // q < 2^17: no overflow
-            while p > n {
-                q -= 1;
-                p -= sum;
-            }
-            while n - p >= sum {
-                q += 1;
-                p += sum;
-            }
-            q
-        } else {
-            n / sum
-        };
-        *zi = q as i32;
+        *zi = div.quotient(((*ei as u64) << 15) + div.sum / 2) as i32;
+    }
+}
+
+/// Exact `floor(n / sum)` for the softmax's `n = (e << 15) + sum / 2` with
+/// `e <= sum` (so the quotient is at most `2^15`), cheaper than a 64-bit
+/// division on 32-bit cores: a 32-bit estimate from the top 16 bits of `sum`,
+/// then an exact correction.
+struct Q15Divisor {
+    sum: u64,
+    /// `sum >> shift` fits in 16 bits.
+    shift: u32,
+    top: u32,
+    /// Whether the estimate path is safe (`q * sum` cannot overflow).
+    fast: bool,
+}
+
+impl Q15Divisor {
+    fn new(sum: u64) -> Self {
+        let shift = (64 - sum.leading_zeros()).saturating_sub(16);
+        Q15Divisor {
+            sum,
+            shift,
+            top: (sum >> shift) as u32,
+            fast: sum < 1 << 46,
+        }
+    }
+
+    /// `floor(n / sum)` for `n < sum * 2^16`.
+    fn quotient(&self, n: u64) -> u64 {
+        if !self.fast {
+            return n / self.sum;
+        }
+        // n >> shift < 2^32 because n < sum * 2^16 and sum < 2^(shift + 16).
+        let mut q = ((n >> self.shift) as u32 / self.top) as u64;
+        let mut p = q * self.sum; // q < 2^17 and sum < 2^46: no overflow
+        while p > n {
+            q -= 1;
+            p -= self.sum;
+        }
+        while n - p >= self.sum {
+            q += 1;
+            p += self.sum;
+        }
+        q
     }
 }
 
@@ -320,6 +343,37 @@ mod tests {
                 {
                     assert_eq!(r.apply(x), apply_reference(r, x), "{r:?} x={x}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn q15_divisor_is_exact_at_the_edges() {
+        let mut s = 5;
+        let sums = [
+            1,
+            2,
+            3,
+            (1 << 16) - 1,
+            1 << 16,
+            (1 << 16) + 1,
+            (1 << 46) - 1,
+            1 << 46,
+            1 << 58,
+        ];
+        let mut all = sums.to_vec();
+        for i in 0..2000 {
+            let v = (lcg(&mut s) << 16) ^ lcg(&mut s);
+            all.push(((v >> 5) >> (i % 59)) | 1); // sums of up to 2^28 exponents: < 2^59
+        }
+        for sum in all {
+            let d = Q15Divisor::new(sum);
+            let mut es = [0, 1, sum / 2, sum - 1, sum, lcg(&mut s) % sum];
+            // Each exponent is at most 2^30 (Q30) and at most the sum.
+            es.iter_mut().for_each(|e| *e = (*e).min(sum).min(1 << 30));
+            for e in es {
+                let n = (e << 15) + sum / 2;
+                assert_eq!(d.quotient(n), n / sum, "sum {sum} e {e}");
             }
         }
     }

@@ -254,6 +254,16 @@ DWS_DEV i32 req_apply(Req r, i32 x) {
 
 DWS_DEV i32 sat8(i32 v) { return v < -127 ? -127 : (v > 127 ? 127 : v); }
 
+// The core's `saturating_add` / `saturating_sub` on int32 (combining two
+// requantized terms) and `wrapping_add` (accumulating contributions), without
+// signed overflow.
+DWS_DEV i32 clamp32(i64 v) {
+  return (i32)(v < -2147483648LL ? -2147483648LL : (v > 2147483647LL ? 2147483647LL : v));
+}
+DWS_DEV i32 add_sat(i32 a, i32 b) { return clamp32((i64)a + (i64)b); }
+DWS_DEV i32 sub_sat(i32 a, i32 b) { return clamp32((i64)a - (i64)b); }
+DWS_DEV i32 add_wrap(i32 a, i32 b) { return (i32)((u32)a + (u32)b); }
+
 // One block's contribution to a destination tensor (int8).
 struct Contrib8 {
   u64 y;     // arena: [B * n, m * f] int8

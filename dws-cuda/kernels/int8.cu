@@ -177,7 +177,7 @@ DWS_KERNEL void linear_i8(const Linear8Args a) {
         dws_i8(a.ctx, a.y)[at] = (i8)y;
       } else if (a.mode == LIN8_SUB8) {
         const i32 *sub = dws_i32(a.ctx, a.sub);
-        dws_i8(a.ctx, a.y)[at] = (i8)sat8(req_apply(a.req, v) - sub[(row / a.sub_n) * a.fout + o0 + o]);
+        dws_i8(a.ctx, a.y)[at] = (i8)sat8(sub_sat(req_apply(a.req, v), sub[(row / a.sub_n) * a.fout + o0 + o]));
       } else if (a.mode == LIN8_REQ32) {
         dws_i32(a.ctx, a.y)[at] = req_apply(a.req, v);
       } else {
@@ -250,14 +250,14 @@ DWS_KERNEL void attention_i8(const Attn8Args a) {
     DWS_BLOCK_FOR(c, w) {
       i32 av = 0;
       for (i32 j = 0; j < a.n; j++) av += z[j] * (i32)vg[(i64)j * dv + c0 + c];
-      orow[c0 + c] = sat8(req_apply(a.o_q, (i32)qi[c0 + c]) + req_apply(a.o_av, av));
+      orow[c0 + c] = sat8(add_sat(req_apply(a.o_q, (i32)qi[c0 + c]), req_apply(a.o_av, av)));
     }
     DWS_SYNC();
   }
   DWS_BLOCK_FOR(c, dv) {
     i32 acc = bo ? bo[c] : 0;
     for (i32 i = 0; i < dv; i++) acc += (i32)wo[(i64)c * dv + i] * orow[i];
-    out[c] = (i8)sat8(req_apply(a.y_o, orow[c]) + req_apply(a.y_fc, acc > 0 ? acc : 0));
+    out[c] = (i8)sat8(add_sat(req_apply(a.y_o, orow[c]), req_apply(a.y_fc, acc > 0 ? acc : 0)));
   }
 }
 
@@ -299,7 +299,7 @@ DWS_KERNEL void attention_set_i8(const Attn8Args a) {
       const i32 *p = z + (hh * n + i) * n;
       i32 av = 0;
       for (i32 j = 0; j < n; j++) av += p[j] * v[j * dv + c0 + c];
-      o[i * dv + c0 + c] = sat8(req_apply(a.o_q, q[i * dv + c0 + c]) + req_apply(a.o_av, av));
+      o[i * dv + c0 + c] = sat8(add_sat(req_apply(a.o_q, q[i * dv + c0 + c]), req_apply(a.o_av, av)));
     }
     DWS_SYNC();
   }
@@ -307,7 +307,7 @@ DWS_KERNEL void attention_set_i8(const Attn8Args a) {
     const i32 i = t / dv, c = t % dv;
     i32 acc = bo ? bo[c] : 0;
     for (i32 m = 0; m < dv; m++) acc += (i32)wo[(i64)c * dv + m] * o[i * dv + m];
-    out[t] = (i8)sat8(req_apply(a.y_o, o[t]) + req_apply(a.y_fc, acc > 0 ? acc : 0));
+    out[t] = (i8)sat8(add_sat(req_apply(a.y_o, o[t]), req_apply(a.y_fc, acc > 0 ? acc : 0)));
   }
 }
 
@@ -342,7 +342,7 @@ DWS_KERNEL void scatter_i8(const Scatter8Args a) {
       const i32 i = place_index(ct.place, r, c, a.cols);
       const i32 j = unfold_index(ct.unfold, r, c);
       const i8 *y = dws_i8(a.ctx, ct.y);
-      acc += req_apply(ct.req, (i32)y[(b * ct.n + i) * ((i64)ct.m * a.f) + (i64)j * a.f + o]);
+      acc = add_wrap(acc, req_apply(ct.req, (i32)y[(b * ct.n + i) * ((i64)ct.m * a.f) + (i64)j * a.f + o]));
     }
     i32 v = sat8(req_apply(a.out_req, acc));
     out[b * a.out_stride + a.out_off + rem] = (i8)post_i8(v, mult, offs, a.affine_shift, o, a.relu);
@@ -383,7 +383,7 @@ DWS_KERNEL void resample_scatter_i8(const ResScatter8Args a) {
     i32 v = (i32)y[((b * a.f + ch) * a.d1 + n) * a.dout + r];
     if (a.combine) {
       const i32 s = (i32)skip[(b * a.dout * a.d1 + (i64)r * a.d1 + n) * a.f + ch];
-      v = sat8(req_apply(a.r_up, v) + req_apply(a.r_skip, s));
+      v = sat8(add_sat(req_apply(a.r_up, v), req_apply(a.r_skip, s)));
     }
     out[b * a.out_stride + rem] = (i8)post_i8(v, mult, offs, a.affine_shift, ch, a.relu);
   }
@@ -426,7 +426,7 @@ DWS_KERNEL void input_skip_i8(const SkipArgs a) {
     i32 acc = bias ? bias[t * a.fout + o] : 0;
     for (i32 i = 0; i < a.fin; i++) acc += (i32)w[(i64)o * a.fin + i] * (i32)xi[i];
     i8 *y = x + b * a.x_stride + rem;
-    *y = (i8)sat8(req_apply(cur[t], (i32)*y) + req_apply(lin[t], acc));
+    *y = (i8)sat8(add_sat(req_apply(cur[t], (i32)*y), req_apply(lin[t], acc)));
   }
 }
 

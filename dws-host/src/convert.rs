@@ -34,10 +34,10 @@ const BN_EPS: f64 = 1e-5;
 ///
 /// A state_dict wrapped in a training checkpoint (`{"state_dict": sd, ...}`,
 /// `{"model": sd, ...}`) or saved from `nn.DataParallel` (`module.` prefixes)
-/// is found under its prefix; entries outside it are ignored (see [`unwrap`]).
+/// is found under its prefix; entries outside it are ignored (see [`find_state_dict`]).
 pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) -> Result<Plan> {
-    let (_, sd) = unwrap(config, sd);
-    let sd = &sd;
+    let (_, sd) = find_state_dict(config, sd)?;
+    let sd: &TensorMap = &sd;
     let mut b = Builder {
         sd,
         used: BTreeSet::new(),
@@ -187,8 +187,16 @@ fn normalize(params: &mut Vec<f32>, stats: &TensorMap, dims: &[usize], f: usize)
 /// Finds upstream's state_dict inside a checkpoint: the key prefix (`""`,
 /// `"module."`, `"state_dict."`, `"model.module."`, ...) under which the first
 /// DWS layer's entries appear most often. Returns the prefix and the entries
-/// under it with the prefix removed (the map unchanged for a plain state_dict).
-pub fn unwrap(config: &Config, sd: &TensorMap) -> (String, TensorMap) {
+/// under it with the prefix removed (borrowed unchanged for a plain state_dict).
+///
+/// A prefix ending in `layers.` is never taken (a classifier's state_dict
+/// against a `DWSModel` config must not convert as its backbone), and two
+/// equally good prefixes (say `model.` and `ema.`) are an error naming both.
+pub fn find_state_dict<'s>(
+    config: &Config,
+    sd: &'s TensorMap,
+) -> Result<(String, std::borrow::Cow<'s, TensorMap>)> {
+    use std::borrow::Cow;
     let marker = match config.model {
         ModelKind::Classifier => "layers.layers.0.",
         ModelKind::Equivariant => "layers.0.",
@@ -196,25 +204,35 @@ pub fn unwrap(config: &Config, sd: &TensorMap) -> (String, TensorMap) {
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
     for key in sd.keys() {
         for (at, _) in key.match_indices(marker) {
-            if at == 0 || key.as_bytes()[at - 1] == b'.' {
-                *counts.entry(&key[..at]).or_default() += 1;
+            let prefix = &key[..at];
+            if (at == 0 || key.as_bytes()[at - 1] == b'.') && !prefix.ends_with("layers.") {
+                *counts.entry(prefix).or_default() += 1;
             }
         }
     }
-    // Most entries wins; on a tie the shorter prefix.
-    let best = counts
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.len().cmp(&a.0.len())))
-        .map(|(p, _)| p.to_string());
-    match best {
-        Some(prefix) if !prefix.is_empty() => {
+    let best = counts.values().copied().max().unwrap_or(0);
+    let tied: Vec<&str> = counts
+        .iter()
+        .filter(|(_, &n)| n == best)
+        .map(|(p, _)| *p)
+        .collect();
+    match tied.as_slice() {
+        [] | [""] => Ok((String::new(), Cow::Borrowed(sd))),
+        [prefix] => {
             let inner = sd
                 .iter()
-                .filter_map(|(k, t)| Some((k.strip_prefix(&prefix)?.to_string(), t.clone())))
+                .filter_map(|(k, t)| Some((k.strip_prefix(prefix)?.to_string(), t.clone())))
                 .collect();
-            (prefix, inner)
+            Ok((prefix.to_string(), Cow::Owned(inner)))
         }
-        _ => (String::new(), sd.clone()),
+        several => bail!(
+            "the checkpoint holds several state_dicts ({}); save the one to convert on its own",
+            several
+                .iter()
+                .map(|p| format!("`{}`", p.trim_end_matches('.')))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -1046,12 +1064,47 @@ mod tests {
                     .collect();
                 let extra = sd.values().next().unwrap().clone();
                 wrapped.insert("optimizer.state.0.exp_avg".into(), extra);
-                assert_eq!(unwrap(&config, &wrapped).0, prefix, "{name}");
+                assert_eq!(
+                    find_state_dict(&config, &wrapped).unwrap().0,
+                    prefix,
+                    "{name}"
+                );
                 let p = convert(&config, &wrapped, None).unwrap();
                 assert_eq!(p.params, plain.params, "{name} under {prefix}");
             }
-            assert_eq!(unwrap(&config, &sd).0, "", "{name}");
+            assert_eq!(find_state_dict(&config, &sd).unwrap().0, "", "{name}");
+            // Two copies under different prefixes: an error naming both.
+            let two: TensorMap = sd
+                .iter()
+                .flat_map(|(k, t)| {
+                    [
+                        (format!("model.{k}"), t.clone()),
+                        (format!("ema.{k}"), t.clone()),
+                    ]
+                })
+                .collect();
+            let e = format!("{:#}", convert(&config, &two, None).unwrap_err());
+            assert!(e.contains("`ema`, `model`"), "{e}");
         }
+    }
+
+    /// A classifier's state_dict against a DWSModel config is not taken apart
+    /// into its backbone.
+    #[test]
+    fn a_classifier_state_dict_does_not_convert_as_a_dws_model() {
+        let (_, sd) = fixture("clf_sab_fc2_out2");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clf_sab_fc2_out2");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let obj = cfg.as_object_mut().unwrap();
+        obj.insert("model".into(), "DWSModel".into());
+        for k in ["n_classes", "n_out_fc", "equiv_out_features"] {
+            obj.remove(k);
+        }
+        let config = Config::parse(&cfg.to_string()).unwrap();
+        assert_eq!(find_state_dict(&config, &sd).unwrap().0, "");
+        assert!(convert(&config, &sd, None).is_err());
     }
 
     /// A NaN or infinity in a checkpoint is named, not converted.

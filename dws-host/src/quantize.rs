@@ -36,6 +36,9 @@ const BINS_PER_OCTAVE: f32 = 8.0;
 const LOWEST_OCTAVE: f32 = -40.0;
 const N_BINS: usize = 640;
 
+/// The calibrated magnitude of a value the calibration only saw as zero.
+const DEAD_RANGE: f32 = 1.0;
+
 /// Share of the magnitudes at a site that calibration covers without clipping.
 pub const COVERAGE: f64 = 0.9999;
 
@@ -86,7 +89,11 @@ impl Ranges {
             .0
             .get(&site)
             .ok_or_else(|| anyhow!("no calibration data at {site:?}"))?;
-        Ok(scale_of(h.clip()))
+        // A value that was zero on every calibration input (a dead ReLU) gets
+        // the range of a normalized activation, +-1, so that the factors into
+        // and out of it stay ordinary.
+        let clip = if h.max > 0.0 { h.clip() } else { DEAD_RANGE };
+        Ok(scale_of(clip))
     }
 }
 
@@ -105,18 +112,16 @@ pub fn requant(m: f64) -> Result<Requant> {
     let e = m.log2().floor() as i32;
     let mut shift = 30 - e;
     if shift < 1 {
-        // M >= 2^30, e.g. into a value the calibration only saw as zero (a dead
-        // ReLU): any non-zero input saturates int8 either way, so the largest
-        // representable factor (~2^30) gives the same int8 results.
-        return Ok(Requant {
-            m: i32::MAX,
-            shift: 1,
-        });
+        bail!(
+            "requantization factor {m:.4e} is too large for fixed point (>= 2^30): a value's \
+             calibrated range is tiny against its inputs'; calibrate on more typical inputs"
+        );
     }
     shift = shift.min(62);
     let mut mant = (m * 2f64.powi(shift)).round() as i64;
     if mant >= 1 << 31 {
         if shift == 1 {
+            // m rounded up to exactly 2^30: one unit less keeps shift >= 1.
             return Ok(Requant {
                 m: i32::MAX,
                 shift: 1,
@@ -859,13 +864,7 @@ mod tests {
             let back = r.m as f64 / 2f64.powi(r.shift as i32);
             assert!((back - m).abs() <= m * 1e-9, "{m}: {back}");
         }
-        // Beyond 2^30 every non-zero input saturates: stored as the largest factor.
-        let r = requant(2.7e9).unwrap();
-        assert_eq!((r.m, r.shift), (i32::MAX, 1));
-        assert_eq!(
-            [r.apply(0), r.apply(1), r.apply(-1)],
-            [0, 1 << 30, 1 - (1 << 30)]
-        );
+        assert!(requant(2.7e9).is_err());
         assert!(requant(2f64.powi(30) * (1.0 - 1e-12)).unwrap().is_valid());
         assert!(requant(f64::NAN).is_err() && requant(-1.0).is_err());
     }

@@ -31,7 +31,7 @@ pub enum BatchRunner<'m, 'a> {
     /// The fast engine.
     Fast(FastModel),
     /// The GPU (device 0), loaded once; calls are serialized.
-    #[cfg(feature = "cuda")]
+    #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
     Cuda(Box<std::sync::Mutex<dws_cuda::CudaModel>>),
 }
 
@@ -52,7 +52,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => run_batch(m, inputs, batch, threads),
             BatchRunner::Fast(f) => f.run_batch(inputs, batch, threads),
-            #[cfg(feature = "cuda")]
+            #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(g) => {
                 let mut g = g
                     .lock()
@@ -67,7 +67,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(_) => "core",
             BatchRunner::Fast(_) => "fast",
-            #[cfg(feature = "cuda")]
+            #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(_) => "cuda",
         }
     }
@@ -77,8 +77,8 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => m.input_len(),
             BatchRunner::Fast(f) => f.input_len(),
-            #[cfg(feature = "cuda")]
-            BatchRunner::Cuda(g) => g.lock().map_or(0, |g| g.input_len()),
+            #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
+            BatchRunner::Cuda(g) => g.lock().unwrap_or_else(|p| p.into_inner()).input_len(),
         }
     }
 
@@ -87,19 +87,19 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => m.output_len(),
             BatchRunner::Fast(f) => f.output_len(),
-            #[cfg(feature = "cuda")]
-            BatchRunner::Cuda(g) => g.lock().map_or(0, |g| g.output_len()),
+            #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
+            BatchRunner::Cuda(g) => g.lock().unwrap_or_else(|p| p.into_inner()).output_len(),
         }
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
 fn cuda_runner<'m, 'a>(model: &'m Model<'a>) -> Result<BatchRunner<'m, 'a>> {
     let gpu = dws_cuda::CudaModel::load(model.blob())?;
     Ok(BatchRunner::Cuda(Box::new(std::sync::Mutex::new(gpu))))
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(any(feature = "cuda-13000", feature = "cuda-12080")))]
 fn cuda_runner<'m, 'a>(_: &'m Model<'a>) -> Result<BatchRunner<'m, 'a>> {
     Err(anyhow!(
         "this dws was built without GPU support; rebuild it with \
