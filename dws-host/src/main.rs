@@ -53,7 +53,7 @@ enum Command {
         threads: Option<usize>,
         /// Engine: the batched f32 engine (int8 blobs run on the core), the core, or an
         /// NVIDIA GPU (a dws built with `--features cuda`).
-        #[arg(long, value_enum, default_value_t = runner::EngineKind::Fast)]
+        #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
         /// The split of a splits JSON input [default: test].
         #[arg(long)]
@@ -83,7 +83,7 @@ enum Command {
         #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH)]
         batch_size: usize,
         /// Engine (as for `dws run`).
-        #[arg(long, value_enum, default_value_t = runner::EngineKind::Fast)]
+        #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
     },
     /// Quantize an f32 blob to int8 with calibration inputs; prints per-layer SQNR.
@@ -118,7 +118,7 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
         /// Engine (as for `dws run`; the GPU skips the CPU GEMM peak).
-        #[arg(long, value_enum, default_value_t = runner::EngineKind::Fast)]
+        #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
         /// Inputs per chunk of the fast engine.
         #[arg(long)]

@@ -18,6 +18,7 @@ pub enum EngineKind {
     Core,
     /// The batched f32 engine (`dws_host::fast`); int8 blobs fall back to the core.
     #[default]
+    #[value(alias = "cpu")]
     Fast,
     /// An NVIDIA GPU (`dws-cuda`; needs a dws built with `--features cuda`).
     Cuda,
