@@ -33,8 +33,47 @@ create_exception!(
     "An error from dws. The message is the one the `dws` CLI prints."
 );
 
-/// The message of the `cuda` device until a GPU backend is built in.
-const NO_CUDA: &str = "dws-cuda backend not available in this build";
+/// The GPU backend (`dws-cuda`), in builds with the `cuda` feature.
+#[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
+mod gpu {
+    /// A model loaded on device 0; calls are serialized.
+    pub type Gpu = std::sync::Mutex<dws_cuda::CudaModel>;
+
+    pub fn load(blob: &[u8]) -> anyhow::Result<Gpu> {
+        Ok(std::sync::Mutex::new(dws_cuda::CudaModel::load(blob)?))
+    }
+
+    pub fn run(g: &Gpu, data: &[f32], batch: usize) -> anyhow::Result<Vec<f32>> {
+        let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.run_batch(data, batch)?)
+    }
+
+    pub fn available() -> bool {
+        dws_cuda::available().is_ok()
+    }
+}
+
+/// Without the GPU backend: no model can be on a GPU.
+#[cfg(not(any(feature = "cuda-13000", feature = "cuda-12080")))]
+mod gpu {
+    /// The message of the `cuda` device in a build without the GPU backend.
+    const NO_CUDA: &str = "dws-cuda backend not available in this build \
+                           (build the package with the `cuda` feature: maturin build --features cuda)";
+
+    pub enum Gpu {}
+
+    pub fn load(_: &[u8]) -> anyhow::Result<Gpu> {
+        anyhow::bail!(NO_CUDA)
+    }
+
+    pub fn run(g: &Gpu, _: &[f32], _: usize) -> anyhow::Result<Vec<f32>> {
+        match *g {}
+    }
+
+    pub fn available() -> bool {
+        false
+    }
+}
 
 type Res<T> = anyhow::Result<T>;
 
@@ -65,12 +104,17 @@ fn threads_or(default: usize, threads: Option<usize>) -> PyResult<usize> {
     }
 }
 
-fn check_device(device: &str) -> PyResult<()> {
+/// Whether `device` names the GPU (`Ok(false)`: the CPU).
+fn check_device(device: &str) -> PyResult<bool> {
     let d = device.trim().to_ascii_lowercase();
     if d == "cpu" {
-        Ok(())
-    } else if d == "cuda" || d.starts_with("cuda:") || d == "gpu" {
-        Err(DwsError::new_err(NO_CUDA))
+        Ok(false)
+    } else if d == "cuda" || d == "cuda:0" || d == "gpu" {
+        Ok(true)
+    } else if d.starts_with("cuda:") {
+        Err(DwsError::new_err(format!(
+            "device `{device}`: dws runs on the first GPU only (\"cuda\" or \"cuda:0\")"
+        )))
     } else {
         Err(DwsError::new_err(format!(
             "unknown device `{device}` (expected \"cpu\" or \"cuda\")"
@@ -323,8 +367,10 @@ struct Model {
     scratch_len: usize,
     macs: u64,
     params: usize,
-    /// The batched f32 engine (packed once here); `None` for int8 models.
+    /// The batched f32 engine (packed once here); `None` for int8 models and on the GPU.
     fast: Option<FastModel>,
+    /// The model on the GPU (`device="cuda"`).
+    gpu: Option<gpu::Gpu>,
 }
 
 impl Model {
@@ -334,19 +380,25 @@ impl Model {
         device: &str,
         threads: Option<usize>,
     ) -> PyResult<Self> {
-        check_device(device)?;
+        let on_gpu = check_device(device)?;
         let threads = threads_or(runner::default_threads(), threads)?;
         // Validated once here; calls reuse the opened model.
         let loaded = Loaded::try_new(blob, |b| b.model()).or_py()?;
         let m = loaded.borrow_dependent();
+        let gpu = if on_gpu {
+            Some(gpu::load(loaded.borrow_owner().bytes()).or_py()?)
+        } else {
+            None
+        };
         let fast = match m.precision() {
-            Precision::F32 => Some(FastModel::new(m).or_py()?),
-            Precision::Int8 => None,
+            Precision::F32 if gpu.is_none() => Some(FastModel::new(m).or_py()?),
+            _ => None,
         };
         Ok(Model {
+            device: if gpu.is_some() { "cuda" } else { "cpu" }.into(),
+            gpu,
             fast,
             threads,
-            device: "cpu".into(),
             path,
             dims: m.dims().to_vec(),
             input_features: m.spec().input_features as usize,
@@ -378,11 +430,12 @@ impl Model {
         self.dims.len() - 1
     }
 
-    /// Runs flat inputs on the fast engine (f32) or the core (int8).
+    /// Runs flat inputs on the GPU, the fast engine (f32) or the core (int8).
     fn run_engine(&self, data: &[f32], batch: usize, threads: usize) -> anyhow::Result<Vec<f32>> {
-        match &self.fast {
-            Some(f) => f.run_batch(data, batch, threads),
-            None => runner::run_batch(self.core(), data, batch, threads),
+        match (&self.gpu, &self.fast) {
+            (Some(g), _) => gpu::run(g, data, batch),
+            (None, Some(f)) => f.run_batch(data, batch, threads),
+            (None, None) => runner::run_batch(self.core(), data, batch, threads),
         }
     }
 
@@ -430,9 +483,10 @@ impl Model {
 
 #[pymethods]
 impl Model {
-    /// Loads a ``.dws`` blob. ``device`` is ``"cpu"`` (``"cuda"`` needs the dws-cuda
-    /// backend, which this build does not have); ``threads`` is the default number of
-    /// worker threads of every call (all cores when omitted).
+    /// Loads a ``.dws`` blob. ``device`` is ``"cpu"`` or ``"cuda"`` (the first GPU; needs
+    /// a package built with the ``cuda`` feature, see ``dws.cuda_available()``);
+    /// ``threads`` is the default number of worker threads of every CPU call (all cores
+    /// when omitted).
     #[staticmethod]
     #[pyo3(signature = (path, *, device = "cpu", threads = None))]
     fn load(
@@ -1070,7 +1124,7 @@ fn read_inr_dataset<'py>(
 /// Whether this build can run models on a GPU (``device="cuda"``).
 #[pyfunction]
 fn cuda_available() -> bool {
-    false
+    gpu::available()
 }
 
 /// Number of worker threads a call uses by default: all cores.

@@ -273,7 +273,10 @@ def score_dataset(
         raise DwsError("num_workers and batch_size must be at least 1")
     device = "cuda" if use_gpu else "cpu"
     if use_gpu and not cuda_available():
-        raise DwsError("dws-cuda backend not available in this build")
+        raise DwsError(
+            "use_gpu: dws-cuda backend not available in this build, or no usable GPU "
+            "(dws.cuda_available() is False)"
+        )
     with open(model_path, "rb") as f:
         blob = f.read()
     model = Model.from_bytes(blob)  # validates the blob before any worker starts
