@@ -245,11 +245,12 @@ struct Req {
   i32 shift;
 };
 
+DWS_DEV i32 clamp32(i64 v) {
+  return (i32)(v < -2147483648LL ? -2147483648LL : (v > 2147483647LL ? 2147483647LL : v));
+}
+
 DWS_DEV i32 req_apply(Req r, i32 x) {
-  i64 v = ((i64)x * (i64)r.m + ((i64)1 << (r.shift - 1))) >> r.shift;
-  if (v < -2147483648LL) v = -2147483648LL;
-  if (v > 2147483647LL) v = 2147483647LL;
-  return (i32)v;
+  return clamp32(((i64)x * (i64)r.m + ((i64)1 << (r.shift - 1))) >> r.shift);
 }
 
 DWS_DEV i32 sat8(i32 v) { return v < -127 ? -127 : (v > 127 ? 127 : v); }
@@ -257,9 +258,6 @@ DWS_DEV i32 sat8(i32 v) { return v < -127 ? -127 : (v > 127 ? 127 : v); }
 // The core's `saturating_add` / `saturating_sub` on int32 (combining two
 // requantized terms) and `wrapping_add` (accumulating contributions), without
 // signed overflow.
-DWS_DEV i32 clamp32(i64 v) {
-  return (i32)(v < -2147483648LL ? -2147483648LL : (v > 2147483647LL ? 2147483647LL : v));
-}
 DWS_DEV i32 add_sat(i32 a, i32 b) { return clamp32((i64)a + (i64)b); }
 DWS_DEV i32 sub_sat(i32 a, i32 b) { return clamp32((i64)a - (i64)b); }
 DWS_DEV i32 add_wrap(i32 a, i32 b) { return (i32)((u32)a + (u32)b); }
@@ -423,3 +421,40 @@ struct DequantArgs { // dequant_i8
   i64 x_stride, len;
   i32 ntensors, pad;
 };
+
+// ---------------------------------------------------------------------------
+// Index maps shared by the f32 and int8 kernels of one op.
+
+// Output element e of gather_*: its sample, feature and source ranges (one
+// entry X[b * n + i, j * f + c] pools rows rr x cols cr of feature c).
+struct GatherSite {
+  i64 b;
+  i32 c;
+  Range rr, cr;
+};
+
+DWS_DEV GatherSite gather_site(const GatherArgs &a, i64 e) {
+  const i32 pc = a.pool_cols ? 1 : a.cols;
+  const i64 per = (i64)a.n * a.m * a.f;
+  const i32 rem = (i32)(e % per);
+  const i32 j = (rem / a.f) % a.m;
+  const i32 i = rem / (a.f * a.m);
+  GatherSite g;
+  g.b = e / per;
+  g.c = rem % a.f;
+  g.rr = source_range(a.pool_rows, a.set_axis, a.fold, 1, a.rows, pc, i, j);
+  g.cr = source_range(a.pool_cols, a.set_axis, a.fold, 0, a.cols, pc, i, j);
+  return g;
+}
+
+// Output element e of resample_gather_*, out[((b * f + ch) * d1 + n) * din + k],
+// reads src[b][(k * d1 + n) * f + ch]: its offset in src.
+DWS_DEV i64 resample_gather_src(const ResGatherArgs &a, i64 e) {
+  const i64 per = (i64)a.f * a.d1 * a.din;
+  const i64 b = e / per;
+  const i32 rem = (i32)(e % per);
+  const i32 k = rem % a.din;
+  const i32 n = (rem / a.din) % a.d1;
+  const i32 ch = rem / (a.din * a.d1);
+  return b * a.src_stride + ((i64)k * a.d1 + n) * a.f + ch;
+}

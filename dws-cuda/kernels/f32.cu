@@ -20,25 +20,17 @@ DWS_KERNEL void normalize_f32(const NormArgs a) {
 DWS_KERNEL void gather_f32(const GatherArgs a) {
   const float *src = dws_f32(a.ctx, a.src);
   float *out = dws_f32(a.ctx, a.out);
-  const i32 pc = a.pool_cols ? 1 : a.cols;
-  const i64 per = (i64)a.n * a.m * a.f;
-  DWS_FOR_EACH(e, a.ctx.batch * per) {
-    const i64 b = e / per;
-    const i32 rem = (i32)(e % per);
-    const i32 c = rem % a.f;
-    const i32 j = (rem / a.f) % a.m;
-    const i32 i = rem / (a.f * a.m);
-    Range rr = source_range(a.pool_rows, a.set_axis, a.fold, 1, a.rows, pc, i, j);
-    Range cr = source_range(a.pool_cols, a.set_axis, a.fold, 0, a.cols, pc, i, j);
-    const float *s = src + b * a.src_stride + a.src_off;
+  DWS_FOR_EACH(e, a.ctx.batch * (i64)a.n * a.m * a.f) {
+    const GatherSite g = gather_site(a, e);
+    const float *s = src + g.b * a.src_stride + a.src_off;
     float acc = a.red == RED_MAX ? DWS_NEG_INF : 0.0f;
-    for (i32 r = rr.lo; r < rr.hi; r++) {
-      for (i32 col = cr.lo; col < cr.hi; col++) {
-        float v = s[((i64)r * a.cols + col) * a.f + c];
+    for (i32 r = g.rr.lo; r < g.rr.hi; r++) {
+      for (i32 col = g.cr.lo; col < g.cr.hi; col++) {
+        float v = s[((i64)r * a.cols + col) * a.f + g.c];
         acc = a.red == RED_MAX ? fmaxf(acc, v) : acc + v;
       }
     }
-    if (a.red == RED_MEAN) acc /= (float)((rr.hi - rr.lo) * (cr.hi - cr.lo));
+    if (a.red == RED_MEAN) acc /= (float)((g.rr.hi - g.rr.lo) * (g.cr.hi - g.cr.lo));
     out[e] = acc;
   }
 }
@@ -236,15 +228,7 @@ DWS_KERNEL void scatter_f32(const ScatterArgs a) {
 DWS_KERNEL void resample_gather_f32(const ResGatherArgs a) {
   const float *src = dws_f32(a.ctx, a.src);
   float *out = dws_f32(a.ctx, a.out);
-  const i64 per = (i64)a.f * a.d1 * a.din;
-  DWS_FOR_EACH(e, a.ctx.batch * per) {
-    const i64 b = e / per;
-    const i32 rem = (i32)(e % per);
-    const i32 k = rem % a.din;
-    const i32 n = (rem / a.din) % a.d1;
-    const i32 ch = rem / (a.din * a.d1);
-    out[e] = src[b * a.src_stride + ((i64)k * a.d1 + n) * a.f + ch];
-  }
+  DWS_FOR_EACH(e, a.ctx.batch * (i64)a.f * a.d1 * a.din) out[e] = src[resample_gather_src(a, e)];
 }
 
 // Back from the per-feature sets (`model.rs` `resample`): out[b][(r * d1 + n)

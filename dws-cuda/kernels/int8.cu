@@ -108,21 +108,13 @@ DWS_KERNEL void quantize_i8(const QuantArgs a) {
 DWS_KERNEL void gather_i8(const GatherArgs a) {
   const i8 *src = dws_i8(a.ctx, a.src);
   i8 *out = dws_i8(a.ctx, a.out);
-  const i32 pc = a.pool_cols ? 1 : a.cols;
-  const i64 per = (i64)a.n * a.m * a.f;
-  DWS_FOR_EACH(e, a.ctx.batch * per) {
-    const i64 b = e / per;
-    const i32 rem = (i32)(e % per);
-    const i32 c = rem % a.f;
-    const i32 j = (rem / a.f) % a.m;
-    const i32 i = rem / (a.f * a.m);
-    Range rr = source_range(a.pool_rows, a.set_axis, a.fold, 1, a.rows, pc, i, j);
-    Range cr = source_range(a.pool_cols, a.set_axis, a.fold, 0, a.cols, pc, i, j);
-    const i8 *s = src + b * a.src_stride + a.src_off;
+  DWS_FOR_EACH(e, a.ctx.batch * (i64)a.n * a.m * a.f) {
+    const GatherSite g = gather_site(a, e);
+    const i8 *s = src + g.b * a.src_stride + a.src_off;
     i32 v = a.red == RED_MAX ? DWS_I32_MIN : 0;
-    for (i32 r = rr.lo; r < rr.hi; r++) {
-      for (i32 col = cr.lo; col < cr.hi; col++) {
-        i32 x = (i32)s[((i64)r * a.cols + col) * a.f + c];
+    for (i32 r = g.rr.lo; r < g.rr.hi; r++) {
+      for (i32 col = g.cr.lo; col < g.cr.hi; col++) {
+        i32 x = (i32)s[((i64)r * a.cols + col) * a.f + g.c];
         v = a.red == RED_MAX ? (x > v ? x : v) : v + x;
       }
     }
@@ -353,15 +345,7 @@ DWS_KERNEL void scatter_i8(const Scatter8Args a) {
 DWS_KERNEL void resample_gather_i8(const ResGatherArgs a) {
   const i8 *src = dws_i8(a.ctx, a.src);
   i8 *out = dws_i8(a.ctx, a.out);
-  const i64 per = (i64)a.f * a.d1 * a.din;
-  DWS_FOR_EACH(e, a.ctx.batch * per) {
-    const i64 b = e / per;
-    const i32 rem = (i32)(e % per);
-    const i32 k = rem % a.din;
-    const i32 n = (rem / a.din) % a.d1;
-    const i32 ch = rem / (a.din * a.d1);
-    out[e] = src[b * a.src_stride + ((i64)k * a.d1 + n) * a.f + ch];
-  }
+  DWS_FOR_EACH(e, a.ctx.batch * (i64)a.f * a.d1 * a.din) out[e] = src[resample_gather_src(a, e)];
 }
 
 // `exec::resample8` output: stored as is (down-sampling), or combined with
