@@ -689,6 +689,38 @@ impl<'a, 'b> Lowering<'a, 'b> {
 
     // ---- f32 ----------------------------------------------------------------
 
+    /// Where the scatter of destination tensor `t` (a `rows x cols` grid of `fout`
+    /// features) writes: `(buffer, per-sample stride, offset, fused affine
+    /// refs, relu)`. A down-sampled layer's `W_0` goes to the up-sampling
+    /// region, without the post-ops (they follow the up-sampling).
+    fn scatter_target(
+        &self,
+        t: usize,
+        (rows, cols): (usize, usize),
+        fout: usize,
+        down_sampled: bool,
+        dst: Act,
+        post: &Post,
+    ) -> (u64, i64, i64, (u64, u64), bool) {
+        if down_sampled && t == 0 {
+            (
+                self.regions.up,
+                (rows * cols * fout) as i64,
+                0,
+                (NONE, NONE),
+                false,
+            )
+        } else {
+            (
+                dst.loc,
+                dst.stride as i64,
+                self.shape.offset(t, fout) as i64,
+                post.at(t, fout),
+                post.relu,
+            )
+        }
+    }
+
     fn layer32(
         &mut self,
         l: &DwsLayer,
@@ -777,22 +809,8 @@ impl<'a, 'b> Lowering<'a, 'b> {
         for (t, cs) in contribs.iter().enumerate() {
             let table = self.push(cs);
             let (rows, cols) = inner.grid(t);
-            let (out, stride, off, (sc, sh), relu) = match down_stride {
-                Some(_) if t == 0 => (
-                    self.regions.up,
-                    (rows * cols * fout) as i64,
-                    0,
-                    (NONE, NONE),
-                    false,
-                ),
-                _ => (
-                    dst.loc,
-                    dst.stride as i64,
-                    shape.offset(t, fout) as i64,
-                    post.at(t, fout),
-                    post.relu,
-                ),
-            };
+            let (out, stride, off, (sc, sh), relu) =
+                self.scatter_target(t, (rows, cols), fout, down_stride.is_some(), dst, &post);
             let args = ScatterArgs {
                 ctx: Ctx::default(),
                 out,
@@ -1607,22 +1625,8 @@ impl<'a, 'b> Lowering<'a, 'b> {
         for (t, cs) in contribs.iter().enumerate() {
             let table = self.push(cs);
             let (rows, cols) = inner.grid(t);
-            let (out, stride, off, (mult, offs), relu) = match down_stride {
-                Some(_) if t == 0 => (
-                    self.regions.up,
-                    (rows * cols * fout) as i64,
-                    0,
-                    (NONE, NONE),
-                    false,
-                ),
-                _ => (
-                    dst.loc,
-                    dst.stride as i64,
-                    shape.offset(t, fout) as i64,
-                    post.at(t, fout),
-                    post.relu,
-                ),
-            };
+            let (out, stride, off, (mult, offs), relu) =
+                self.scatter_target(t, (rows, cols), fout, down_stride.is_some(), dst, &post);
             let args = Scatter8Args {
                 ctx: Ctx::default(),
                 out,
