@@ -254,13 +254,14 @@ def _rms(out):
 
 
 @torch.no_grad()
-def calibrate(model, x):
+def calibrate(model, x, iters=30):
     """LSUV-like, data-dependent gain: stage by stage, scale all Linear weights of
     that stage by one scalar gain (found by bisection in log space) so the stage's
     output RMS on the fixture inputs is TARGET_RMS. Upstream divides every
     equivariant layer's output by the number of matrices, so plain init decays
     the signal geometrically with depth; this keeps the outputs input-dependent
-    and puts BatchNorm inputs at O(1) scale. Returns the gains found."""
+    and puts BatchNorm inputs at O(1) scale. ``iters`` bisection steps per
+    stage. Returns the gains found."""
     gains = []
     for st in stages(model):
         lins = [m for m in st.modules() if isinstance(m, nn.Linear)]
@@ -275,7 +276,7 @@ def calibrate(model, x):
             return seen["rms"]
 
         lo, hi = math.log(0.05), math.log(20.0)
-        for _ in range(30):
+        for _ in range(iters):
             mid = 0.5 * (lo + hi)
             if rms_at(mid) < TARGET_RMS:
                 lo = mid
