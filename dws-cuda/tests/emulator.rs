@@ -77,12 +77,7 @@ fn f32_reference_suite_on_the_emulator() {
     }
     let fixtures = shared();
     let r = run_suite(&mut EmuBackend, fixtures);
-    assert_eq!(
-        (r.passed, r.failed),
-        (fixtures.len(), 0),
-        "failures: {:?}",
-        r.failures
-    );
+    r.assert_all_passed(fixtures.len());
 }
 
 #[test]
@@ -92,12 +87,7 @@ fn int8_reference_suite_on_the_emulator_is_bit_exact() {
     }
     let fixtures = shared();
     let r = run_int8_suite(&mut EmuBackend, fixtures);
-    assert_eq!(
-        (r.passed, r.failed),
-        (fixtures.len(), 0),
-        "failures: {:?}",
-        r.failures
-    );
+    r.assert_all_passed(fixtures.len());
 }
 
 /// Chunks of any size and any batch position give the same bits.
@@ -162,17 +152,7 @@ fn row_attention_kernels_pass_the_suites_too() {
     }
     let fixtures = shared();
     let r = run_suite(&mut RowAttention, fixtures);
-    assert_eq!(
-        (r.passed, r.failed),
-        (fixtures.len(), 0),
-        "{:?}",
-        r.failures
-    );
+    r.assert_all_passed(fixtures.len());
     let r = run_int8_suite(&mut RowAttention, fixtures);
-    assert_eq!(
-        (r.passed, r.failed),
-        (fixtures.len(), 0),
-        "{:?}",
-        r.failures
-    );
+    r.assert_all_passed(fixtures.len());
 }

@@ -102,7 +102,7 @@ fn gpu_f32_reference_suite() {
     let fx = fixtures();
     let options = Options::default();
     let r = run_suite(&mut CudaBackend { device, options }, fx);
-    assert_eq!((r.passed, r.failed), (fx.len(), 0), "{:?}", r.failures);
+    r.assert_all_passed(fx.len());
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn gpu_int8_reference_suite_is_bit_exact() {
     let fx = fixtures();
     let options = Options::default();
     let r = run_int8_suite(&mut CudaBackend { device, options }, fx);
-    assert_eq!((r.passed, r.failed), (fx.len(), 0), "{:?}", r.failures);
+    r.assert_all_passed(fx.len());
 }
 
 /// int8 results are identical whatever the chunk and the batch position;

@@ -329,6 +329,19 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
+impl Report {
+    /// Panics unless all of `fixtures` passed, listing the failures.
+    #[track_caller]
+    pub fn assert_all_passed(&self, fixtures: usize) {
+        assert_eq!(
+            (self.passed, self.failed),
+            (fixtures, 0),
+            "failures: {:?}",
+            self.failures
+        );
+    }
+}
+
 /// Checks `[batch, output_len]` outputs against a case; `Ok(worst relative error)`.
 pub fn check_outputs(case: &CaseRepr<'_>, out: &[f32]) -> Result<f32> {
     let per = case.output_len as usize;

@@ -15,12 +15,7 @@ fn core_backend_passes_every_fixture() {
     let fixtures = shared();
     assert!(fixtures.len() >= 10);
     let r = run_suite(&mut CoreBackend, fixtures);
-    assert_eq!(
-        (r.passed, r.failed),
-        (fixtures.len(), 0),
-        "failures: {:?}",
-        r.failures
-    );
+    r.assert_all_passed(fixtures.len());
 }
 
 #[test]
@@ -28,12 +23,7 @@ fn host_backend_passes_every_fixture_with_one_and_two_threads() {
     let fixtures = shared();
     for threads in [1, 2] {
         let r = run_suite(&mut HostBackend { threads }, fixtures);
-        assert_eq!(
-            (r.passed, r.failed),
-            (fixtures.len(), 0),
-            "failures: {:?}",
-            r.failures
-        );
+        r.assert_all_passed(fixtures.len());
     }
 }
 
@@ -112,12 +102,7 @@ fn int8_core_and_host_match_the_golden_outputs_bit_for_bit() {
         run_int8_suite(&mut HostBackend { threads: 1 }, fixtures),
         run_int8_suite(&mut HostBackend { threads: 2 }, fixtures),
     ] {
-        assert_eq!(
-            (r.passed, r.failed),
-            (fixtures.len(), 0),
-            "failures: {:?}",
-            r.failures
-        );
+        r.assert_all_passed(fixtures.len());
     }
 }
 
