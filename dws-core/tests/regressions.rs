@@ -147,31 +147,30 @@ fn int8_accumulator_wraps() {
     assert_eq!(dot_acc(&[3, -2], &[5, 7], 10), 10 + 15 - 14);
 }
 
-#[test]
-fn int8_deepsets_difference_saturates() {
-    // DeepSets computes `sat8(R_gamma(acc) - R_lambda(acc))`; both terms saturate to
-    // the int32 range and their difference overflowed (i32::MAX - i32::MIN) in
-    // `int8::kernels` (found by the `blob` fuzz target). Now it saturates: 127.
-    let one = Requant {
-        m: 1 << 30,
-        shift: 30,
-    };
-    let huge = Requant {
-        m: 1 << 30,
-        shift: 1,
-    };
-    let linear = |w: u32, b: u32| Linear {
+/// Requantization by exactly 1.
+const ONE: Requant = Requant {
+    m: 1 << 30,
+    shift: 30,
+};
+/// Requantization by 2^29: every non-zero value saturates the int32 range.
+const HUGE: Requant = Requant {
+    m: 1 << 30,
+    shift: 1,
+};
+
+/// A one-layer linear map `1 -> 1` with its weight at byte `w` and bias at `b`.
+fn linear(w: u32, b: u32) -> Linear {
+    Linear {
         fin: 1,
         fout: 1,
         weight: ParamRef { offset: w, len: 1 },
         bias: Some(ParamRef { offset: b, len: 1 }),
-    };
-    let mlp = |l: Linear| Mlp {
-        layers: heapless::Vec::from_slice(&[l]).expect("one layer"),
-    };
-    let mlpq = |r: Requant| MlpQ {
-        layers: heapless::Vec::from_slice(&[r]).expect("one layer"),
-    };
+    }
+}
+
+/// Runs an int8 plan of one `W_0 -> W_0` set-layer block (input network
+/// `[1, 1, 1]`, one feature) on zeros: it must run, not panic.
+fn run_one_int8_set_block(set: SetLayer, map: MapQ, params: &[u8]) {
     let four = |r: Requant| heapless::Vec::from_slice(&[r; 4]).expect("4 tensors");
     let scales = heapless::Vec::from_slice(&[1.0f32; 4]).expect("4 tensors");
     let ops = [
@@ -186,7 +185,7 @@ fn int8_deepsets_difference_saturates() {
             resample: None,
         }),
         Op::Quant(Quant::Layer {
-            out: four(one),
+            out: four(ONE),
             resample: None,
         }),
         Op::Block(Block {
@@ -199,35 +198,20 @@ fn int8_deepsets_difference_saturates() {
             },
             set_axis: SetAxis::Rows,
             fold: Axis::Cols,
-            map: Map::Set(SetLayer::DeepSets {
-                gamma: mlp(linear(0, 4)),
-                lambda: mlp(linear(8, 12)),
-                pooling: SetPooling::Reduce(Reduction::Sum),
-            }),
+            map: Map::Set(set),
             place: SetAxis::Rows,
             unfold: Axis::Cols,
             scale: 1.0,
         }),
         Op::Quant(Quant::Block(BlockQ {
-            x: one,
-            map: MapQ::DeepSets {
-                gamma: mlpq(huge),
-                pooled: one,
-                score: one,
-                lambda: mlpq(huge),
-            },
-            contrib: one,
+            x: ONE,
+            map,
+            contrib: ONE,
         })),
         Op::Quant(Quant::Output { scales }),
     ];
-    // Gamma: weight 1, bias 2^30; Lambda: weight 1, bias -2^30 (int8 weights, int32 biases).
-    let mut params = vec![0u8; 16];
-    params[0] = 1;
-    params[4..8].copy_from_slice(&(1i32 << 30).to_le_bytes());
-    params[8] = 1;
-    params[12..16].copy_from_slice(&(-(1i32 << 30)).to_le_bytes());
     let s = spec(&[1, 1, 1], 1, ops.len() as u32);
-    open(&blob_of(Precision::Int8, &s, &ops, &params), |r| {
+    open(&blob_of(Precision::Int8, &s, &ops, params), |r| {
         let m = r.expect("a valid int8 plan");
         let mut scratch = vec![0f32; m.scratch_len()];
         let mut out = vec![0f32; m.output_len()];
@@ -237,90 +221,64 @@ fn int8_deepsets_difference_saturates() {
 }
 
 #[test]
+fn int8_deepsets_difference_saturates() {
+    // DeepSets computes `sat8(R_gamma(acc) - R_lambda(acc))`; both terms saturate to
+    // the int32 range and their difference overflowed (i32::MAX - i32::MIN) in
+    // `int8::kernels` (found by the `blob` fuzz target). Now it saturates: 127.
+    let mlp = |l: Linear| Mlp {
+        layers: heapless::Vec::from_slice(&[l]).expect("one layer"),
+    };
+    let mlpq = |r: Requant| MlpQ {
+        layers: heapless::Vec::from_slice(&[r]).expect("one layer"),
+    };
+    let set = SetLayer::DeepSets {
+        gamma: mlp(linear(0, 4)),
+        lambda: mlp(linear(8, 12)),
+        pooling: SetPooling::Reduce(Reduction::Sum),
+    };
+    let map = MapQ::DeepSets {
+        gamma: mlpq(HUGE),
+        pooled: ONE,
+        score: ONE,
+        lambda: mlpq(HUGE),
+    };
+    // Gamma: weight 1, bias 2^30; Lambda: weight 1, bias -2^30 (int8 weights, int32 biases).
+    let mut params = vec![0u8; 16];
+    params[0] = 1;
+    params[4..8].copy_from_slice(&(1i32 << 30).to_le_bytes());
+    params[8] = 1;
+    params[12..16].copy_from_slice(&(-(1i32 << 30)).to_le_bytes());
+    run_one_int8_set_block(set, map, &params);
+}
+
+#[test]
 fn int8_attention_sums_saturate() {
     // Set attention computes `sat8(R_oq(Q) + R_oav(AV))` and
     // `sat8(R_yo(O) + R_yfc(relu(fc_o(O))))`; each term saturates to the int32 range
     // and their sum overflowed in `int8::kernels` (found by the `blob` fuzz target).
-    let one = Requant {
-        m: 1 << 30,
-        shift: 30,
+    let l = linear(0, 4);
+    let set = SetLayer::Attention {
+        heads: 1,
+        fc_q: l,
+        fc_k: l,
+        fc_v: l,
+        fc_o: l,
     };
-    let huge = Requant {
-        m: 1 << 30,
-        shift: 1,
+    let map = MapQ::Attention {
+        q: ONE,
+        k: ONE,
+        v: ONE,
+        score: ONE,
+        o_q: HUGE,
+        o_av: HUGE,
+        y_o: HUGE,
+        y_fc: HUGE,
     };
-    let linear = Linear {
-        fin: 1,
-        fout: 1,
-        weight: ParamRef { offset: 0, len: 1 },
-        bias: Some(ParamRef { offset: 4, len: 1 }),
-    };
-    let four = |r: Requant| heapless::Vec::from_slice(&[r; 4]).expect("4 tensors");
-    let scales = heapless::Vec::from_slice(&[1.0f32; 4]).expect("4 tensors");
-    let ops = [
-        Op::Quant(Quant::Input {
-            scales: scales.clone(),
-        }),
-        Op::Dws(DwsLayer {
-            fin: 1,
-            fout: 1,
-            reduction: Reduction::Sum,
-            blocks: 1,
-            resample: None,
-        }),
-        Op::Quant(Quant::Layer {
-            out: four(one),
-            resample: None,
-        }),
-        Op::Block(Block {
-            kind: BlockKind::W2wGeneralMatrixSet,
-            src: 0,
-            dst: 0,
-            pool: Pool {
-                rows: false,
-                cols: false,
-            },
-            set_axis: SetAxis::Rows,
-            fold: Axis::Cols,
-            map: Map::Set(SetLayer::Attention {
-                heads: 1,
-                fc_q: linear,
-                fc_k: linear,
-                fc_v: linear,
-                fc_o: linear,
-            }),
-            place: SetAxis::Rows,
-            unfold: Axis::Cols,
-            scale: 1.0,
-        }),
-        Op::Quant(Quant::Block(BlockQ {
-            x: one,
-            map: MapQ::Attention {
-                q: one,
-                k: one,
-                v: one,
-                score: one,
-                o_q: huge,
-                o_av: huge,
-                y_o: huge,
-                y_fc: huge,
-            },
-            contrib: one,
-        })),
-        Op::Quant(Quant::Output { scales }),
-    ];
     // Every projection: weight 1, bias 2^30, so Q = K = V = 127 and fc_o(O) > 0.
     let mut params = vec![0u8; 8];
     params[0] = 1;
     params[4..8].copy_from_slice(&(1i32 << 30).to_le_bytes());
-    let s = spec(&[1, 1, 1], 1, ops.len() as u32);
-    open(&blob_of(Precision::Int8, &s, &ops, &params), |r| {
-        let m = r.expect("a valid int8 plan");
-        let mut scratch = vec![0f32; m.scratch_len()];
-        let mut out = vec![0f32; m.output_len()];
-        let y = m.run(&[0.0; 4], &mut scratch, &mut out).expect("int8 run");
-        assert_eq!(y.len(), 4);
-    });
+    run_one_int8_set_block(set, map, &params);
 }
 
 #[test]
