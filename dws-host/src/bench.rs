@@ -14,7 +14,7 @@
 
 use crate::fast::gemm::{gemm, Epi, PackedB};
 use crate::fast::{FastModel, FastOptions, Isa};
-use crate::runner::EngineKind;
+use crate::runner::{BatchRunner, EngineKind};
 use anyhow::{bail, Result};
 use dws_core::blob::Precision;
 use dws_core::Model;
@@ -52,21 +52,19 @@ impl Engine for CoreEngine<'_, '_> {
     }
 }
 
-/// Any [`BatchRunner`](crate::runner::BatchRunner) (the GPU's way into the bench).
-pub struct RunnerEngine<'m, 'a>(pub crate::runner::BatchRunner<'m, 'a>);
-
-impl Engine for RunnerEngine<'_, '_> {
+/// Any [`BatchRunner`] (the GPU's way into the bench).
+impl Engine for BatchRunner<'_, '_> {
     fn name(&self) -> String {
-        self.0.name().to_string()
+        BatchRunner::name(self).to_string()
     }
     fn input_len(&self) -> usize {
-        self.0.input_len()
+        BatchRunner::input_len(self)
     }
     fn output_len(&self) -> usize {
-        self.0.output_len()
+        BatchRunner::output_len(self)
     }
     fn run(&self, inputs: &[f32], batch: usize, threads: usize, out: &mut [f32]) -> Result<()> {
-        out.copy_from_slice(&self.0.run(inputs, batch, threads)?);
+        out.copy_from_slice(&BatchRunner::run(self, inputs, batch, threads)?);
         Ok(())
     }
 }
@@ -384,7 +382,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         }
         EngineKind::Fast | EngineKind::Core => bench(&CoreEngine(&m), macs, &cfg)?,
         EngineKind::Cuda => {
-            let gpu = RunnerEngine(crate::runner::BatchRunner::new(&m, EngineKind::Cuda)?);
+            let gpu = BatchRunner::new(&m, EngineKind::Cuda)?;
             let cfg = BenchConfig { peak: false, ..cfg };
             bench(&gpu, macs, &cfg)?
         }
