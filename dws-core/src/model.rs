@@ -1,6 +1,7 @@
 //! A validated model and its f32 forward pass (the int8 pass lives in [`crate::int8`]).
 
 use crate::blob::{BlobView, Precision};
+use crate::int8::kernels::{Int8Kernels, Portable};
 use crate::int8::{run8, validate8, Input, Layout8, P8};
 use crate::kernels::block::run_block;
 use crate::kernels::linear::mlp_rows;
@@ -158,8 +159,30 @@ impl<'a> Model<'a> {
     ) -> Result<&'o [f32], Error> {
         match self.precision {
             Precision::F32 => self.run_observed(input, scratch, output, &mut NoObserve),
-            Precision::Int8 => self.run_int8(Input::F32(input), input.len(), scratch, output),
+            Precision::Int8 => self.run_int8(
+                &mut Portable,
+                Input::F32(input),
+                input.len(),
+                scratch,
+                output,
+            ),
         }
+    }
+
+    /// [`Model::run`] for an int8 model, with the hot loops run by `kernels`
+    /// (a host's SIMD [`Int8Kernels`]; the results are the same bits as with
+    /// [`Portable`], which [`Model::run`] uses).
+    pub fn run_int8_with<'o>(
+        &self,
+        kernels: &mut impl Int8Kernels,
+        input: &[f32],
+        scratch: &mut [f32],
+        output: &'o mut [f32],
+    ) -> Result<&'o [f32], Error> {
+        if self.precision != Precision::Int8 {
+            return Err(Error::WrongPrecision);
+        }
+        self.run_int8(kernels, Input::F32(input), input.len(), scratch, output)
     }
 
     /// Runs an int8 model on an input that is already quantized: `input[i] *
@@ -184,11 +207,18 @@ impl<'a> Model<'a> {
         if !scales.iter().all(|s| s.is_finite()) {
             return Err(Error::NonFiniteInput);
         }
-        self.run_int8(Input::I8(input, scales), input.len(), scratch, output)
+        self.run_int8(
+            &mut Portable,
+            Input::I8(input, scales),
+            input.len(),
+            scratch,
+            output,
+        )
     }
 
     fn run_int8<'o>(
         &self,
+        kernels: &mut impl Int8Kernels,
         input: Input<'_>,
         input_len: usize,
         scratch: &mut [f32],
@@ -224,6 +254,7 @@ impl<'a> Model<'a> {
         let p = P8(self.bytes);
         let f = self.spec.input_features as usize;
         run8(
+            kernels,
             &self.shape,
             f,
             self.ops(),

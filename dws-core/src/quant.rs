@@ -81,7 +81,7 @@ pub const EXP_LO: [u32; 256] = [
 ];
 
 /// Largest exponent argument in 1/256 units; `exp(-16)` and below count as 0.
-const MAX_T: i64 = 16 * 256 - 1;
+pub const MAX_T: i64 = 16 * 256 - 1;
 
 /// Integer softmax in place: `z` holds scores, `r` maps a score difference to
 /// 1/256 units of the real exponent; the result is probabilities in Q15

@@ -13,6 +13,7 @@
 //!   many calls.
 
 use crate::fast::gemm::{gemm, Epi, PackedB};
+use crate::fast::int8::Int8Engine;
 use crate::fast::{FastModel, FastOptions, Isa};
 use crate::runner::{BatchRunner, EngineKind};
 use anyhow::{bail, Result};
@@ -82,6 +83,22 @@ impl Engine for FastModel {
     }
     fn run(&self, inputs: &[f32], batch: usize, threads: usize, out: &mut [f32]) -> Result<()> {
         self.run_into(inputs, batch, threads, out)
+    }
+}
+
+impl Engine for Int8Engine<'_, '_> {
+    fn name(&self) -> String {
+        format!("fast int8 (core executor, {} kernels)", self.isa().name())
+    }
+    fn input_len(&self) -> usize {
+        Int8Engine::input_len(self)
+    }
+    fn output_len(&self) -> usize {
+        Int8Engine::output_len(self)
+    }
+    fn run(&self, inputs: &[f32], batch: usize, threads: usize, out: &mut [f32]) -> Result<()> {
+        out.copy_from_slice(&self.run_batch(inputs, batch, threads)?);
+        Ok(())
     }
 }
 
@@ -380,7 +397,8 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
             };
             bench(&FastModel::with_options(&m, opts)?, macs, &cfg)?
         }
-        EngineKind::Fast | EngineKind::Core => bench(&CoreEngine(&m), macs, &cfg)?,
+        EngineKind::Fast => bench(&Int8Engine::new(&m, Isa::detect())?, macs, &cfg)?,
+        EngineKind::Core => bench(&CoreEngine(&m), macs, &cfg)?,
         EngineKind::Cuda => {
             let gpu = BatchRunner::new(&m, EngineKind::Cuda)?;
             let cfg = BenchConfig { peak: false, ..cfg };

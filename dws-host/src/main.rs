@@ -51,8 +51,9 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
-        /// Engine: the batched f32 engine (int8 blobs run on the core), the core, or an
-        /// NVIDIA GPU (a dws built with `--features cuda`).
+        /// Engine: the batched f32 engine (int8 blobs: the core's executor with SIMD
+        /// kernels, the same bits), the core, or an NVIDIA GPU (a dws built with
+        /// `--features cuda`).
         #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
         /// The split of a splits JSON input [default: test].

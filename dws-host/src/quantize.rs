@@ -9,6 +9,8 @@
 //! arithmetic is specified in `docs/int8.md`.
 
 use crate::blob_io::{encode_parts, AlignedBlob};
+use crate::fast::int8::Int8Engine;
+use crate::fast::Isa;
 use anyhow::{anyhow, bail, Context, Result};
 use dws_core::blob::Precision;
 use dws_core::observe::{Observe, Part, Site, Stage};
@@ -793,7 +795,11 @@ pub fn layer_report(
         let (fm, qm) = (fa.model()?, qa.model()?);
         let n = inputs.len() / fm.input_len();
         let yf = run_f32(&fm, inputs, n, crate::runner::default_threads())?;
-        let yq = crate::runner::run_batch(&qm, inputs, n, crate::runner::default_threads())?;
+        let yq = Int8Engine::new(&qm, Isa::detect())?.run_batch(
+            inputs,
+            n,
+            crate::runner::default_threads(),
+        )?;
         report.push((layer, sqnr(&yf, &yq)));
     }
     Ok(report)
@@ -830,7 +836,7 @@ pub fn run_cli(
     let qm = qa.model()?;
     let threads = crate::runner::default_threads();
     let yf = run_f32(model, inputs, n, threads)?;
-    let yq = crate::runner::run_batch(&qm, inputs, n, threads)?;
+    let yq = Int8Engine::new(&qm, Isa::detect())?.run_batch(inputs, n, threads)?;
     println!("  output        {:7.2} dB", sqnr(&yf, &yq));
     if let Output::Logits { classes } = model.spec().output {
         let c = classes as usize;

@@ -2,11 +2,13 @@
 //!
 //! [`run_batch`] runs the core (one input at a time per thread);
 //! [`BatchRunner`] / [`run_batch_with`] route to the engine chosen with
-//! [`EngineKind`]: the [`fast`](crate::fast) batched f32 engine by default, the
-//! core for int8 blobs (the fast engine is f32 only) or when asked, or an
+//! [`EngineKind`]: by default the [`fast`](crate::fast) batched f32 engine, or
+//! for int8 blobs the core's executor with the host's SIMD kernels
+//! ([`fast::int8`](crate::fast::int8)); the core alone when asked; or an
 //! NVIDIA GPU through `dws-cuda` in a dws built with the `cuda` feature.
 
-use crate::fast::FastModel;
+use crate::fast::int8::Int8Engine;
+use crate::fast::{FastModel, Isa};
 use anyhow::{anyhow, Result};
 use dws_core::blob::Precision;
 use dws_core::Model;
@@ -16,7 +18,8 @@ use dws_core::Model;
 pub enum EngineKind {
     /// The core's reference executor, one input at a time per thread.
     Core,
-    /// The batched f32 engine (`dws_host::fast`); int8 blobs fall back to the core.
+    /// The batched f32 engine (`dws_host::fast`); for int8 blobs, the core's
+    /// executor with the host's SIMD kernels (`dws_host::fast::int8`).
     #[default]
     #[value(alias = "cpu")]
     Fast,
@@ -31,18 +34,21 @@ pub enum BatchRunner<'m, 'a> {
     Core(&'m Model<'a>),
     /// The fast engine.
     Fast(FastModel),
+    /// The core's int8 executor with the host's SIMD kernels.
+    Int8(Int8Engine<'m, 'a>),
     /// The GPU (device 0), loaded once; calls are serialized.
     #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
     Cuda(Box<std::sync::Mutex<dws_cuda::CudaModel>>),
 }
 
 impl<'m, 'a> BatchRunner<'m, 'a> {
-    /// Prepares `model` for `kind` (the core for int8 models on the CPU).
+    /// Prepares `model` for `kind`.
     pub fn new(model: &'m Model<'a>, kind: EngineKind) -> Result<Self> {
         Ok(match kind {
             EngineKind::Fast if model.precision() == Precision::F32 => {
                 BatchRunner::Fast(FastModel::new(model)?)
             }
+            EngineKind::Fast => BatchRunner::Int8(Int8Engine::new(model, Isa::detect())?),
             EngineKind::Cuda => cuda_runner(model)?,
             _ => BatchRunner::Core(model),
         })
@@ -53,6 +59,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => run_batch(m, inputs, batch, threads),
             BatchRunner::Fast(f) => f.run_batch(inputs, batch, threads),
+            BatchRunner::Int8(e) => e.run_batch(inputs, batch, threads),
             #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(g) => {
                 let mut g = g
@@ -68,6 +75,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(_) => "core",
             BatchRunner::Fast(_) => "fast",
+            BatchRunner::Int8(_) => "fast-int8",
             #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(_) => "cuda",
         }
@@ -78,6 +86,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => m.input_len(),
             BatchRunner::Fast(f) => f.input_len(),
+            BatchRunner::Int8(e) => e.input_len(),
             #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(g) => g.lock().unwrap_or_else(|p| p.into_inner()).input_len(),
         }
@@ -88,6 +97,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => m.output_len(),
             BatchRunner::Fast(f) => f.output_len(),
+            BatchRunner::Int8(e) => e.output_len(),
             #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(g) => g.lock().unwrap_or_else(|p| p.into_inner()).output_len(),
         }
@@ -131,6 +141,26 @@ pub fn run_batch(
     batch: usize,
     threads: usize,
 ) -> Result<Vec<f32>> {
+    per_input(model, inputs, batch, threads, || {
+        let mut scratch = vec![0f32; model.scratch_len()];
+        move |x: &[f32], y: &mut [f32]| model.run(x, &mut scratch, y).map(drop)
+    })
+}
+
+/// Runs `batch` inputs one at a time, the batch split over `threads` threads:
+/// each thread makes its runner once with `worker`, then runs its inputs
+/// through it (`[input_len]` in, `[output_len]` out).
+pub(crate) fn per_input<W, R>(
+    model: &Model<'_>,
+    inputs: &[f32],
+    batch: usize,
+    threads: usize,
+    worker: W,
+) -> Result<Vec<f32>>
+where
+    W: Fn() -> R + Sync,
+    R: FnMut(&[f32], &mut [f32]) -> Result<(), dws_core::Error>,
+{
     let (ilen, olen) = (model.input_len(), model.output_len());
     if inputs.len() != batch * ilen {
         return Err(anyhow!(
@@ -143,16 +173,24 @@ pub fn run_batch(
         return Ok(out);
     }
     let threads = threads.clamp(1, batch);
+    if threads == 1 {
+        let mut run = worker();
+        for (x, y) in inputs.chunks(ilen).zip(out.chunks_mut(olen)) {
+            run(x, y)?;
+        }
+        return Ok(out);
+    }
     let per_thread = batch.div_ceil(threads);
+    let worker = &worker;
     std::thread::scope(|s| {
         let handles: Vec<_> = inputs
             .chunks(per_thread * ilen)
             .zip(out.chunks_mut(per_thread * olen))
             .map(|(xs, ys)| {
                 s.spawn(move || -> Result<()> {
-                    let mut scratch = vec![0f32; model.scratch_len()];
+                    let mut run = worker();
                     for (x, y) in xs.chunks(ilen).zip(ys.chunks_mut(olen)) {
-                        model.run(x, &mut scratch, y)?;
+                        run(x, y)?;
                     }
                     Ok(())
                 })

@@ -318,6 +318,34 @@ impl Backend for FastBackend {
     }
 }
 
+/// int8 blobs on the host: the core's executor with the host's SIMD kernels
+/// (`dws_host::fast::int8`) of the given instruction set, `threads` workers.
+pub struct Int8HostBackend {
+    /// Worker threads.
+    pub threads: usize,
+    /// The kernels' instruction set (portable if the CPU lacks it).
+    pub isa: dws_host::fast::Isa,
+}
+
+impl Backend for Int8HostBackend {
+    fn name(&self) -> String {
+        format!(
+            "host int8 kernels ({} threads, {})",
+            self.threads,
+            self.isa.supported().name()
+        )
+    }
+    fn run(&mut self, f: &Fixture, blob: &[u8]) -> Result<Vec<f32>> {
+        let blob = AlignedBlob::from_bytes(blob);
+        let m = blob.model()?;
+        dws_host::fast::int8::Int8Engine::new(&m, self.isa)?.run_batch(
+            &f.inputs,
+            f.batch,
+            self.threads,
+        )
+    }
+}
+
 /// Result of a suite run.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {

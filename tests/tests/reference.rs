@@ -7,7 +7,7 @@ use dws_host::fast::{FastModel, FastOptions, Isa};
 use dws_reference::permute::{HiddenPermutation, SplitMix};
 use dws_reference::{
     run_int8_suite, run_suite, run_suite_with, shared, Backend, CoreBackend, FastBackend,
-    HostBackend,
+    HostBackend, Int8HostBackend,
 };
 
 #[test]
@@ -103,6 +103,19 @@ fn int8_core_and_host_match_the_golden_outputs_bit_for_bit() {
         run_int8_suite(&mut HostBackend { threads: 2 }, fixtures),
     ] {
         r.assert_all_passed(fixtures.len());
+    }
+}
+
+/// The host's int8 kernels (AVX2 where the CPU has it, and the portable ones)
+/// give the core's bits on every fixture.
+#[test]
+fn int8_host_kernels_match_the_golden_outputs_bit_for_bit() {
+    let fixtures = shared();
+    for isa in [Isa::Avx2Fma, Isa::Portable] {
+        for threads in [1, 2] {
+            let r = run_int8_suite(&mut Int8HostBackend { threads, isa }, fixtures);
+            r.assert_all_passed(fixtures.len());
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The int8 executor (see `docs/int8.md`).
 
-use super::kernels::{dot_acc, mlp8, mlp8_hidden, mlp8_tmp_len, pool_rows, set8, take_i32};
+use super::kernels::{
+    dot_acc, mlp8, mlp8_hidden, mlp8_tmp_len, pool_rows, set8, take_i32, Int8Kernels,
+};
 use super::{is_cellwise, next_quant, Layout8, P8};
 use crate::kernels::block::{source_range, Dims};
 use crate::plan::{Axis, Block, DwsLayer, Head, Map, Op, Reduction, SetAxis, SetLayer};
@@ -31,6 +33,7 @@ fn as_i8(b: &mut [u8]) -> &mut [i8] {
 /// Runs an int8 plan. The caller checked lengths; `scratch` holds `l8.bytes()` bytes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run8(
+    k: &mut impl Int8Kernels,
     shape: &Shape,
     input_features: usize,
     ops: Ops<'_>,
@@ -81,6 +84,7 @@ pub(crate) fn run8(
                     tmp: &mut *tmp,
                 };
                 layer(
+                    k,
                     shape,
                     p,
                     &l,
@@ -105,13 +109,9 @@ pub(crate) fn run8(
                 let (mult, off) = (p.i32s(scale), p.i32s(offset));
                 for t in 0..t_count {
                     let at = shape.offset(t, feats);
-                    for entry in x[at..at + shape.cells(t) * feats].chunks_exact_mut(feats) {
-                        for (c, v) in entry.iter_mut().enumerate() {
-                            let k = t * feats + c;
-                            let y = (*v as i64 * mult[k] as i64 + off[k] as i64) >> shift;
-                            *v = y.clamp(-127, 127) as i8;
-                        }
-                    }
+                    let (m, o) = (t * feats, (t + 1) * feats);
+                    let x = &mut x[at..at + shape.cells(t) * feats];
+                    k.affine(x, &mult[m..o], &off[m..o], shift);
                 }
             }
             Op::Relu => {
@@ -154,6 +154,7 @@ pub(crate) fn run8(
                 };
                 let x = current(cur_is_a, a, b);
                 head(
+                    k,
                     shape,
                     p,
                     &h,
@@ -255,6 +256,7 @@ fn next_block<'a>(ops: &mut Ops<'a>) -> Result<(Block, BlockQ), Error> {
 
 #[allow(clippy::too_many_arguments)]
 fn layer<'a>(
+    k: &mut impl Int8Kernels,
     shape: &Shape,
     p: P8<'_>,
     l: &DwsLayer,
@@ -286,6 +288,7 @@ fn layer<'a>(
                 let x = &src[row * d1 * fin..(row + 1) * d1 * fin];
                 let y = &mut dst[row * d1 * fout..(row + 1) * d1 * fout];
                 mlp8(
+                    k,
                     &r.skip,
                     &q.skip,
                     p,
@@ -296,6 +299,7 @@ fn layer<'a>(
                 );
             }
             resample8(
+                k,
                 &r.down,
                 &q.down,
                 p,
@@ -341,6 +345,7 @@ fn layer<'a>(
                 let d = block_dims(&blk, &inner, fin, fout)?;
                 let y = &mut ystore[off..off + d.n * d.kout];
                 map_block(
+                    k,
                     &blk,
                     &bq,
                     p,
@@ -386,22 +391,20 @@ fn layer<'a>(
                         off,
                         contrib,
                     } => {
-                        for q in 0..cols {
-                            let i = match place {
-                                SetAxis::None => 0,
-                                SetAxis::Rows => r,
-                                SetAxis::Cols => q,
-                                SetAxis::Cells => r * cols + q,
-                            };
-                            let k = match unfold {
-                                Axis::None => 0,
-                                Axis::Rows => r,
-                                Axis::Cols => q,
-                            };
-                            let y = &ystore[off + (i * m + k) * fout..off + (i * m + k + 1) * fout];
-                            for (a, v) in acc[q * fout..(q + 1) * fout].iter_mut().zip(y) {
-                                *a = a.wrapping_add(contrib.apply(*v as i32));
-                            }
+                        // Row q of the store is `i(q) m + u(q)`: linear in q.
+                        let i0 = match place {
+                            SetAxis::None | SetAxis::Cols => 0,
+                            SetAxis::Rows => r,
+                            SetAxis::Cells => r * cols,
+                        };
+                        let u0 = if *unfold == Axis::Rows { r } else { 0 };
+                        let along = |hit: bool, by: usize| if hit { by } else { 0 };
+                        let step = along(matches!(place, SetAxis::Cols | SetAxis::Cells), *m)
+                            + along(*unfold == Axis::Cols, 1);
+                        if cols > 0 {
+                            let at = off + (i0 * m + u0) * fout;
+                            let y = &ystore[at..at + ((cols - 1) * step + 1) * fout];
+                            k.add_requant(acc, y, fout, step * fout, *contrib);
                         }
                     }
                     Contrib::Cells(at) => {
@@ -417,6 +420,7 @@ fn layer<'a>(
                         let (y, rest) = rest.split_at_mut((cols * fout).next_multiple_of(4));
                         let y = &mut as_i8(y)[..cols * fout];
                         mlp8(
+                            k,
                             m,
                             mq,
                             p,
@@ -425,22 +429,22 @@ fn layer<'a>(
                             y,
                             as_i8(&mut rest[..mlp8_tmp_len(m, cols)]),
                         );
-                        for (a, v) in acc.iter_mut().zip(y.iter()) {
-                            *a = a.wrapping_add(bq.contrib.apply(*v as i32));
-                        }
+                        k.add_requant(acc, y, fout, fout, bq.contrib);
                     }
                 }
             }
-            let row = &mut out_j[r * cols * fout..(r + 1) * cols * fout];
-            for (o, a) in row.iter_mut().zip(acc.iter()) {
-                *o = sat8(out[j].apply(*a));
-            }
+            k.requant(
+                acc,
+                out[j],
+                &mut out_j[r * cols * fout..(r + 1) * cols * fout],
+            );
         }
     }
     if let Some((r, q)) = resample {
         let ds = r.rows as usize;
         let w0 = &mut dst[..d0 * d1 * fout];
         resample8(
+            k,
             &r.up,
             &q.up,
             p,
@@ -460,6 +464,7 @@ fn layer<'a>(
 /// Gathers and maps one (not cell-wise) block into `y` (`[n, kout]`).
 #[allow(clippy::too_many_arguments)]
 fn map_block(
+    k: &mut impl Int8Kernels,
     b: &Block,
     q: &BlockQ,
     p: P8<'_>,
@@ -472,9 +477,10 @@ fn map_block(
 ) {
     let (x, rest) = tmp.split_at_mut((d.n * d.k).next_multiple_of(4));
     let x = &mut as_i8(x)[..d.n * d.k];
-    gather8(b, q.x, red, src, d, f, x);
+    gather8(k, b, q.x, red, src, d, f, x);
     match (&b.map, &q.map) {
         (Map::Mlp(m), MapQ::Mlp(mq)) => mlp8(
+            k,
             m,
             mq,
             p,
@@ -483,13 +489,23 @@ fn map_block(
             y,
             as_i8(&mut rest[..mlp8_tmp_len(m, d.n)]),
         ),
-        (Map::Set(s), q) => set8(s, q, p, x, d.n, d.k, y, rest),
+        (Map::Set(s), q) => set8(k, s, q, p, x, d.n, d.k, y, rest),
         _ => {}
     }
 }
 
 /// Gathers `X[n, m * f]`: pooled entries reduced in int32, then requantized.
-fn gather8(b: &Block, rq: Requant, red: Reduction, src: &[i8], d: &Dims, f: usize, x: &mut [i8]) {
+#[allow(clippy::too_many_arguments)]
+fn gather8(
+    k: &mut impl Int8Kernels,
+    b: &Block,
+    rq: Requant,
+    red: Reduction,
+    src: &[i8],
+    d: &Dims,
+    f: usize,
+    x: &mut [i8],
+) {
     let (rows, cols) = d.src;
     let pc = if b.pool.cols { 1 } else { cols };
     let m = d.k / f;
@@ -497,22 +513,8 @@ fn gather8(b: &Block, rq: Requant, red: Reduction, src: &[i8], d: &Dims, f: usiz
         for j in 0..m {
             let (r0, r1) = source_range(b, true, rows, pc, i, j);
             let (c0, c1) = source_range(b, false, cols, pc, i, j);
-            for c in 0..f {
-                let mut v = match red {
-                    Reduction::Max => i32::MIN,
-                    Reduction::Mean | Reduction::Sum => 0,
-                };
-                for r in r0..r1 {
-                    for col in c0..c1 {
-                        let s = src[(r * cols + col) * f + c] as i32;
-                        v = match red {
-                            Reduction::Max => v.max(s),
-                            Reduction::Mean | Reduction::Sum => v + s,
-                        };
-                    }
-                }
-                x[(i * m + j) * f + c] = sat8(rq.apply(v));
-            }
+            let out = &mut x[(i * m + j) * f..(i * m + j + 1) * f];
+            k.pool(red, src, cols, r0..r1, c0..c1, rq, out);
         }
     }
 }
@@ -521,6 +523,7 @@ fn gather8(b: &Block, rq: Requant, red: Reduction, src: &[i8], d: &Dims, f: usiz
 /// `combine` the result is stored; with it, `out = R_up(result) + R_skip(out)`.
 #[allow(clippy::too_many_arguments)]
 fn resample8(
+    k: &mut impl Int8Kernels,
     s: &SetLayer,
     q: &MapQ,
     p: P8<'_>,
@@ -538,11 +541,11 @@ fn resample8(
     let (x, y) = (&mut as_i8(x)[..d1 * din], &mut as_i8(y)[..d1 * dout]);
     for ch in 0..f {
         for n in 0..d1 {
-            for k in 0..din {
-                x[n * din + k] = w0[(k * d1 + n) * f + ch];
+            for j in 0..din {
+                x[n * din + j] = w0[(j * d1 + n) * f + ch];
             }
         }
-        set8(s, q, p, x, d1, din, y, rest);
+        set8(k, s, q, p, x, d1, din, y, rest);
         for n in 0..d1 {
             for r in 0..dout {
                 let o = &mut out[(r * d1 + n) * f + ch];
@@ -562,6 +565,7 @@ fn resample8(
 /// and the last layer's accumulators scaled to f32 logits.
 #[allow(clippy::too_many_arguments)]
 fn head(
+    k: &mut impl Int8Kernels,
     shape: &Shape,
     p: P8<'_>,
     h: &Head,
@@ -640,6 +644,7 @@ fn head(
     }
     let n = h.mlp.layers.len();
     let hidden = mlp8_hidden(
+        k,
         &h.mlp,
         mlp,
         p,

@@ -6,6 +6,205 @@
 use super::P8;
 use crate::plan::{Linear, Mlp, Reduction, SetLayer, SetPooling};
 use crate::quant::{sat8, softmax_q15, MapQ, MlpQ, Requant};
+use core::ops::Range;
+
+/// The hot loops of the int8 executor, replaceable by a host's SIMD versions.
+///
+/// Each method's default body is its definition (and what [`Portable`] runs);
+/// another implementation must produce the same bits for every input, so
+/// that the executor's results never depend on the kernels it was given.
+pub trait Int8Kernels {
+    /// Calls `out(row, o, b[o] + w[o] . x[row])` (wrapping int32) for every row
+    /// of `x` (`[rows, fin]`) and output `o` of `w` (`[fout, fin]`), row by row.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &mut self,
+        w: &[i8],
+        b: Option<&[i32]>,
+        fin: usize,
+        fout: usize,
+        x: &[i8],
+        rows: usize,
+        mut out: impl FnMut(usize, usize, i32),
+    ) {
+        for row in 0..rows {
+            linear_row(w, fin, fout, b, &x[row * fin..(row + 1) * fin], |o, acc| {
+                out(row, o, acc)
+            });
+        }
+    }
+
+    /// A linear layer requantized to int8: `y[row, o] = max(lo,
+    /// sat8(r.apply(acc)))` for the accumulators `acc` of [`Int8Kernels::linear`]
+    /// (`y` is `[rows, fout]`; `lo` is -127, or 0 for a ReLU).
+    #[allow(clippy::too_many_arguments)]
+    fn linear8(
+        &mut self,
+        w: &[i8],
+        b: Option<&[i32]>,
+        fin: usize,
+        fout: usize,
+        x: &[i8],
+        rows: usize,
+        r: Requant,
+        lo: i8,
+        y: &mut [i8],
+    ) {
+        self.linear(w, b, fin, fout, x, rows, |row, o, acc| {
+            y[row * fout + o] = sat8(r.apply(acc)).max(lo);
+        });
+    }
+
+    /// The output of a set attention block, `Y = O + relu(fc_o(O))`: `y[row,
+    /// o] = sat8(r_o.apply(x[row, o]) + r_fc.apply(max(acc, 0)))` for the
+    /// accumulators `acc` of [`Int8Kernels::linear`] of the square `w` (`[dim,
+    /// dim]`) over the rows of `x` (`[rows, dim]`).
+    #[allow(clippy::too_many_arguments)]
+    fn fc_o_residual(
+        &mut self,
+        w: &[i8],
+        b: Option<&[i32]>,
+        dim: usize,
+        x: &[i8],
+        rows: usize,
+        r_o: Requant,
+        r_fc: Requant,
+        y: &mut [i8],
+    ) {
+        self.linear(w, b, dim, dim, x, rows, |row, o, acc| {
+            let at = row * dim + o;
+            y[at] = sat8(
+                r_o.apply(x[at] as i32)
+                    .saturating_add(r_fc.apply(acc.max(0))),
+            );
+        });
+    }
+
+    /// A folded batch norm on the entries of one tensor (`x`, rows of
+    /// `mult.len()` features): `x = clamp((x * mult + off) >> shift, -127,
+    /// 127)` per feature, in 64-bit arithmetic.
+    fn affine(&mut self, x: &mut [i8], mult: &[i32], off: &[i32], shift: u8) {
+        if mult.is_empty() {
+            return;
+        }
+        for entry in x.chunks_exact_mut(mult.len()) {
+            for ((v, &m), &o) in entry.iter_mut().zip(mult).zip(off) {
+                let y = (*v as i64 * m as i64 + o as i64) >> shift;
+                *v = y.clamp(-127, 127) as i8;
+            }
+        }
+    }
+
+    /// The attention sum of a set attention block, in place: every query row
+    /// `q_i` of `qm` (`[n, dv]`) becomes `O_i = sat8(o_q(q_i) + o_av(a_i))`,
+    /// where, per head of `dv / heads` channels, `a_i = sum_j p_j v_j` over the
+    /// `n` value rows of `vm` and `p = softmax_q15(q_i . k_j, score)` over the
+    /// key rows of `km` (both `[n, dv]`). `scores` and `e` hold `n` values,
+    /// `av` holds `dv`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        qm: &mut [i8],
+        km: &[i8],
+        vm: &[i8],
+        dv: usize,
+        heads: usize,
+        r: AttentionQ,
+        scores: &mut [i32],
+        e: &mut [u32],
+        av: &mut [i32],
+    ) {
+        if dv == 0 {
+            return;
+        }
+        let width = dv / heads;
+        for qi in qm.chunks_exact_mut(dv) {
+            for c0 in (0..heads).map(|h| h * width) {
+                let av = &mut av[c0..c0 + width];
+                // Eight heads of 32 features (the paper default): width 4, unrolled.
+                if width == 4 {
+                    attend_head::<4>(4, qi, km, vm, dv, c0, r.score, scores, e, av);
+                } else {
+                    attend_head::<0>(width, qi, km, vm, dv, c0, r.score, scores, e, av);
+                }
+                for (q, a) in qi[c0..c0 + width].iter_mut().zip(av.iter()) {
+                    *q = sat8(r.o_q.apply(*q as i32).saturating_add(r.o_av.apply(*a)));
+                }
+            }
+        }
+    }
+
+    /// Adds requantized rows: for every row `q` of `acc` (`width` values
+    /// each), `acc[q][c] += r.apply(y[q * step + c])` (wrapping). `step` 0 adds
+    /// the same row of `y` to every row.
+    fn add_requant(&mut self, acc: &mut [i32], y: &[i8], width: usize, step: usize, r: Requant) {
+        if width == 0 {
+            return;
+        }
+        for (q, a) in acc.chunks_exact_mut(width).enumerate() {
+            for (a, v) in a.iter_mut().zip(&y[q * step..q * step + width]) {
+                *a = a.wrapping_add(r.apply(*v as i32));
+            }
+        }
+    }
+
+    /// `out[i] = sat8(r.apply(acc[i]))` over the shorter slice.
+    fn requant(&mut self, acc: &[i32], r: Requant, out: &mut [i8]) {
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = sat8(r.apply(*a));
+        }
+    }
+
+    /// One pooled entry of a gather: for each of the `out.len()` channels `c`,
+    /// `out[c] = sat8(r.apply(v))` where `v` reduces `src[(row * cols + col) *
+    /// out.len() + c]` over `rows` x `cs` (the max from `i32::MIN`, or the sum).
+    fn pool(
+        &mut self,
+        red: Reduction,
+        src: &[i8],
+        cols: usize,
+        rows: Range<usize>,
+        cs: Range<usize>,
+        r: Requant,
+        out: &mut [i8],
+    ) {
+        let f = out.len();
+        for (c, o) in out.iter_mut().enumerate() {
+            let mut v = match red {
+                Reduction::Max => i32::MIN,
+                Reduction::Mean | Reduction::Sum => 0,
+            };
+            for row in rows.clone() {
+                for col in cs.clone() {
+                    let s = src[(row * cols + col) * f + c] as i32;
+                    v = match red {
+                        Reduction::Max => v.max(s),
+                        Reduction::Mean | Reduction::Sum => v + s,
+                    };
+                }
+            }
+            *o = sat8(r.apply(v));
+        }
+    }
+}
+
+/// The requantizations of [`Int8Kernels::attention`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionQ {
+    /// Score differences to 1/256 units of the exponent.
+    pub score: Requant,
+    /// The query's part of `O`.
+    pub o_q: Requant,
+    /// The attention sum's part of `O`.
+    pub o_av: Requant,
+}
+
+/// The portable kernels: the trait's definitions (with the DSP dot products
+/// on Arm cores built with feature `dsp`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Portable;
+
+impl Int8Kernels for Portable {}
 
 /// `b[o] + sum_i x[i] * w[o, i]` in int32 (wrapping; over the shorter slice).
 #[inline(always)]
@@ -148,18 +347,21 @@ fn linear_row(
 }
 
 /// One linear layer over `rows` rows with requantization to int8 (`relu` clamps at 0).
-pub fn linear8(l: &Linear, p: P8<'_>, r: Requant, x: &[i8], rows: usize, y: &mut [i8], relu: bool) {
+#[allow(clippy::too_many_arguments)]
+pub fn linear8(
+    k: &mut impl Int8Kernels,
+    l: &Linear,
+    p: P8<'_>,
+    r: Requant,
+    x: &[i8],
+    rows: usize,
+    y: &mut [i8],
+    relu: bool,
+) {
     let (fin, fout) = (l.fin as usize, l.fout as usize);
     let w = p.i8s(l.weight);
     let b = l.bias.map(|b| p.i32s(b));
-    let lo = if relu { 0 } else { -127 };
-    for row in 0..rows {
-        let xr = &x[row * fin..(row + 1) * fin];
-        let yr = &mut y[row * fout..(row + 1) * fout];
-        linear_row(w, fin, fout, b, xr, |o, acc| {
-            yr[o] = (sat8(r.apply(acc)) as i32).max(lo) as i8;
-        });
-    }
+    k.linear8(w, b, fin, fout, x, rows, r, if relu { 0 } else { -127 }, y);
 }
 
 /// Bytes an MLP needs besides its input and output: two hidden buffers.
@@ -174,6 +376,7 @@ pub fn mlp8_tmp_len(m: &Mlp, rows: usize) -> usize {
 /// Runs every layer but the last (hidden layers with ReLU); returns the input of
 /// the last layer (`x` itself when there is one layer).
 pub fn mlp8_hidden<'t>(
+    k: &mut impl Int8Kernels,
     m: &Mlp,
     q: &MlpQ,
     p: P8<'_>,
@@ -187,13 +390,13 @@ pub fn mlp8_hidden<'t>(
     }
     let width = m.layers[0].fout as usize;
     let (a, b) = tmp.split_at_mut(rows * width);
-    linear8(&m.layers[0], p, q.layers[0], x, rows, a, true);
+    linear8(k, &m.layers[0], p, q.layers[0], x, rows, a, true);
     let mut in_a = true;
-    for k in 1..n - 1 {
+    for i in 1..n - 1 {
         if in_a {
-            linear8(&m.layers[k], p, q.layers[k], a, rows, b, true);
+            linear8(k, &m.layers[i], p, q.layers[i], a, rows, b, true);
         } else {
-            linear8(&m.layers[k], p, q.layers[k], b, rows, a, true);
+            linear8(k, &m.layers[i], p, q.layers[i], b, rows, a, true);
         }
         in_a = !in_a;
     }
@@ -205,10 +408,20 @@ pub fn mlp8_hidden<'t>(
 }
 
 /// The whole MLP with its last layer requantized to int8 `y`.
-pub fn mlp8(m: &Mlp, q: &MlpQ, p: P8<'_>, x: &[i8], rows: usize, y: &mut [i8], tmp: &mut [i8]) {
+#[allow(clippy::too_many_arguments)]
+pub fn mlp8(
+    k: &mut impl Int8Kernels,
+    m: &Mlp,
+    q: &MlpQ,
+    p: P8<'_>,
+    x: &[i8],
+    rows: usize,
+    y: &mut [i8],
+    tmp: &mut [i8],
+) {
     let n = m.layers.len();
-    let h = mlp8_hidden(m, q, p, x, rows, tmp);
-    linear8(&m.layers[n - 1], p, q.layers[n - 1], h, rows, y, false);
+    let h = mlp8_hidden(k, m, q, p, x, rows, tmp);
+    linear8(k, &m.layers[n - 1], p, q.layers[n - 1], h, rows, y, false);
 }
 
 /// Bytes a set layer needs for `n` rows of width `k` besides input and output.
@@ -234,7 +447,7 @@ pub fn set8_tmp_len(s: &SetLayer, n: usize, k: usize) -> usize {
         }
         SetLayer::Attention { fc_o, .. } => {
             let dv = fc_o.fout as usize;
-            (3 * n * dv).next_multiple_of(4) + 8 * n + 4 * dv + dv.next_multiple_of(4)
+            (3 * n * dv).next_multiple_of(4) + 8 * n + 4 * dv
         }
     }
 }
@@ -254,6 +467,7 @@ pub fn take_i8(buf: &mut [u8], n: usize) -> (&mut [i8], &mut [u8]) {
 /// A set layer over the `n` rows of `x` (`[n, k]`), writing int8 `y`.
 #[allow(clippy::too_many_arguments)]
 pub fn set8(
+    kern: &mut impl Int8Kernels,
     s: &SetLayer,
     q: &MapQ,
     p: P8<'_>,
@@ -305,25 +519,26 @@ pub fn set8(
                 *o = sat8(pooled.apply(v));
             }
             // Lambda: hidden layers, then the last layer's accumulator in the output scale.
-            let lh = mlp8_hidden(lambda, lq, p, pool8, 1, bytemuck::cast_slice_mut(lam_tmp));
+            let lam_tmp = bytemuck::cast_slice_mut(lam_tmp);
+            let lh = mlp8_hidden(kern, lambda, lq, p, pool8, 1, lam_tmp);
             let last = &lambda.layers[lambda.layers.len() - 1];
             let rl = lq.layers[lambda.layers.len() - 1];
             let (lw, lfin) = (p.i8s(last.weight), last.fin as usize);
             let lb = last.bias.map(|b| p.i32s(b));
-            linear_row(lw, lfin, lam.len(), lb, lh, |o, acc| lam[o] = rl.apply(acc));
+            kern.linear(lw, lb, lfin, lam.len(), lh, 1, |_, o, acc| {
+                lam[o] = rl.apply(acc)
+            });
             // Gamma: hidden layers, then last layer minus Lambda.
-            let gh = mlp8_hidden(gamma, gq, p, x, n, bytemuck::cast_slice_mut(gam_tmp));
+            let gam_tmp = bytemuck::cast_slice_mut(gam_tmp);
+            let gh = mlp8_hidden(kern, gamma, gq, p, x, n, gam_tmp);
             let glast = &gamma.layers[gamma.layers.len() - 1];
             let rg = gq.layers[gamma.layers.len() - 1];
             let (gw, gfin) = (p.i8s(glast.weight), glast.fin as usize);
             let gb = glast.bias.map(|b| p.i32s(b));
-            for row in 0..n {
-                let xr = &gh[row * gfin..(row + 1) * gfin];
-                let yr = &mut y[row * kout..(row + 1) * kout];
-                linear_row(gw, gfin, kout, gb, xr, |o, acc| {
-                    yr[o] = sat8(rg.apply(acc).saturating_sub(lam[o]));
-                });
-            }
+            let lam = &*lam;
+            kern.linear(gw, gb, gfin, kout, gh, n, |row, o, acc| {
+                y[row * kout + o] = sat8(rg.apply(acc).saturating_sub(lam[o]));
+            });
         }
         (
             SetLayer::Attention {
@@ -351,46 +566,28 @@ pub fn set8(
             let (km, vm) = kv.split_at_mut(n * dv);
             let (scores, rest) = take_i32(rest, n);
             let (e, rest) = take_i32(rest, n);
-            let (av, rest) = take_i32(rest, dv);
-            let (orow, _) = take_i8(rest, dv);
-            linear8(fc_q, p, *rq, x, n, qm, false);
-            linear8(fc_k, p, *rk, x, n, km, false);
-            linear8(fc_v, p, *rv, x, n, vm, false);
-            let width = dv / *heads as usize;
-            let (ow, ofin) = (p.i8s(fc_o.weight), fc_o.fin as usize);
-            let ob = fc_o.bias.map(|b| p.i32s(b));
+            let (av, _) = take_i32(rest, dv);
+            linear8(kern, fc_q, p, *rq, x, n, qm, false);
+            linear8(kern, fc_k, p, *rk, x, n, km, false);
+            linear8(kern, fc_v, p, *rv, x, n, vm, false);
             let e: &mut [u32] = bytemuck::cast_slice_mut(e);
-            for i in 0..n {
-                for h in 0..*heads as usize {
-                    let c0 = h * width;
-                    let qi = &qm[i * dv + c0..i * dv + c0 + width];
-                    // Eight heads of 32 features (the paper default): width 4, unrolled.
-                    if width == 4 {
-                        attend_head::<4>(4, qi, km, vm, dv, c0, *score, scores, e, av);
-                    } else {
-                        attend_head::<0>(width, qi, km, vm, dv, c0, *score, scores, e, av);
-                    }
-                    for c in 0..width {
-                        orow[c0 + c] =
-                            sat8(o_q.apply(qi[c] as i32).saturating_add(o_av.apply(av[c])));
-                    }
-                }
-                let orow = &*orow;
-                let yr = &mut y[i * dv..(i + 1) * dv];
-                linear_row(ow, ofin, dv, ob, orow, |c, acc| {
-                    yr[c] = sat8(
-                        y_o.apply(orow[c] as i32)
-                            .saturating_add(y_fc.apply(acc.max(0))),
-                    );
-                });
-            }
+            let r = AttentionQ {
+                score: *score,
+                o_q: *o_q,
+                o_av: *o_av,
+            };
+            kern.attention(qm, km, vm, dv, *heads as usize, r, scores, e, av);
+            // Y = O + relu(fc_o(O)), O in place of the queries.
+            let ow = p.i8s(fc_o.weight);
+            let ob = fc_o.bias.map(|b| p.i32s(b));
+            kern.fc_o_residual(ow, ob, dv, qm, n, *y_o, *y_fc, y);
         }
         _ => {}
     }
 }
 
 /// One head of set attention for one query row `qi` (the head's `width`
-/// channels from `c0` in rows of `dv`): scores against every key row of `km`,
+/// channels from `c0` in rows of `dv`, here and in `km`, `vm`): scores against every key row of `km`,
 /// `softmax_q15`, and the probability-weighted sum of the value rows of `vm`
 /// into `av[..width]`. `W` is the width when known at compile time (0: `width`).
 #[inline(always)]
@@ -411,7 +608,7 @@ fn attend_head<const W: usize>(
     if dv == 0 {
         return;
     }
-    let qi = &qi[..width];
+    let qi = &qi[c0..c0 + width];
     for (sc, kr) in scores.iter_mut().zip(km.chunks_exact(dv)) {
         *sc = dot_acc(&kr[c0..c0 + width], qi, 0);
     }

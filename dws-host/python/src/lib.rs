@@ -15,7 +15,8 @@ use dws_core::plan::Output;
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
 use dws_host::dataset::{self, Entry};
-use dws_host::fast::FastModel;
+use dws_host::fast::int8::Int8Engine;
+use dws_host::fast::{FastModel, Isa};
 use dws_host::tensors::{self, Tensor, TensorMap};
 use dws_host::{convert, inspect, quantize, runner, weight_space};
 use numpy::ndarray::{ArrayD, IxDyn};
@@ -430,12 +431,15 @@ impl Model {
         self.dims.len() - 1
     }
 
-    /// Runs flat inputs on the GPU, the fast engine (f32) or the core (int8).
+    /// Runs flat inputs on the GPU, the fast engine (f32) or the core's int8
+    /// executor with the host's SIMD kernels (the same bits as the core).
     fn run_engine(&self, data: &[f32], batch: usize, threads: usize) -> anyhow::Result<Vec<f32>> {
         match (&self.gpu, &self.fast) {
             (Some(g), _) => gpu::run(g, data, batch),
             (None, Some(f)) => f.run_batch(data, batch, threads),
-            (None, None) => runner::run_batch(self.core(), data, batch, threads),
+            (None, None) => {
+                Int8Engine::new(self.core(), Isa::detect())?.run_batch(data, batch, threads)
+            }
         }
     }
 

@@ -1,4 +1,5 @@
-//! The fast f32 engine: the same plan as the core, run a batch at a time.
+//! The fast f32 engine: the same plan as the core, run a batch at a time
+//! (and, in [`int8`], the SIMD kernels that int8 models run with).
 //!
 //! [`FastModel::new`] decodes a validated [`Model`]'s plan once into prepared ops
 //! (weights transposed and packed into GEMM panels, gather/scatter index maps,
@@ -19,6 +20,7 @@
 pub mod attention;
 mod exec;
 pub mod gemm;
+pub mod int8;
 mod ops;
 mod prepare;
 pub mod simd;

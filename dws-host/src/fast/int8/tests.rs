@@ -1,0 +1,165 @@
+//! Each AVX2 kernel against the core's portable definition, bit for bit, on
+//! random shapes and values (and the extremes: -128, the largest multipliers,
+//! every shift). Skipped where the CPU lacks AVX2 and FMA.
+
+use super::avx2::Avx2Int8;
+use dws_core::int8::kernels::{AttentionQ, Int8Kernels, Portable};
+use dws_core::plan::Reduction;
+use dws_core::quant::Requant;
+
+/// xorshift64*: reproducible values without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// int8 values, one in eight at an extreme.
+    fn i8s(&mut self, n: usize) -> Vec<i8> {
+        (0..n)
+            .map(|_| match self.below(8) {
+                0 => [-128, -127, 127][self.below(3)],
+                _ => self.next() as i8,
+            })
+            .collect()
+    }
+    fn requant(&mut self) -> Requant {
+        let shift = 1 + self.below(62) as u8;
+        let m = match self.below(4) {
+            0 => i32::MAX,
+            1 => 1 << self.below(31),
+            _ => (self.next() >> 33) as i32,
+        };
+        Requant { m, shift }
+    }
+}
+
+fn kernels() -> Option<Avx2Int8> {
+    let k = Avx2Int8::new();
+    if k.is_none() {
+        eprintln!("skipped: this CPU lacks AVX2 and FMA");
+    }
+    k
+}
+
+#[test]
+fn linear_matches_the_core() {
+    let Some(mut k) = kernels() else { return };
+    let mut rng = Rng(0x5eed);
+    for case in 0..400 {
+        let (fin, fout, rows) = (rng.below(70), rng.below(21), rng.below(5));
+        let w = rng.i8s(fin * fout);
+        let x = rng.i8s(fin * rows);
+        let b: Vec<i32> = (0..fout)
+            .map(|_| match rng.below(4) {
+                0 => i32::MAX - rng.below(1000) as i32,
+                _ => rng.next() as i32 >> rng.below(32),
+            })
+            .collect();
+        let b = (case % 3 != 0).then_some(&b[..]);
+        let (mut want, mut got) = (vec![0; rows * fout], vec![0; rows * fout]);
+        Portable.linear(&w, b, fin, fout, &x, rows, |r, o, a| want[r * fout + o] = a);
+        k.linear(&w, b, fin, fout, &x, rows, |r, o, a| got[r * fout + o] = a);
+        assert_eq!(got, want, "fin {fin} fout {fout} rows {rows}");
+        if fin == fout {
+            let (r_o, r_fc) = (rng.requant(), rng.requant());
+            let (mut want, mut got) = (vec![0; rows * fout], vec![0; rows * fout]);
+            Portable.fc_o_residual(&w, b, fin, &x, rows, r_o, r_fc, &mut want);
+            k.fc_o_residual(&w, b, fin, &x, rows, r_o, r_fc, &mut got);
+            assert_eq!(got, want, "dim {fin} rows {rows} {r_o:?} {r_fc:?}");
+        }
+        let (r, lo) = (rng.requant(), [0, -127][case % 2]);
+        let (mut want, mut got) = (vec![0; rows * fout], vec![0; rows * fout]);
+        Portable.linear8(&w, b, fin, fout, &x, rows, r, lo, &mut want);
+        k.linear8(&w, b, fin, fout, &x, rows, r, lo, &mut got);
+        assert_eq!(got, want, "fin {fin} fout {fout} rows {rows} {r:?} lo {lo}");
+    }
+}
+
+#[test]
+fn add_requant_requant_and_pool_match_the_core() {
+    let Some(mut k) = kernels() else { return };
+    let mut rng = Rng(42);
+    for case in 0..2000 {
+        let (width, rows) = (rng.below(40), rng.below(5));
+        let step = [0, width, width + rng.below(9)][case % 3];
+        let r = rng.requant();
+        let y = rng.i8s((rows.max(1) - 1) * step + width);
+        let acc: Vec<i32> = (0..rows * width).map(|_| rng.next() as i32).collect();
+        let (mut want, mut got) = (acc.clone(), acc.clone());
+        Portable.add_requant(&mut want, &y, width, step, r);
+        k.add_requant(&mut got, &y, width, step, r);
+        assert_eq!(got, want, "width {width} step {step} rows {rows} {r:?}");
+
+        let (mut want, mut got) = (vec![0; acc.len()], vec![0; acc.len()]);
+        Portable.requant(&acc, r, &mut want);
+        k.requant(&acc, r, &mut got);
+        assert_eq!(got, want, "{r:?}");
+
+        let (f, nr, nc) = (rng.below(40), 1 + rng.below(6), 1 + rng.below(6));
+        let src = rng.i8s(nr * nc * f);
+        let (r0, c0) = (rng.below(nr), rng.below(nc));
+        let (r1, c1) = (r0 + rng.below(nr - r0 + 1), c0 + rng.below(nc - c0 + 1));
+        let red = [Reduction::Max, Reduction::Sum, Reduction::Mean][case % 3];
+        let (mut want, mut got) = (vec![0; f], vec![0; f]);
+        Portable.pool(red, &src, nc, r0..r1, c0..c1, r, &mut want);
+        k.pool(red, &src, nc, r0..r1, c0..c1, r, &mut got);
+        assert_eq!(
+            got, want,
+            "{red:?} f {f} rows {r0}..{r1} cols {c0}..{c1} {r:?}"
+        );
+    }
+}
+
+#[test]
+fn affine_matches_the_core() {
+    let Some(mut k) = kernels() else { return };
+    let mut rng = Rng(99);
+    for _ in 0..2000 {
+        let (f, entries) = (1 + rng.below(40), rng.below(5));
+        let x = rng.i8s(f * entries);
+        let mult: Vec<i32> = (0..f).map(|_| rng.next() as i32 >> rng.below(32)).collect();
+        let off: Vec<i32> = (0..f).map(|_| rng.next() as i32 >> rng.below(32)).collect();
+        let shift = 1 + rng.below(62) as u8;
+        let (mut want, mut got) = (x.clone(), x);
+        Portable.affine(&mut want, &mult, &off, shift);
+        k.affine(&mut got, &mult, &off, shift);
+        assert_eq!(got, want, "f {f} shift {shift}");
+    }
+}
+
+#[test]
+fn attention_matches_the_core() {
+    let Some(mut k) = kernels() else { return };
+    let mut rng = Rng(7);
+    for _ in 0..300 {
+        let heads = 1 + rng.below(8);
+        let dv = heads * (1 + rng.below(11));
+        let n = rng.below(40);
+        let (q, km, vm) = (rng.i8s(n * dv), rng.i8s(n * dv), rng.i8s(n * dv));
+        // Score multipliers that spread the exponent over its whole table, or saturate it.
+        let score = match rng.below(3) {
+            0 => rng.requant(),
+            _ => Requant {
+                m: (rng.next() >> 33) as i32,
+                shift: 28 + rng.below(12) as u8,
+            },
+        };
+        let r = AttentionQ {
+            score,
+            o_q: rng.requant(),
+            o_av: rng.requant(),
+        };
+        let (mut s, mut e, mut av) = (vec![0; n], vec![0; n], vec![0; dv]);
+        let (mut want, mut got) = (q.clone(), q);
+        Portable.attention(&mut want, &km, &vm, dv, heads, r, &mut s, &mut e, &mut av);
+        k.attention(&mut got, &km, &vm, dv, heads, r, &mut s, &mut e, &mut av);
+        assert_eq!(got, want, "n {n} dv {dv} heads {heads} {r:?}");
+    }
+}
