@@ -616,6 +616,9 @@ unsafe fn widen(x: &[i8], xs: &mut [i16]) {
     xs[n..].fill(0);
 }
 
+/// A copy of a linear layer's int8 weights and their packed int16 form.
+type Packed = (Vec<i8>, Vec<i16>);
+
 /// The buffers of [`linear_groups`].
 #[derive(Debug, Default)]
 struct LinearScratch {
@@ -624,7 +627,7 @@ struct LinearScratch {
     /// Packed weights by address and shape: a copy of the int8 weights (the
     /// entry is used only while they match) and the weights widened to int16
     /// and packed, `[fin / 2][n16][2]`, zero-padded.
-    packed: HashMap<(usize, usize, usize), (Vec<i8>, Vec<i16>)>,
+    packed: HashMap<(usize, usize, usize), Packed>,
 }
 
 /// `Int8Kernels::linear8`: [`linear_groups`], then the requantization to int8
@@ -910,9 +913,9 @@ unsafe fn exponentials(
     l.iter().sum()
 }
 
-/// `softmax_q15`'s exponential of every argument `t` in `0..=MAX_T`: `(EXP_HI[t
-/// >> 8] * EXP_LO[t & 255]) >> 16`, so that one gather replaces two lookups and
-/// a product.
+/// `softmax_q15`'s exponential of every argument `t` in `0..=MAX_T`,
+/// `(EXP_HI[t >> 8] * EXP_LO[t & 255]) >> 16`, so that one gather replaces two
+/// lookups and a product.
 fn exp_table() -> Vec<i32> {
     (0..=MAX_T as usize)
         .map(|t| ((EXP_HI[t >> 8] as u64 * EXP_LO[t & 255] as u64) >> 16) as i32)
