@@ -167,7 +167,13 @@ impl Int8Kernels for Avx2Int8 {
         }
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA; the shapes
         // were checked above.
-        unsafe { self.attention_avx2(qm, km, vm, n, dv, heads, r) }
+        unsafe {
+            if dv == 4 * heads && heads % 8 == 0 && (1..1 << 20).contains(&n) {
+                self.attention_width4(qm, km, vm, n, dv, r)
+            } else {
+                self.attention_avx2(qm, km, vm, n, dv, heads, r)
+            }
+        }
     }
 
     fn add_requant(&mut self, acc: &mut [i32], y: &[i8], width: usize, step: usize, r: Requant) {
@@ -249,12 +255,21 @@ unsafe fn fc_o_residual(
     let epi = |row: usize, o: usize, group: usize, sums: __m256i| {
         let at = row * dim + o;
         let mut res = [0i8; 8];
-        res[..group].copy_from_slice(&x[at..at + group]);
+        if group == 8 {
+            // Fixed-size copies compile to one load or store, not memmove calls.
+            res.copy_from_slice(&x[at..at + 8]);
+        } else {
+            res[..group].copy_from_slice(&x[at..at + group]);
+        }
         // SAFETY: `res` holds the 8 bytes read.
         let res = _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(res.as_ptr().cast()) });
         let fc = _mm256_max_epi32(sums, _mm256_setzero_si256());
         let v = sat8x8(add_sat(apply8(ro8, res), apply8(rfc8, fc)));
-        y[at..at + group].copy_from_slice(&v[..group]);
+        if group == 8 {
+            y[at..at + 8].copy_from_slice(&v);
+        } else {
+            y[at..at + group].copy_from_slice(&v[..group]);
+        }
     };
     // SAFETY: this function's contract.
     unsafe { linear_groups(scratch, w, b, dim, dim, x, rows, epi) }
@@ -691,6 +706,132 @@ unsafe fn add_requant(acc: &mut [i32], y: &[i8], r: Requant) {
 }
 
 impl Avx2Int8 {
+    /// `Int8Kernels::attention` for heads of four channels (the paper's
+    /// default: eight heads of 32 features), eight heads in the lanes: per
+    /// query and group of eight heads (32 channels), one pass over the keys
+    /// for the scores (`vpmaddwd` of the widened rows, `vphaddd`; the heads
+    /// land in lane order 0, 1, 4, 5, 2, 3, 6, 7), one for the exponentials,
+    /// one for the divisions and one for the value sums, each key's
+    /// probabilities spread to its heads' channels by `vpermd`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `qm` holds `n * dv`, `km` and `vm` at least that;
+    /// `dv` is a multiple of 32; `1 <= n < 2^20` (so every sum of
+    /// exponentials is below 2^50).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn attention_width4(
+        &mut self,
+        qm: &mut [i8],
+        km: &[i8],
+        vm: &[i8],
+        n: usize,
+        dv: usize,
+        r: AttentionQ,
+    ) {
+        let Avx2Int8 {
+            kt, s, e, av, exp, ..
+        } = self;
+        // The keys widened to int16, `[n][dv]`.
+        kt.clear();
+        kt.resize(n * dv, 0);
+        for (kr, kw) in km.chunks_exact(dv).zip(kt.chunks_exact_mut(dv)) {
+            // SAFETY: AVX2 (this function's contract).
+            unsafe { widen(kr, kw) };
+        }
+        s.resize(8 * n, 0);
+        e.resize(8 * n, 0);
+        av.resize(dv, 0);
+        let score = requant8(r.score);
+        let top = _mm256_set1_epi32(MAX_T as i32);
+        // Lane of each channel's head among the lanes 0, 1, 4, 5, 2, 3, 6, 7.
+        let spread = [
+            _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+            _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5),
+            _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
+            _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7),
+        ];
+        let mut q16 = [0i16; 32];
+        for qi in qm.chunks_exact_mut(dv) {
+            for c0 in (0..dv).step_by(32) {
+                // SAFETY: AVX2; 32 channels from `c0 + 32 <= dv`.
+                unsafe { widen(&qi[c0..c0 + 32], &mut q16) };
+                let [qa, qb]: [__m256i; 2] = bytemuck::cast(q16);
+                // Scores of the eight heads against every key, and their maximum.
+                let mut m = _mm256_set1_epi32(i32::MIN);
+                for (j, sj) in s.chunks_exact_mut(8).enumerate() {
+                    // SAFETY: `j * dv + c0 + 32 <= n * dv = kt.len()`.
+                    let (ka, kb) = unsafe {
+                        let k = kt.as_ptr().add(j * dv + c0);
+                        (
+                            _mm256_loadu_si256(k.cast()),
+                            _mm256_loadu_si256(k.add(16).cast()),
+                        )
+                    };
+                    let v = _mm256_hadd_epi32(_mm256_madd_epi16(qa, ka), _mm256_madd_epi16(qb, kb));
+                    m = _mm256_max_epi32(m, v);
+                    sj.copy_from_slice(&lanes(v));
+                }
+                // Exponentials (see `exponentials`) and their sums per head.
+                let (mut sum_lo, mut sum_hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for (sj, ej) in s.chunks_exact(8).zip(e.chunks_exact_mut(8)) {
+                    let z: __m256i = bytemuck::cast(<[i32; 8]>::try_from(sj).unwrap_or_default());
+                    let d = _mm256_min_epu32(_mm256_sub_epi32(m, z), _mm256_set1_epi32(i32::MAX));
+                    let t = _mm256_min_epi32(apply8(score, d), top);
+                    // SAFETY: `t` is in `0..=MAX_T`, an index of the table.
+                    let ex = unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) };
+                    ej.copy_from_slice(&lanes(ex));
+                    sum_lo =
+                        _mm256_add_epi64(sum_lo, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(ex)));
+                    sum_hi = _mm256_add_epi64(
+                        sum_hi,
+                        _mm256_cvtepu32_epi64(_mm256_extracti128_si256(ex, 1)),
+                    );
+                }
+                // Probabilities (see `probabilities`), the divisor per lane.
+                let sums: [u64; 8] = bytemuck::cast([sum_lo, sum_hi]);
+                let f = |g: fn(u64) -> f64| -> [__m256d; 2] {
+                    let v = sums.map(|x| g(x.max(1)));
+                    bytemuck::cast(v)
+                };
+                let [s_lo, s_hi] = f(|x| x as f64);
+                let [inv_lo, inv_hi] = f(|x| 1.0 / x as f64);
+                let [half_lo, half_hi] = f(|x| (x / 2) as f64);
+                let one = _mm256_set1_pd(1.0);
+                let div = |ev: __m128i, s: __m256d, inv: __m256d, half: __m256d| {
+                    let num =
+                        _mm256_fmadd_pd(_mm256_cvtepi32_pd(ev), _mm256_set1_pd(32768.0), half);
+                    let q = _mm256_floor_pd(_mm256_mul_pd(num, inv));
+                    let rem = _mm256_fnmadd_pd(q, s, num);
+                    let q = _mm256_add_pd(q, _mm256_and_pd(_mm256_cmp_pd(rem, s, _CMP_GE_OQ), one));
+                    _mm256_cvttpd_epi32(q)
+                };
+                // The value sums of the 32 channels, four vectors of eight.
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for (j, ej) in e.chunks_exact(8).enumerate() {
+                    let ex: __m256i = bytemuck::cast(<[i32; 8]>::try_from(ej).unwrap_or_default());
+                    let p = _mm256_set_m128i(
+                        div(_mm256_extracti128_si256(ex, 1), s_hi, inv_hi, half_hi),
+                        div(_mm256_castsi256_si128(ex), s_lo, inv_lo, half_lo),
+                    );
+                    for (g, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: `j * dv + c0 + 8g + 8 <= n * dv <= vm.len()`.
+                        let v = unsafe {
+                            _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                vm.as_ptr().add(j * dv + c0 + 8 * g).cast(),
+                            ))
+                        };
+                        let pg = _mm256_permutevar8x32_epi32(p, spread[g]);
+                        *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(pg, v));
+                    }
+                }
+                let sums: [i32; 32] = bytemuck::cast(acc);
+                av[c0..c0 + 32].copy_from_slice(&sums);
+            }
+            // SAFETY: AVX2 and FMA; `av` holds `dv` values like `qi`.
+            unsafe { attention_out(qi, av, r) };
+        }
+    }
+
     /// `Int8Kernels::attention` with the keys in lanes: per query, the scores
     /// of every head, eight keys per `vpmaddwd` step; per head the softmax
     /// eight keys at a time; then the value sums per channel and `O`.
@@ -800,7 +941,13 @@ impl Avx2Int8 {
                         *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(p, v));
                     }
                 }
-                av[c..c + cw].copy_from_slice(&lanes(reduce8(acc))[..cw]);
+                let sums = lanes(reduce8(acc));
+                if cw == 8 {
+                    // A fixed-size copy: one store, not a memmove call.
+                    av[c..c + 8].copy_from_slice(&sums);
+                } else {
+                    av[c..c + cw].copy_from_slice(&sums[..cw]);
+                }
             }
             // SAFETY: AVX2 and FMA; `av` holds `dv` values like `qi`.
             unsafe { attention_out(qi, av, r) };
@@ -883,27 +1030,27 @@ unsafe fn exponentials(
         // SAFETY: `jb + 8 <= s.len()`.
         m = _mm256_max_epi32(m, unsafe { _mm256_loadu_si256(s.as_ptr().add(jb).cast()) });
     }
-    let max = if n == 0 {
-        0
-    } else {
-        lanes(m).into_iter().max().unwrap_or(0)
-    };
-    let maxv = _mm256_set1_epi32(max);
-    let zero = _mm256_setzero_si256();
+    // The largest score (0 when there is none, as in `softmax_q15`), in every lane.
+    let m = _mm256_max_epi32(m, _mm256_permute2x128_si256(m, m, 1));
+    let m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0b01_00_11_10));
+    let m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0b10_11_00_01));
+    let maxv = if n == 0 { _mm256_setzero_si256() } else { m };
     let top = _mm256_set1_epi32(MAX_T as i32);
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut sum = _mm256_setzero_si256();
     for jb in (0..s.len()).step_by(8) {
         // SAFETY: `jb + 8 <= s.len() = e.len()`.
         let z = unsafe { _mm256_loadu_si256(s.as_ptr().add(jb).cast()) };
-        // max - z is at least 0; a wrapped (negative) difference saturates.
-        let d = _mm256_sub_epi32(maxv, z);
-        let d = _mm256_blendv_epi8(d, _mm256_set1_epi32(i32::MAX), _mm256_cmpgt_epi32(zero, d));
-        let t = _mm256_min_epi32(_mm256_max_epi32(apply8(score, d), zero), top);
+        // max - z is in 0..2^32; as int32 it saturates at i32::MAX (an unsigned min).
+        let d = _mm256_min_epu32(_mm256_sub_epi32(maxv, z), _mm256_set1_epi32(i32::MAX));
+        // Non-negative `d` and multiplier: the requantized value is not negative.
+        let t = _mm256_min_epi32(apply8(score, d), top);
         // SAFETY: `t` is in `0..=MAX_T`, an index of the table's `MAX_T + 1` entries.
-        let ex = unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) };
-        let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - jb.min(n)) as i32), lane);
-        let ex = _mm256_and_si256(ex, valid);
+        let mut ex = unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) };
+        if jb + 8 > n {
+            let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - jb.min(n)) as i32), lane);
+            ex = _mm256_and_si256(ex, valid);
+        }
         // SAFETY: as above.
         unsafe { _mm256_storeu_si256(e.as_mut_ptr().add(jb).cast(), ex) };
         sum = _mm256_add_epi64(sum, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(ex)));

@@ -138,9 +138,10 @@ fn affine_matches_the_core() {
 fn attention_matches_the_core() {
     let Some(mut k) = kernels() else { return };
     let mut rng = Rng(7);
-    for _ in 0..300 {
-        let heads = 1 + rng.below(8);
-        let dv = heads * (1 + rng.below(11));
+    for case in 0..600 {
+        // Every other case has heads of four channels (the heads-in-lanes kernel).
+        let heads = [1 + rng.below(8), 8 * (1 + rng.below(2))][case % 2];
+        let dv = heads * [1 + rng.below(11), 4][case % 2];
         let n = rng.below(40);
         let (q, km, vm) = (rng.i8s(n * dv), rng.i8s(n * dv), rng.i8s(n * dv));
         // Score multipliers that spread the exponent over its whole table, or saturate it.
@@ -162,4 +163,33 @@ fn attention_matches_the_core() {
         k.attention(&mut got, &km, &vm, dv, heads, r, &mut s, &mut e, &mut av);
         assert_eq!(got, want, "n {n} dv {dv} heads {heads} {r:?}");
     }
+}
+
+#[test]
+#[ignore]
+fn time_attention() {
+    let Some(mut k) = kernels() else { return };
+    let mut rng = Rng(7);
+    let (n, dv, heads) = (32, 32, 8);
+    let (q, km, vm) = (rng.i8s(n * dv), rng.i8s(n * dv), rng.i8s(n * dv));
+    let r = AttentionQ {
+        score: Requant {
+            m: 1 << 30,
+            shift: 36,
+        },
+        o_q: rng.requant(),
+        o_av: rng.requant(),
+    };
+    let (mut s, mut e, mut av) = (vec![0; n], vec![0; n], vec![0; dv]);
+    let mut best = f64::MAX;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        for _ in 0..200 {
+            let mut x = q.clone();
+            k.attention(&mut x, &km, &vm, dv, heads, r, &mut s, &mut e, &mut av);
+            std::hint::black_box(&x);
+        }
+        best = best.min(t.elapsed().as_secs_f64() / 200.0 * 1e6);
+    }
+    eprintln!("avx2 attention: {best:.2} us per call (best of 20)");
 }
