@@ -168,10 +168,11 @@ impl Int8Kernels for Avx2Int8 {
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA; the shapes
         // were checked above.
         unsafe {
-            if dv == 4 * heads && heads % 8 == 0 && (1..1 << 20).contains(&n) {
-                self.attention_width4(qm, km, vm, n, dv, r)
-            } else {
-                self.attention_avx2(qm, km, vm, n, dv, heads, r)
+            let lanes8 = heads % 8 == 0 && (1..1 << 20).contains(&n);
+            match dv / heads {
+                4 if lanes8 => self.attention_heads8::<4>(qm, km, vm, n, dv, r),
+                8 if lanes8 => self.attention_heads8::<8>(qm, km, vm, n, dv, r),
+                _ => self.attention_avx2(qm, km, vm, n, dv, heads, r),
             }
         }
     }
@@ -706,20 +707,20 @@ unsafe fn add_requant(acc: &mut [i32], y: &[i8], r: Requant) {
 }
 
 impl Avx2Int8 {
-    /// `Int8Kernels::attention` for heads of four channels (the paper's
-    /// default: eight heads of 32 features), eight heads in the lanes: per
-    /// query and group of eight heads (32 channels), one pass over the keys
-    /// for the scores (`vpmaddwd` of the widened rows, `vphaddd`; the heads
-    /// land in lane order 0, 1, 4, 5, 2, 3, 6, 7), one for the exponentials,
-    /// one for the divisions and one for the value sums, each key's
-    /// probabilities spread to its heads' channels by `vpermd`.
+    /// `Int8Kernels::attention` for heads of `W` = 4 or 8 channels (the paper's
+    /// default: eight heads of 32 or 64 features), eight heads in the lanes:
+    /// per query and group of eight heads (`8 W` channels), one pass over the
+    /// keys for the scores (`vpmaddwd` of the widened rows, then `vphaddd`
+    /// until each lane holds one head, in the order of [`head_lanes`]), one for
+    /// the exponentials, and one for the divisions and the value sums, each
+    /// key's probabilities spread to its heads' channels by `vpermd`.
     ///
     /// # Safety
-    /// AVX2 and FMA; `qm` holds `n * dv`, `km` and `vm` at least that;
-    /// `dv` is a multiple of 32; `1 <= n < 2^20` (so every sum of
-    /// exponentials is below 2^50).
+    /// AVX2 and FMA; `W` is 4 or 8; `qm` holds `n * dv`, `km` and `vm` at
+    /// least that; `dv` is a multiple of `8 W`; `1 <= n < 2^20` (so every sum
+    /// of exponentials is below 2^50).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn attention_width4(
+    unsafe fn attention_heads8<const W: usize>(
         &mut self,
         qm: &mut [i8],
         km: &[i8],
@@ -731,6 +732,7 @@ impl Avx2Int8 {
         let Avx2Int8 {
             kt, s, e, av, exp, ..
         } = self;
+        let group = 8 * W;
         // The keys widened to int16, `[n][dv]`.
         kt.clear();
         kt.resize(n * dv, 0);
@@ -743,55 +745,62 @@ impl Avx2Int8 {
         av.resize(dv, 0);
         let score = requant8(r.score);
         let top = _mm256_set1_epi32(MAX_T as i32);
-        // Lane of each channel's head among the lanes 0, 1, 4, 5, 2, 3, 6, 7.
-        let spread = [
-            _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
-            _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5),
-            _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
-            _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7),
-        ];
-        let mut q16 = [0i16; 32];
+        // Per vector of eight channels, the lane of each channel's head.
+        let lane_of = head_lanes(W);
+        let spread: [__m256i; 8] = core::array::from_fn(|g| {
+            bytemuck::cast::<[i32; 8], __m256i>(core::array::from_fn(|c| {
+                lane_of[(8 * g + c) / W % 8]
+            }))
+        });
+        let mut q16 = [0i16; 64];
         for qi in qm.chunks_exact_mut(dv) {
-            for c0 in (0..dv).step_by(32) {
-                // SAFETY: AVX2; 32 channels from `c0 + 32 <= dv`.
-                unsafe { widen(&qi[c0..c0 + 32], &mut q16) };
-                let [qa, qb]: [__m256i; 2] = bytemuck::cast(q16);
+            for c0 in (0..dv).step_by(group) {
+                // SAFETY: AVX2; `group` channels from `c0 + group <= dv`.
+                unsafe { widen(&qi[c0..c0 + group], &mut q16[..group]) };
+                let qv: [__m256i; 4] = bytemuck::cast(q16);
                 // Scores of the eight heads against every key, and their maximum.
                 let mut m = _mm256_set1_epi32(i32::MIN);
                 for (j, sj) in s.chunks_exact_mut(8).enumerate() {
-                    // SAFETY: `j * dv + c0 + 32 <= n * dv = kt.len()`.
-                    let (ka, kb) = unsafe {
-                        let k = kt.as_ptr().add(j * dv + c0);
-                        (
-                            _mm256_loadu_si256(k.cast()),
-                            _mm256_loadu_si256(k.add(16).cast()),
+                    let k = kt[j * dv + c0..j * dv + c0 + group].as_ptr();
+                    // SAFETY: each load reads 16 of the `group` values at `k`.
+                    let pairs: [__m256i; 4] = core::array::from_fn(|i| {
+                        if i < W / 2 {
+                            _mm256_madd_epi16(qv[i], unsafe {
+                                _mm256_loadu_si256(k.add(16 * i).cast())
+                            })
+                        } else {
+                            _mm256_setzero_si256()
+                        }
+                    });
+                    let v = if W == 4 {
+                        _mm256_hadd_epi32(pairs[0], pairs[1])
+                    } else {
+                        _mm256_hadd_epi32(
+                            _mm256_hadd_epi32(pairs[0], pairs[1]),
+                            _mm256_hadd_epi32(pairs[2], pairs[3]),
                         )
                     };
-                    let v = _mm256_hadd_epi32(_mm256_madd_epi16(qa, ka), _mm256_madd_epi16(qb, kb));
                     m = _mm256_max_epi32(m, v);
                     sj.copy_from_slice(&lanes(v));
                 }
                 // Exponentials (see `exponentials`) and their sums per head.
                 let (mut sum_lo, mut sum_hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                 for (sj, ej) in s.chunks_exact(8).zip(e.chunks_exact_mut(8)) {
-                    let z: __m256i = bytemuck::cast(<[i32; 8]>::try_from(sj).unwrap_or_default());
+                    // SAFETY: `sj` holds 8 values.
+                    let z = unsafe { _mm256_loadu_si256(sj.as_ptr().cast()) };
                     let d = _mm256_min_epu32(_mm256_sub_epi32(m, z), _mm256_set1_epi32(i32::MAX));
                     let t = _mm256_min_epi32(apply8(score, d), top);
                     // SAFETY: `t` is in `0..=MAX_T`, an index of the table.
                     let ex = unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) };
                     ej.copy_from_slice(&lanes(ex));
-                    sum_lo =
-                        _mm256_add_epi64(sum_lo, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(ex)));
-                    sum_hi = _mm256_add_epi64(
-                        sum_hi,
-                        _mm256_cvtepu32_epi64(_mm256_extracti128_si256(ex, 1)),
-                    );
+                    let (lo, hi) = (_mm256_castsi256_si128(ex), _mm256_extracti128_si256(ex, 1));
+                    sum_lo = _mm256_add_epi64(sum_lo, _mm256_cvtepu32_epi64(lo));
+                    sum_hi = _mm256_add_epi64(sum_hi, _mm256_cvtepu32_epi64(hi));
                 }
-                // Probabilities (see `probabilities`), the divisor per lane.
+                // Probabilities (see `probabilities`) with a divisor per lane.
                 let sums: [u64; 8] = bytemuck::cast([sum_lo, sum_hi]);
                 let f = |g: fn(u64) -> f64| -> [__m256d; 2] {
-                    let v = sums.map(|x| g(x.max(1)));
-                    bytemuck::cast(v)
+                    bytemuck::cast(sums.map(|x| g(x.max(1))))
                 };
                 let [s_lo, s_hi] = f(|x| x as f64);
                 let [inv_lo, inv_hi] = f(|x| 1.0 / x as f64);
@@ -805,27 +814,26 @@ impl Avx2Int8 {
                     let q = _mm256_add_pd(q, _mm256_and_pd(_mm256_cmp_pd(rem, s, _CMP_GE_OQ), one));
                     _mm256_cvttpd_epi32(q)
                 };
-                // The value sums of the 32 channels, four vectors of eight.
-                let mut acc = [_mm256_setzero_si256(); 4];
+                // The value sums of the group's channels, vectors of eight.
+                let mut acc = [_mm256_setzero_si256(); 8];
                 for (j, ej) in e.chunks_exact(8).enumerate() {
-                    let ex: __m256i = bytemuck::cast(<[i32; 8]>::try_from(ej).unwrap_or_default());
+                    // SAFETY: `ej` holds 8 values.
+                    let ex = unsafe { _mm256_loadu_si256(ej.as_ptr().cast()) };
                     let p = _mm256_set_m128i(
                         div(_mm256_extracti128_si256(ex, 1), s_hi, inv_hi, half_hi),
                         div(_mm256_castsi256_si128(ex), s_lo, inv_lo, half_lo),
                     );
-                    for (g, a) in acc.iter_mut().enumerate() {
-                        // SAFETY: `j * dv + c0 + 8g + 8 <= n * dv <= vm.len()`.
-                        let v = unsafe {
-                            _mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                vm.as_ptr().add(j * dv + c0 + 8 * g).cast(),
-                            ))
-                        };
+                    let v = vm[j * dv + c0..j * dv + c0 + group].as_ptr();
+                    for (g, a) in acc.iter_mut().enumerate().take(W) {
+                        // SAFETY: reads 8 of the `group = 8 W` values at `v`.
+                        let vg =
+                            _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(v.add(8 * g).cast()) });
                         let pg = _mm256_permutevar8x32_epi32(p, spread[g]);
-                        *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(pg, v));
+                        *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(pg, vg));
                     }
                 }
-                let sums: [i32; 32] = bytemuck::cast(acc);
-                av[c0..c0 + 32].copy_from_slice(&sums);
+                let sums: [i32; 64] = bytemuck::cast(acc);
+                av[c0..c0 + group].copy_from_slice(&sums[..group]);
             }
             // SAFETY: AVX2 and FMA; `av` holds `dv` values like `qi`.
             unsafe { attention_out(qi, av, r) };
@@ -952,6 +960,17 @@ impl Avx2Int8 {
             // SAFETY: AVX2 and FMA; `av` holds `dv` values like `qi`.
             unsafe { attention_out(qi, av, r) };
         }
+    }
+}
+
+/// Where the scores of [`Avx2Int8::attention_heads8`] put each of eight heads
+/// of `w` (4 or 8) channels: `vphaddd` of the pair sums of 16 channels each
+/// interleaves its operands per 128-bit half.
+fn head_lanes(w: usize) -> [i32; 8] {
+    if w == 4 {
+        [0, 1, 4, 5, 2, 3, 6, 7]
+    } else {
+        [0, 4, 1, 5, 2, 6, 3, 7]
     }
 }
 

@@ -138,10 +138,11 @@ fn affine_matches_the_core() {
 fn attention_matches_the_core() {
     let Some(mut k) = kernels() else { return };
     let mut rng = Rng(7);
-    for case in 0..600 {
-        // Every other case has heads of four channels (the heads-in-lanes kernel).
-        let heads = [1 + rng.below(8), 8 * (1 + rng.below(2))][case % 2];
-        let dv = heads * [1 + rng.below(11), 4][case % 2];
+    for case in 0..900 {
+        // Two cases in three have eight or sixteen heads of four or eight
+        // channels (the heads-in-lanes kernel).
+        let heads = [1 + rng.below(8), 8 * (1 + rng.below(2))][(case % 3).min(1)];
+        let dv = heads * [1 + rng.below(11), 4, 8][case % 3];
         let n = rng.below(40);
         let (q, km, vm) = (rng.i8s(n * dv), rng.i8s(n * dv), rng.i8s(n * dv));
         // Score multipliers that spread the exponent over its whole table, or saturate it.
