@@ -18,6 +18,9 @@
 //! * [`blob`]: the container (header, checksum, sections).
 //! * [`plan`]: what the model computes, as data shared by every backend.
 //! * [`Model`]: validation and the f32 forward pass.
+//! * [`int8`]: the int8 forward pass; its hot loops are an
+//!   [`int8::kernels::Int8Kernels`] implementation that a host may replace
+//!   ([`Model::run_int8_with`]) with one giving the same bits.
 //!
 //! The core never allocates and never panics on any blob or input: every check
 //! happens in [`Model::new_checked`] and at the start of [`Model::run`].

@@ -5,7 +5,8 @@
 //! * [`tensors`]: PyTorch checkpoints and safetensors files.
 //! * [`weight_space`]: named batch tensors to the core's flat layout and back.
 //! * [`runner`]: parallel batch inference, routed to the core or the [`fast`] engine.
-//! * [`fast`]: the batched f32 engine (GEMMs over whole batch chunks, SIMD kernels).
+//! * [`fast`]: the batched f32 engine (GEMMs over whole batch chunks, SIMD kernels),
+//!   and in [`fast::int8`] the AVX2 kernels that int8 models run with.
 //! * [`dataset`]: INR datasets in upstream's layout (INR files, splits JSON).
 //! * [`eval`]: classifying datasets: accuracy, confusion matrix, predictions CSV.
 //! * [`inspect`]: a human-readable summary of a blob.

@@ -3,9 +3,10 @@
 //! Integer sums wrap in both, and wrapping addition does not depend on the
 //! order of its terms, so the dot products may be summed in any order
 //! (`vpmaddwd` pairs, lane sums, horizontal adds). Every rounding step is
-//! the core's own: [`Requant::apply`] on eight lanes ([`apply8`]), and the
-//! softmax's `floor(n / sum)` computed in f64 and corrected to the exact
-//! integer quotient ([`probabilities`]).
+//! the core's own: [`Requant::apply`] on eight lanes (`apply8`), the softmax's
+//! exponentials from one table of the same products (`exp_table`), and its
+//! `floor(n / sum)` computed in f64 and corrected to the exact integer
+//! quotient (`probabilities`). `docs/int8.md` ("Kernels") has the argument.
 
 use super::super::simd::avx2_fma_available;
 use core::arch::x86_64::*;

@@ -165,32 +165,3 @@ fn attention_matches_the_core() {
         assert_eq!(got, want, "n {n} dv {dv} heads {heads} {r:?}");
     }
 }
-
-#[test]
-#[ignore]
-fn time_attention() {
-    let Some(mut k) = kernels() else { return };
-    let mut rng = Rng(7);
-    let (n, dv, heads) = (32, 32, 8);
-    let (q, km, vm) = (rng.i8s(n * dv), rng.i8s(n * dv), rng.i8s(n * dv));
-    let r = AttentionQ {
-        score: Requant {
-            m: 1 << 30,
-            shift: 36,
-        },
-        o_q: rng.requant(),
-        o_av: rng.requant(),
-    };
-    let (mut s, mut e, mut av) = (vec![0; n], vec![0; n], vec![0; dv]);
-    let mut best = f64::MAX;
-    for _ in 0..20 {
-        let t = std::time::Instant::now();
-        for _ in 0..200 {
-            let mut x = q.clone();
-            k.attention(&mut x, &km, &vm, dv, heads, r, &mut s, &mut e, &mut av);
-            std::hint::black_box(&x);
-        }
-        best = best.min(t.elapsed().as_secs_f64() / 200.0 * 1e6);
-    }
-    eprintln!("avx2 attention: {best:.2} us per call (best of 20)");
-}
