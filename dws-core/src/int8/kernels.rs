@@ -14,8 +14,9 @@ use core::ops::Range;
 /// another implementation must produce the same bits for every input, so
 /// that the executor's results never depend on the kernels it was given.
 pub trait Int8Kernels {
-    /// Calls `out(row, o, b[o] + w[o] . x[row])` (wrapping int32) for every row
-    /// of `x` (`[rows, fin]`) and output `o` of `w` (`[fout, fin]`), row by row.
+    /// Calls `out(row, o, b[o] + w[o] . x[row])` (wrapping int32) once for
+    /// every row of `x` (`[rows, fin]`) and output `o` of `w` (`[fout, fin]`),
+    /// in any order.
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &mut self,

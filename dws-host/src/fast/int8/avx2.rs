@@ -72,9 +72,7 @@ impl Int8Kernels for Avx2Int8 {
         rows: usize,
         mut out: impl FnMut(usize, usize, i32),
     ) {
-        let fits =
-            w.len() >= fout * fin && x.len() >= rows * fin && b.is_none_or(|b| b.len() >= fout);
-        if !fits {
+        if !holds(w, fout, fin) || !holds(x, rows, fin) || !b.is_none_or(|b| b.len() >= fout) {
             // Outside the contract: the portable kernel's index checks report it.
             return Portable.linear(w, b, fin, fout, x, rows, out);
         }
@@ -100,9 +98,9 @@ impl Int8Kernels for Avx2Int8 {
         lo: i8,
         y: &mut [i8],
     ) {
-        let fits = w.len() >= fout * fin
-            && x.len() >= rows * fin
-            && y.len() >= rows * fout
+        let fits = holds(w, fout, fin)
+            && holds(x, rows, fin)
+            && holds(y, rows, fout)
             && b.is_none_or(|b| b.len() >= fout);
         if !fits {
             return Portable.linear8(w, b, fin, fout, x, rows, r, lo, y);
@@ -123,9 +121,9 @@ impl Int8Kernels for Avx2Int8 {
         r_fc: Requant,
         y: &mut [i8],
     ) {
-        let fits = w.len() >= dim * dim
-            && x.len() >= rows * dim
-            && y.len() >= rows * dim
+        let fits = holds(w, dim, dim)
+            && holds(x, rows, dim)
+            && holds(y, rows, dim)
             && b.is_none_or(|b| b.len() >= dim);
         if !fits {
             return Portable.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y);
@@ -180,7 +178,10 @@ impl Int8Kernels for Avx2Int8 {
 
     fn add_requant(&mut self, acc: &mut [i32], y: &[i8], width: usize, step: usize, r: Requant) {
         let rows = acc.len().checked_div(width).unwrap_or(0);
-        if rows == 0 || y.len() < (rows - 1) * step + width {
+        let need = (rows.saturating_sub(1))
+            .checked_mul(step)
+            .and_then(|n| n.checked_add(width));
+        if rows == 0 || need.is_none_or(|n| y.len() < n) {
             return Portable.add_requant(acc, y, width, step, r);
         }
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA; `y` holds
@@ -221,9 +222,9 @@ impl Int8Kernels for Avx2Int8 {
         let fits = rows.start <= rows.end
             && cs.start <= cs.end
             && cs.end <= cols
-            && rows
-                .end
-                .checked_mul(cols * f)
+            && cols
+                .checked_mul(f)
+                .and_then(|n| n.checked_mul(rows.end))
                 .is_some_and(|n| n <= src.len());
         if !fits {
             return Portable.pool(red, src, cols, rows, cs, r, out);
@@ -413,6 +414,11 @@ unsafe fn pool(
     }
 }
 
+/// Whether `v` holds a `[rows, cols]` matrix (without overflow).
+fn holds<T>(v: &[T], rows: usize, cols: usize) -> bool {
+    rows.checked_mul(cols).is_some_and(|n| v.len() >= n)
+}
+
 /// [`Requant`] as vectors, for [`apply8`].
 #[derive(Clone, Copy)]
 struct Requant8 {
@@ -512,6 +518,10 @@ unsafe fn linear_groups(
     let w = &w[..fout * fin];
     // The packed weights of the last call with these weights, or packed now.
     let key = (w.as_ptr() as usize, fin, fout);
+    if packed.len() >= 4096 && !packed.contains_key(&key) {
+        // More weight sets than any model has: start over rather than grow.
+        packed.clear();
+    }
     let entry = packed.entry(key).or_default();
     if entry.0 != w {
         entry.0 = w.to_vec();
@@ -667,7 +677,11 @@ unsafe fn linear8(
     y: &mut [i8],
 ) {
     let r8 = requant8(r);
-    let (lo, hi) = (_mm256_set1_epi32(lo as i32), _mm256_set1_epi32(127));
+    // sat8(v).max(lo) = clamp(v, max(lo, -127), 127).
+    let (lo, hi) = (
+        _mm256_set1_epi32((lo as i32).max(-127)),
+        _mm256_set1_epi32(127),
+    );
     let epi = |row: usize, o: usize, group: usize, sums: __m256i| {
         let v = _mm256_min_epi32(_mm256_max_epi32(apply8(r8, sums), lo), hi);
         let v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -745,7 +759,7 @@ impl Avx2Int8 {
         e.resize(8 * n, 0);
         av.resize(dv, 0);
         let score = requant8(r.score);
-        let top = _mm256_set1_epi32(MAX_T as i32);
+        let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(MAX_T as i32));
         // Per vector of eight channels, the lane of each channel's head.
         let lane_of = head_lanes(W);
         let spread: [__m256i; 8] = core::array::from_fn(|g| {
@@ -790,7 +804,7 @@ impl Avx2Int8 {
                     // SAFETY: `sj` holds 8 values.
                     let z = unsafe { _mm256_loadu_si256(sj.as_ptr().cast()) };
                     let d = _mm256_min_epu32(_mm256_sub_epi32(m, z), _mm256_set1_epi32(i32::MAX));
-                    let t = _mm256_min_epi32(apply8(score, d), top);
+                    let t = _mm256_min_epi32(_mm256_max_epi32(apply8(score, d), zero), top);
                     // SAFETY: `t` is in `0..=MAX_T`, an index of the table.
                     let ex = unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) };
                     ej.copy_from_slice(&lanes(ex));
@@ -1055,7 +1069,7 @@ unsafe fn exponentials(
     let m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0b01_00_11_10));
     let m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0b10_11_00_01));
     let maxv = if n == 0 { _mm256_setzero_si256() } else { m };
-    let top = _mm256_set1_epi32(MAX_T as i32);
+    let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(MAX_T as i32));
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut sum = _mm256_setzero_si256();
     for jb in (0..s.len()).step_by(8) {
@@ -1063,8 +1077,7 @@ unsafe fn exponentials(
         let z = unsafe { _mm256_loadu_si256(s.as_ptr().add(jb).cast()) };
         // max - z is in 0..2^32; as int32 it saturates at i32::MAX (an unsigned min).
         let d = _mm256_min_epu32(_mm256_sub_epi32(maxv, z), _mm256_set1_epi32(i32::MAX));
-        // Non-negative `d` and multiplier: the requantized value is not negative.
-        let t = _mm256_min_epi32(apply8(score, d), top);
+        let t = _mm256_min_epi32(_mm256_max_epi32(apply8(score, d), zero), top);
         // SAFETY: `t` is in `0..=MAX_T`, an index of the table's `MAX_T + 1` entries.
         let mut ex = unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) };
         if jb + 8 > n {
@@ -1098,7 +1111,8 @@ fn exp_table() -> Vec<i32> {
 /// is less than `1 / sum` because `n < 2^52`. A quotient that is not an integer
 /// is at least `1 / sum` from both neighbouring integers, so its floor comes
 /// out right; an integer quotient may come out just below itself, and the
-/// remainder test adds the one back. The tests check both cases.///
+/// remainder test adds the one back. The tests check both cases.
+///
 /// # Safety
 /// AVX2 and FMA; `e` and `p` hold the same multiple of 4 values.
 #[target_feature(enable = "avx2,fma")]

@@ -74,7 +74,7 @@ fn linear_matches_the_core() {
             k.fc_o_residual(&w, b, fin, &x, rows, r_o, r_fc, &mut got);
             assert_eq!(got, want, "dim {fin} rows {rows} {r_o:?} {r_fc:?}");
         }
-        let (r, lo) = (rng.requant(), [0, -127][case % 2]);
+        let (r, lo) = (rng.requant(), [0, -127, -128][case % 3]);
         let (mut want, mut got) = (vec![0; rows * fout], vec![0; rows * fout]);
         Portable.linear8(&w, b, fin, fout, &x, rows, r, lo, &mut want);
         k.linear8(&w, b, fin, fout, &x, rows, r, lo, &mut got);
@@ -145,9 +145,14 @@ fn attention_matches_the_core() {
         let dv = heads * [1 + rng.below(11), 4, 8][case % 3];
         let n = rng.below(40);
         let (q, km, vm) = (rng.i8s(n * dv), rng.i8s(n * dv), rng.i8s(n * dv));
-        // Score multipliers that spread the exponent over its whole table, or saturate it.
-        let score = match rng.below(3) {
+        // Score multipliers that spread the exponent over its whole table, or
+        // saturate it, or (outside what a blob can hold) are negative.
+        let score = match rng.below(4) {
             0 => rng.requant(),
+            1 => Requant {
+                m: -(rng.next() as i32 & i32::MAX),
+                shift: 1 + rng.below(62) as u8,
+            },
             _ => Requant {
                 m: (rng.next() >> 33) as i32,
                 shift: 28 + rng.below(12) as u8,
@@ -164,4 +169,26 @@ fn attention_matches_the_core() {
         k.attention(&mut got, &km, &vm, dv, heads, r, &mut s, &mut e, &mut av);
         assert_eq!(got, want, "n {n} dv {dv} heads {heads} {r:?}");
     }
+}
+
+/// Shapes whose sizes overflow, with slices that cannot hold them: the kernels
+/// must refuse them (the portable code's index checks panic), never read out
+/// of bounds.
+#[test]
+fn overflowing_shapes_panic_instead_of_reading_out_of_bounds() {
+    let Some(mut k) = kernels() else { return };
+    let r = Requant {
+        m: 1 << 30,
+        shift: 31,
+    };
+    let mut y = [0i8; 16];
+    let mut run = |f: &mut dyn FnMut(&mut Avx2Int8)| {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut k)));
+        assert!(caught.is_err(), "an impossible shape was accepted");
+    };
+    run(&mut |k| k.linear(&[], None, 1 << 63, 2, &[], 2, |_, _, _| {}));
+    run(&mut |k| k.linear8(&[], None, 1 << 32, 1 << 32, &[], 1 << 32, r, -127, &mut y));
+    run(&mut |k| k.fc_o_residual(&[], None, 1 << 32, &[], 1 << 32, r, r, &mut y));
+    run(&mut |k| k.pool(Reduction::Sum, &[], 1 << 61, 0..1, 1000..1001, r, &mut y));
+    run(&mut |k| k.add_requant(&mut [0; 16], &[], 8, usize::MAX, r));
 }
