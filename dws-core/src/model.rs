@@ -46,7 +46,7 @@ impl<'a> Model<'a> {
             postcard::take_from_bytes::<Spec>(view.plan()).map_err(|_| Error::Decode)?;
         let shape = check_spec(&spec)?;
         let bytes = view.params();
-        if bytes.as_ptr() as usize % 4 != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::Misaligned);
         }
         let precision = view.precision();

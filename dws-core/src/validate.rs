@@ -95,7 +95,7 @@ impl Checker {
                 Kind::F32 | Kind::I32 => 4,
             };
             check(
-                r.offset as u64 % size == 0,
+                (r.offset as u64).is_multiple_of(size),
                 "misaligned parameter reference",
             )?;
             (r.offset as u64, size)

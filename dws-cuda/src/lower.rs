@@ -459,7 +459,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
         }
         (1..=heads)
             .rev()
-            .find(|&hp| heads % hp == 0 && smem(hp) <= MAX_DYN_SMEM)
+            .find(|&hp| heads.is_multiple_of(hp) && smem(hp) <= MAX_DYN_SMEM)
     }
 
     // ---- the walk ---------------------------------------------------------

@@ -371,7 +371,7 @@ impl Builder<'_> {
             },
             SetLayerKind::Sab => {
                 let split = fout / l.heads;
-                if split == 0 || fout % split != 0 {
+                if split == 0 || !fout.is_multiple_of(split) {
                     bail!(
                         "set attention at `{p}` has dim_V = {fout} and num_heads = {}: upstream cannot split \
                          {fout} channels into heads of {split} (choose num_heads dividing every set layer width)",

@@ -201,7 +201,7 @@ impl Writer<'_> {
     }
 
     fn align4(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }

@@ -304,7 +304,7 @@ pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<()> {
 /// Converts raw element bytes to f32.
 fn decode(elem: Elem, bytes: &[u8], little_endian: bool) -> Result<Vec<f32>> {
     let size = elem.size();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         bail!(
             "{} bytes is not a whole number of {size}-byte {elem:?} elements",
             bytes.len()

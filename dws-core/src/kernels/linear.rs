@@ -62,7 +62,7 @@ pub fn mlp_rows(
     let n = m.layers.len();
     for (k, l) in m.layers.iter().enumerate() {
         let len = rows * l.fout as usize;
-        let into_y = (n - 1 - k) % 2 == 0;
+        let into_y = (n - 1 - k).is_multiple_of(2);
         match (k == 0, into_y) {
             (true, true) => linear_rows(l, p, x, rows, y),
             (true, false) => linear_rows(l, p, x, rows, tmp),

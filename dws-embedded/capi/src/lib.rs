@@ -351,7 +351,7 @@ pub unsafe extern "C" fn dws_model_open(
     if blob.is_null() {
         return DWS_ERR_NULL;
     }
-    if blob as usize % 4 != 0 {
+    if !(blob as usize).is_multiple_of(4) {
         return DWS_ERR_MISALIGNED;
     }
     if !fits::<u8>(blob_len) {

@@ -22,7 +22,7 @@ const L: usize = 8;
 
 /// Whether `heads` heads use the heads-in-lanes layout.
 pub fn heads_in_lanes(heads: usize) -> bool {
-    heads % L == 0
+    heads.is_multiple_of(L)
 }
 
 /// The factor folded into the key projection (weights and bias).
@@ -67,7 +67,10 @@ pub fn attention(
     o: &mut [f32],
     tmp: &mut [f32],
 ) {
-    assert!(heads >= 1 && dv % heads == 0, "heads must divide dim_V");
+    assert!(
+        heads >= 1 && dv.is_multiple_of(heads),
+        "heads must divide dim_V"
+    );
     assert!(qkv.len() >= groups * n * 3 * dv && o.len() >= groups * n * dv);
     assert!(tmp.len() >= scratch_len(n, dv));
     if groups == 0 || n == 0 || dv == 0 {

@@ -281,7 +281,7 @@ impl Ctx<'_> {
                 let k = fc_q.fin as usize;
                 let heads = *heads as usize;
                 ensure!(
-                    heads >= 1 && dv % heads == 0,
+                    heads >= 1 && dv.is_multiple_of(heads),
                     "attention heads do not divide dim_V"
                 );
                 let w = dv / heads;

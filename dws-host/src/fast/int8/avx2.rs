@@ -72,7 +72,7 @@ impl Int8Kernels for Avx2Int8 {
         rows: usize,
         mut out: impl FnMut(usize, usize, i32),
     ) {
-        if !holds(w, fout, fin) || !holds(x, rows, fin) || !b.is_none_or(|b| b.len() >= fout) {
+        if !holds(w, fout, fin) || !holds(x, rows, fin) || b.is_some_and(|b| b.len() < fout) {
             // Outside the contract: the portable kernel's index checks report it.
             return Portable.linear(w, b, fin, fout, x, rows, out);
         }
@@ -157,7 +157,7 @@ impl Int8Kernels for Avx2Int8 {
         let n = qm.len().checked_div(dv).unwrap_or(0);
         let fits = dv > 0
             && heads > 0
-            && dv % heads == 0
+            && dv.is_multiple_of(heads)
             && qm.len() == n * dv
             && km.len() >= n * dv
             && vm.len() >= n * dv;
@@ -167,7 +167,7 @@ impl Int8Kernels for Avx2Int8 {
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA; the shapes
         // were checked above.
         unsafe {
-            let lanes8 = heads % 8 == 0 && (1..1 << 20).contains(&n);
+            let lanes8 = heads.is_multiple_of(8) && (1..1 << 20).contains(&n);
             match dv / heads {
                 4 if lanes8 => self.attention_heads8::<4>(qm, km, vm, n, dv, r),
                 8 if lanes8 => self.attention_heads8::<8>(qm, km, vm, n, dv, r),
