@@ -414,9 +414,7 @@ fn layer<'a>(
                         let s = source(blk.src as usize);
                         let (x, rest) = tmp.split_at_mut((cols * fin).next_multiple_of(4));
                         let x = &mut as_i8(x)[..cols * fin];
-                        for (xv, sv) in x.iter_mut().zip(&s[r * cols * fin..(r + 1) * cols * fin]) {
-                            *xv = sat8(bq.x.apply(*sv as i32));
-                        }
+                        k.requant_i8(&s[r * cols * fin..(r + 1) * cols * fin], bq.x, x);
                         let (y, rest) = rest.split_at_mut((cols * fout).next_multiple_of(4));
                         let y = &mut as_i8(y)[..cols * fout];
                         mlp8(

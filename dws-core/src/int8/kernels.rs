@@ -156,6 +156,14 @@ pub trait Int8Kernels {
         }
     }
 
+    /// `out[i] = sat8(r.apply(x[i]))` over the shorter slice (int8 values to
+    /// another scale).
+    fn requant_i8(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = sat8(r.apply(*v as i32));
+        }
+    }
+
     /// One pooled entry of a gather: for each of the `out.len()` channels `c`,
     /// `out[c] = sat8(r.apply(v))` where `v` reduces `src[(row * cols + col) *
     /// out.len() + c]` over `rows` x `cs` (the max from `i32::MIN`, or the sum).

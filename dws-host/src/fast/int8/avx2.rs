@@ -208,6 +208,11 @@ impl Int8Kernels for Avx2Int8 {
         unsafe { requant(acc, r, out) }
     }
 
+    fn requant_i8(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
+        // SAFETY: `self` exists only on a CPU with AVX2 and FMA.
+        unsafe { requant_i8(x, r, out) }
+    }
+
     fn pool(
         &mut self,
         red: Reduction,
@@ -360,6 +365,26 @@ unsafe fn requant(acc: &[i32], r: Requant, out: &mut [i8]) {
     }
     for (o, a) in out[i..n].iter_mut().zip(&acc[i..n]) {
         *o = sat8(r.apply(*a));
+    }
+}
+
+/// `Int8Kernels::requant_i8`, eight values at a time.
+///
+/// # Safety
+/// AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn requant_i8(x: &[i8], r: Requant, out: &mut [i8]) {
+    let n = x.len().min(out.len());
+    let r8 = requant8(r);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n <= x.len()`.
+        let v = _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(x.as_ptr().add(i).cast()) });
+        out[i..i + 8].copy_from_slice(&sat8x8(apply8(r8, v)));
+        i += 8;
+    }
+    for (o, v) in out[i..n].iter_mut().zip(&x[i..n]) {
+        *o = sat8(r.apply(*v as i32));
     }
 }
 

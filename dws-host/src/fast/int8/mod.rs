@@ -139,6 +139,13 @@ impl Int8Kernels for HostInt8 {
         }
     }
 
+    fn requant_i8(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
+        match self {
+            HostInt8::Portable => Portable.requant_i8(x, r, out),
+            HostInt8::Avx2(k) => k.requant_i8(x, r, out),
+        }
+    }
+
     fn pool(
         &mut self,
         red: Reduction,

@@ -83,7 +83,7 @@ fn linear_matches_the_core() {
 }
 
 #[test]
-fn add_requant_requant_and_pool_match_the_core() {
+fn add_requant_requants_and_pool_match_the_core() {
     let Some(mut k) = kernels() else { return };
     let mut rng = Rng(42);
     for case in 0..2000 {
@@ -100,6 +100,10 @@ fn add_requant_requant_and_pool_match_the_core() {
         let (mut want, mut got) = (vec![0; acc.len()], vec![0; acc.len()]);
         Portable.requant(&acc, r, &mut want);
         k.requant(&acc, r, &mut got);
+        assert_eq!(got, want, "{r:?}");
+        let (mut want, mut got) = (vec![0; y.len()], vec![0; y.len()]);
+        Portable.requant_i8(&y, r, &mut want);
+        k.requant_i8(&y, r, &mut got);
         assert_eq!(got, want, "{r:?}");
 
         let (f, nr, nc) = (rng.below(40), 1 + rng.below(6), 1 + rng.below(6));
