@@ -752,8 +752,9 @@ impl Avx2Int8 {
     /// per query and group of eight heads (`8 W` channels), one pass over the
     /// keys for the scores (`vpmaddwd` of the widened rows, then `vphaddd`
     /// until each lane holds one head, in the order of [`head_lanes`]), one for
-    /// the exponentials, and one for the divisions and the value sums, each
-    /// key's probabilities spread to its heads' channels by `vpermd`.
+    /// the exponentials, one for the divisions, and one per eight channels for
+    /// the value sums, each key's probabilities spread to its heads' channels
+    /// by `vpermd`.
     ///
     /// # Safety
     /// AVX2 and FMA; `W` is 4 or 8; `qm` holds `n * dv`, `km` and `vm` at
@@ -854,26 +855,34 @@ impl Avx2Int8 {
                     let q = _mm256_add_pd(q, _mm256_and_pd(_mm256_cmp_pd(rem, s, _CMP_GE_OQ), one));
                     _mm256_cvttpd_epi32(q)
                 };
-                // The value sums of the group's channels, vectors of eight.
-                let mut acc = [_mm256_setzero_si256(); 8];
-                for (j, ej) in e.chunks_exact(8).enumerate() {
+                // The probabilities, in place of the scores.
+                for (ej, pj) in e.chunks_exact(8).zip(s.chunks_exact_mut(8)) {
                     // SAFETY: `ej` holds 8 values.
                     let ex = unsafe { _mm256_loadu_si256(ej.as_ptr().cast()) };
                     let p = _mm256_set_m128i(
                         div(_mm256_extracti128_si256(ex, 1), s_hi, inv_hi, half_hi),
                         div(_mm256_castsi256_si128(ex), s_lo, inv_lo, half_lo),
                     );
-                    let v = vm[j * dv + c0..j * dv + c0 + group].as_ptr();
-                    for (g, a) in acc.iter_mut().enumerate().take(W) {
-                        // SAFETY: reads 8 of the `group = 8 W` values at `v`.
-                        let vg =
-                            _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(v.add(8 * g).cast()) });
-                        let pg = _mm256_permutevar8x32_epi32(p, spread[g]);
-                        *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(pg, vg));
-                    }
+                    pj.copy_from_slice(&lanes(p));
                 }
-                let sums: [i32; 64] = bytemuck::cast(acc);
-                av[c0..c0 + group].copy_from_slice(&sums[..group]);
+                // The value sums, eight channels (one vector) at a time.
+                for (g, spread) in spread.iter().enumerate().take(W) {
+                    let mut acc = _mm256_setzero_si256();
+                    for (j, pj) in s.chunks_exact(8).enumerate() {
+                        let at = j * dv + c0 + 8 * g;
+                        // SAFETY: `pj` holds 8 values; `vm` holds `n * dv >= at + 8`.
+                        let (p, v) = unsafe {
+                            (
+                                _mm256_loadu_si256(pj.as_ptr().cast()),
+                                _mm_loadl_epi64(vm[at..at + 8].as_ptr().cast()),
+                            )
+                        };
+                        let pg = _mm256_permutevar8x32_epi32(p, *spread);
+                        let prod = _mm256_mullo_epi32(pg, _mm256_cvtepi8_epi32(v));
+                        acc = _mm256_add_epi32(acc, prod);
+                    }
+                    av[c0 + 8 * g..c0 + 8 * g + 8].copy_from_slice(&lanes(acc));
+                }
             }
             // SAFETY: AVX2 and FMA; `av` holds `dv` values like `qi`.
             unsafe { attention_out(qi, av, r) };
