@@ -15,7 +15,7 @@ use dws_core::plan::Output;
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
 use dws_host::dataset::{self, Entry};
-use dws_host::fast::int8::Int8Engine;
+use dws_host::fast::int8::{Int8Engine, Int8Spares};
 use dws_host::fast::{FastModel, Isa};
 use dws_host::tensors::{self, Tensor, TensorMap};
 use dws_host::{convert, inspect, quantize, runner, weight_space};
@@ -26,6 +26,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 create_exception!(
     dws,
@@ -370,6 +371,8 @@ struct Model {
     params: usize,
     /// The batched f32 engine (packed once here); `None` for int8 models and on the GPU.
     fast: Option<FastModel>,
+    /// The int8 kernels (with their packed weights) kept between calls.
+    int8_spares: Arc<Int8Spares>,
     /// The model on the GPU (`device="cuda"`).
     gpu: Option<gpu::Gpu>,
 }
@@ -399,6 +402,7 @@ impl Model {
             device: if gpu.is_some() { "cuda" } else { "cpu" }.into(),
             gpu,
             fast,
+            int8_spares: Arc::default(),
             threads,
             path,
             dims: m.dims().to_vec(),
@@ -438,7 +442,9 @@ impl Model {
             (Some(g), _) => gpu::run(g, data, batch),
             (None, Some(f)) => f.run_batch(data, batch, threads),
             (None, None) => {
-                Int8Engine::new(self.core(), Isa::detect())?.run_batch(data, batch, threads)
+                let spares = Arc::clone(&self.int8_spares);
+                Int8Engine::with_spares(self.core(), Isa::detect(), spares)?
+                    .run_batch(data, batch, threads)
             }
         }
     }

@@ -19,7 +19,7 @@ use dws_core::plan::Reduction;
 use dws_core::quant::Requant;
 use dws_core::Model;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The int8 kernels of one worker thread.
 #[derive(Debug)]
@@ -163,26 +163,37 @@ impl Int8Kernels for HostInt8 {
     }
 }
 
+/// Kernels (with their packed weights) and scratch of finished workers, kept
+/// for the next call; one set per model. An [`Int8Engine`] owns one, or shares
+/// one given to [`Int8Engine::with_spares`] (the Python binding keeps one per
+/// model that way, so that every call does not pack the weights again).
+#[derive(Debug, Default)]
+pub struct Int8Spares(Mutex<Vec<(HostInt8, Vec<f32>)>>);
+
 /// An int8 model ready to run batches on the CPU with the host's kernels.
 #[derive(Debug)]
 pub struct Int8Engine<'m, 'a> {
     model: &'m Model<'a>,
     isa: Isa,
-    /// Kernels (with their packed weights) and scratch of finished workers,
-    /// for the next call.
-    spare: Mutex<Vec<(HostInt8, Vec<f32>)>>,
+    spare: Arc<Int8Spares>,
 }
 
 impl<'m, 'a> Int8Engine<'m, 'a> {
     /// `model` (int8) with the kernels of `isa` (portable if the CPU lacks it).
     pub fn new(model: &'m Model<'a>, isa: Isa) -> Result<Self> {
+        Self::with_spares(model, isa, Arc::default())
+    }
+
+    /// [`Int8Engine::new`], keeping the workers' kernels and scratch in
+    /// `spare` (which must only ever serve this model).
+    pub fn with_spares(model: &'m Model<'a>, isa: Isa, spare: Arc<Int8Spares>) -> Result<Self> {
         if model.precision() != Precision::Int8 {
             bail!("the int8 engine runs int8 models; this one is f32");
         }
         Ok(Int8Engine {
             model,
             isa: isa.supported(),
-            spare: Mutex::new(Vec::new()),
+            spare,
         })
     }
 
@@ -207,7 +218,7 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
         crate::runner::per_input(self.model, inputs, batch, threads, || {
             let mut w = Worker {
                 engine: self,
-                state: self.spare.lock().ok().and_then(|mut v| v.pop()),
+                state: self.spare.0.lock().ok().and_then(|mut v| v.pop()),
             };
             move |x: &[f32], y: &mut [f32]| w.run(x, y)
         })
@@ -232,7 +243,7 @@ impl Worker<'_, '_, '_> {
 
 impl Drop for Worker<'_, '_, '_> {
     fn drop(&mut self) {
-        if let (Some(state), Ok(mut spare)) = (self.state.take(), self.engine.spare.lock()) {
+        if let (Some(state), Ok(mut spare)) = (self.state.take(), self.engine.spare.0.lock()) {
             spare.push(state);
         }
     }
