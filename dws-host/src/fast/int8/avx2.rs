@@ -723,15 +723,10 @@ unsafe fn linear8(
     y: &mut [i8],
 ) {
     let r8 = requant8(r);
-    // sat8(v).max(lo) = clamp(v, max(lo, -127), 127).
-    let (lo, hi) = (
-        _mm256_set1_epi32((lo as i32).max(-127)),
-        _mm256_set1_epi32(127),
-    );
+    // sat8(v).max(lo) = sat8(max(v, lo)) for every int8 `lo`.
+    let lo = _mm256_set1_epi32(lo as i32);
     let epi = |row: usize, o: usize, group: usize, sums: __m256i| {
-        let v = _mm256_min_epi32(_mm256_max_epi32(apply8(r8, sums), lo), hi);
-        let v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let bytes: [i8; 16] = bytemuck::cast(_mm_packs_epi16(v16, v16));
+        let bytes = sat8x8(_mm256_max_epi32(apply8(r8, sums), lo));
         let at = row * fout + o;
         if group == 8 {
             // A fixed-size copy (one store), not a call to memmove.
@@ -806,7 +801,6 @@ impl Avx2Int8 {
         e.resize(8 * n, 0);
         av.resize(dv, 0);
         let score = requant8(r.score);
-        let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(MAX_T as i32));
         // Per vector of eight channels, the lane of each channel's head.
         let lane_of = head_lanes(W);
         let spread: [__m256i; 8] = core::array::from_fn(|g| {
@@ -850,10 +844,8 @@ impl Avx2Int8 {
                 for (sj, ej) in s.chunks_exact(8).zip(e.chunks_exact_mut(8)) {
                     // SAFETY: `sj` holds 8 values.
                     let z = unsafe { _mm256_loadu_si256(sj.as_ptr().cast()) };
-                    let d = _mm256_min_epu32(_mm256_sub_epi32(m, z), _mm256_set1_epi32(i32::MAX));
-                    let t = _mm256_min_epi32(_mm256_max_epi32(apply8(score, d), zero), top);
-                    // SAFETY: `t` is in `0..=MAX_T`, an index of the table.
-                    let ex = unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) };
+                    // SAFETY: `exp` is the exponential table.
+                    let ex = unsafe { exp8(m, z, score, exp) };
                     ej.copy_from_slice(&lanes(ex));
                     let (lo, hi) = (_mm256_castsi256_si128(ex), _mm256_extracti128_si256(ex, 1));
                     sum_lo = _mm256_add_epi64(sum_lo, _mm256_cvtepu32_epi64(lo));
@@ -867,22 +859,13 @@ impl Avx2Int8 {
                 let [s_lo, s_hi] = f(|x| x as f64);
                 let [inv_lo, inv_hi] = f(|x| 1.0 / x as f64);
                 let [half_lo, half_hi] = f(|x| (x / 2) as f64);
-                let one = _mm256_set1_pd(1.0);
-                let div = |ev: __m128i, s: __m256d, inv: __m256d, half: __m256d| {
-                    let num =
-                        _mm256_fmadd_pd(_mm256_cvtepi32_pd(ev), _mm256_set1_pd(32768.0), half);
-                    let q = _mm256_floor_pd(_mm256_mul_pd(num, inv));
-                    let rem = _mm256_fnmadd_pd(q, s, num);
-                    let q = _mm256_add_pd(q, _mm256_and_pd(_mm256_cmp_pd(rem, s, _CMP_GE_OQ), one));
-                    _mm256_cvttpd_epi32(q)
-                };
                 // The probabilities, in place of the scores.
                 for (ej, pj) in e.chunks_exact(8).zip(s.chunks_exact_mut(8)) {
                     // SAFETY: `ej` holds 8 values.
                     let ex = unsafe { _mm256_loadu_si256(ej.as_ptr().cast()) };
                     let p = _mm256_set_m128i(
-                        div(_mm256_extracti128_si256(ex, 1), s_hi, inv_hi, half_hi),
-                        div(_mm256_castsi256_si128(ex), s_lo, inv_lo, half_lo),
+                        div4(_mm256_extracti128_si256(ex, 1), s_hi, inv_hi, half_hi),
+                        div4(_mm256_castsi256_si128(ex), s_lo, inv_lo, half_lo),
                     );
                     pj.copy_from_slice(&lanes(p));
                 }
@@ -1124,17 +1107,13 @@ unsafe fn exponentials(
     let m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0b01_00_11_10));
     let m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0b10_11_00_01));
     let maxv = if n == 0 { _mm256_setzero_si256() } else { m };
-    let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(MAX_T as i32));
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut sum = _mm256_setzero_si256();
     for jb in (0..s.len()).step_by(8) {
         // SAFETY: `jb + 8 <= s.len() = e.len()`.
         let z = unsafe { _mm256_loadu_si256(s.as_ptr().add(jb).cast()) };
-        // max - z is in 0..2^32; as int32 it saturates at i32::MAX (an unsigned min).
-        let d = _mm256_min_epu32(_mm256_sub_epi32(maxv, z), _mm256_set1_epi32(i32::MAX));
-        let t = _mm256_min_epi32(_mm256_max_epi32(apply8(score, d), zero), top);
-        // SAFETY: `t` is in `0..=MAX_T`, an index of the table's `MAX_T + 1` entries.
-        let mut ex = unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) };
+        // SAFETY: `exp` holds `MAX_T + 1` values (this function's contract).
+        let mut ex = unsafe { exp8(maxv, z, score, exp) };
         if jb + 8 > n {
             let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - jb.min(n)) as i32), lane);
             ex = _mm256_and_si256(ex, valid);
@@ -1192,17 +1171,45 @@ unsafe fn probabilities_avx2(e: &[i32], sum: u64, p: &mut [i32]) {
     let s = _mm256_set1_pd(sum as f64);
     let inv = _mm256_set1_pd(1.0 / sum as f64);
     let half = _mm256_set1_pd((sum / 2) as f64);
-    let one = _mm256_set1_pd(1.0);
     for j in (0..e.len().min(p.len())).step_by(4) {
         // SAFETY: `j + 4 <= len` (a multiple of 4).
-        let ev = unsafe { _mm256_cvtepi32_pd(_mm_loadu_si128(e.as_ptr().add(j).cast())) };
-        let num = _mm256_fmadd_pd(ev, _mm256_set1_pd(32768.0), half);
-        let q = _mm256_floor_pd(_mm256_mul_pd(num, inv));
-        let rem = _mm256_fnmadd_pd(q, s, num);
-        let q = _mm256_add_pd(q, _mm256_and_pd(_mm256_cmp_pd(rem, s, _CMP_GE_OQ), one));
+        let ev = unsafe { _mm_loadu_si128(e.as_ptr().add(j).cast()) };
         // SAFETY: as above.
-        unsafe { _mm_storeu_si128(p.as_mut_ptr().add(j).cast(), _mm256_cvttpd_epi32(q)) };
+        unsafe { _mm_storeu_si128(p.as_mut_ptr().add(j).cast(), div4(ev, s, inv, half)) };
     }
+}
+
+/// The division of [`probabilities`] on four lanes, each with its own
+/// divisor: `floor((e * 2^15 + half) / s)` for `s` (below 2^52), `inv = 1 / s`
+/// and `half = floor(s / 2)` as f64.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn div4(e: __m128i, s: __m256d, inv: __m256d, half: __m256d) -> __m128i {
+    let num = _mm256_fmadd_pd(_mm256_cvtepi32_pd(e), _mm256_set1_pd(32768.0), half);
+    let q = _mm256_floor_pd(_mm256_mul_pd(num, inv));
+    let rem = _mm256_fnmadd_pd(q, s, num);
+    let one = _mm256_set1_pd(1.0);
+    _mm256_cvttpd_epi32(_mm256_add_pd(
+        q,
+        _mm256_and_pd(_mm256_cmp_pd(rem, s, _CMP_GE_OQ), one),
+    ))
+}
+
+/// The softmax's exponential of eight scores `z` against their maximum `m`:
+/// `max - z` (in 0..2^32) saturated at `i32::MAX` by an unsigned min, requantized
+/// to 1/256 units, clamped to `0..=MAX_T` as `softmax_q15` does, looked up in
+/// [`exp_table`].
+///
+/// # Safety
+/// AVX2 and FMA; `exp` holds `MAX_T + 1` values.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn exp8(m: __m256i, z: __m256i, score: Requant8, exp: &[i32]) -> __m256i {
+    let d = _mm256_min_epu32(_mm256_sub_epi32(m, z), _mm256_set1_epi32(i32::MAX));
+    let t = _mm256_max_epi32(apply8(score, d), _mm256_setzero_si256());
+    let t = _mm256_min_epi32(t, _mm256_set1_epi32(MAX_T as i32));
+    // SAFETY: `t` is in `0..=MAX_T`, an index of the table's `MAX_T + 1` entries.
+    unsafe { _mm256_i32gather_epi32(exp.as_ptr(), t, 4) }
 }
 
 #[cfg(test)]
