@@ -10,7 +10,8 @@
 //!   and the same thread count (rows split over threads), the median of several
 //!   timed runs; the model's GFLOP/s is reported as a fraction of it;
 //! * latency: one input on one thread, median (and 10th/90th percentiles) of
-//!   many calls.
+//!   many calls; with more threads, also one input on `threads` threads (the
+//!   int8 engine runs one input on two).
 
 use crate::fast::gemm::{gemm, Epi, PackedB};
 use crate::fast::int8::Int8Engine;
@@ -167,8 +168,10 @@ pub struct BenchReport {
     pub gflops: f64,
     /// GEMM peak GFLOP/s (median), if measured.
     pub peak_gflops: Option<f64>,
-    /// Single-input call times, if measured.
+    /// Single-input call times on one thread, if measured.
     pub latency: Option<Timing>,
+    /// Single-input call times on `threads` threads, if measured and `threads > 1`.
+    pub latency_threads: Option<Timing>,
 }
 
 impl BenchReport {
@@ -203,9 +206,12 @@ impl BenchReport {
                 100.0 * f
             );
         }
-        if let Some(l) = &self.latency {
+        let runs = [(&self.latency, 1), (&self.latency_threads, self.threads)];
+        for (l, threads) in runs {
+            let Some(l) = l else { continue };
+            let unit = if threads == 1 { "thread" } else { "threads" };
             s += &format!(
-                "latency:     {:.3} ms per input (batch 1, 1 thread: median of {} runs, p10 {:.3}, p90 {:.3})\n",
+                "latency:     {:.3} ms per input (batch 1, {threads} {unit}: median of {} runs, p10 {:.3}, p90 {:.3})\n",
                 l.median * 1e3,
                 l.runs,
                 l.p10 * 1e3,
@@ -229,6 +235,7 @@ impl BenchReport {
             "peak_gflops": self.peak_gflops,
             "peak_fraction": self.peak_fraction(),
             "latency": self.latency.as_ref().map(timing),
+            "latency_threads": self.latency_threads.as_ref().map(timing),
         })
     }
 }
@@ -288,16 +295,18 @@ pub fn bench(engine: &dyn Engine, macs: u64, cfg: &BenchConfig) -> Result<BenchR
     let peak_gflops = cfg
         .peak
         .then(|| gemm_peak(cfg.threads, cfg.seconds.min(2.0)));
-    let latency = if cfg.latency {
+    let latency_on = |threads: usize| -> Result<Timing> {
         let one = &inputs[..ilen];
         let mut y = vec![0f32; olen];
         let t = repeat(cfg.seconds.min(2.0), 20, 5, || {
-            engine.run(one, 1, 1, &mut y)
+            engine.run(one, 1, threads, &mut y)
         })?;
-        Some(Timing::of(t))
-    } else {
-        None
+        Ok(Timing::of(t))
     };
+    let latency = cfg.latency.then(|| latency_on(1)).transpose()?;
+    let latency_threads = (cfg.latency && cfg.threads > 1)
+        .then(|| latency_on(cfg.threads))
+        .transpose()?;
     Ok(BenchReport {
         engine: engine.name(),
         batch: cfg.batch,
@@ -308,6 +317,7 @@ pub fn bench(engine: &dyn Engine, macs: u64, cfg: &BenchConfig) -> Result<BenchR
         gflops,
         peak_gflops,
         latency,
+        latency_threads,
     })
 }
 

@@ -112,7 +112,8 @@ fn int8_core_and_host_match_the_golden_outputs_bit_for_bit() {
 fn int8_host_kernels_match_the_golden_outputs_bit_for_bit() {
     let fixtures = shared();
     for isa in [Isa::Avx2Fma, Isa::Portable] {
-        for threads in [1, 2] {
+        // 16 threads: two per input (a helper thread takes half of each join).
+        for threads in [1, 2, 16] {
             let r = run_int8_suite(&mut Int8HostBackend { threads, isa }, fixtures);
             r.assert_all_passed(fixtures.len());
         }

@@ -5,11 +5,14 @@ use super::kernels::{
 };
 use super::{is_cellwise, next_quant, Layout8, P8};
 use crate::kernels::block::{source_range, Dims};
-use crate::plan::{Axis, Block, DwsLayer, Head, Map, Op, Reduction, SetAxis, SetLayer};
+use crate::plan::{
+    Axis, Block, DwsLayer, Head, Linear, Map, Mlp, Op, Reduction, SetAxis, SetLayer,
+};
 use crate::quant::{sat8, BlockQ, MapQ, Quant, Requant, ResampleQ};
 use crate::shape::Shape;
 use crate::validate::block_dims;
 use crate::{Error, Ops};
+use core::ops::Range;
 
 /// The input of an int8 run.
 #[derive(Debug, Clone, Copy)]
@@ -49,11 +52,11 @@ pub(crate) fn run8(
     let (down, rest) = carve(rest, l8.down);
     let (up, rest) = carve(rest, l8.up);
     let (ystore, rest) = carve(rest, l8.ystore);
-    let (accrow, rest) = carve(rest, l8.accrow);
-    let tmp = &mut rest[..l8.tmp];
+    // The accumulator row and the temporaries, one region: what each part of a
+    // layer's work needs (`Int8Kernels::join`).
+    let work = &mut rest[..l8.accrow + l8.tmp];
     let (x0, a, b) = (as_i8(x0), as_i8(a), as_i8(b));
     let (down, up, ystore) = (as_i8(down), as_i8(up), as_i8(ystore));
-    let accrow: &mut [i32] = bytemuck::cast_slice_mut(accrow);
 
     let mut ops = ops;
     let mut norm = None;
@@ -80,8 +83,8 @@ pub(crate) fn run8(
                     down: &mut *down,
                     up: &mut *up,
                     ystore: &mut *ystore,
-                    accrow: &mut *accrow,
-                    tmp: &mut *tmp,
+                    work: &mut *work,
+                    accrow: l8.accrow,
                 };
                 layer(
                     k,
@@ -164,7 +167,7 @@ pub(crate) fn run8(
                     x,
                     feats,
                     output,
-                    tmp,
+                    &mut work[l8.accrow..],
                 );
                 return Ok(());
             }
@@ -223,23 +226,110 @@ struct Bufs<'s> {
     down: &'s mut [i8],
     up: &'s mut [i8],
     ystore: &'s mut [i8],
-    accrow: &'s mut [i32],
-    tmp: &'s mut [u8],
+    /// An accumulator row (the first `accrow` bytes) and the temporaries.
+    work: &'s mut [u8],
+    accrow: usize,
 }
 
 /// Where a block's output goes in a destination row.
 #[derive(Clone)]
 enum Contrib<'a> {
-    /// A stored map output.
+    /// A map output stored at `off` (`len` values) in the block output store.
     Stored {
+        /// The block's records.
+        at: Ops<'a>,
         place: SetAxis,
         unfold: Axis,
         m: usize,
+        /// Estimated time of its map ([`map_cost`]).
+        cost: usize,
+        /// Which part of phase 1 maps it (0 or 1).
+        part: usize,
         off: usize,
+        len: usize,
         contrib: Requant,
     },
     /// A cell-wise block, decoded again for every row from this position.
     Cells(Ops<'a>),
+}
+
+/// Estimated time of a stored block's map, in nanoseconds on one host core
+/// (fitted to the time of the paper default's blocks): a fixed part, the
+/// gathered rows, the multiply-accumulates and, in set attention, the scores
+/// and the value sums.
+fn map_cost(map: &Map, d: &Dims) -> usize {
+    let macs = |ls: &[&Linear]| -> usize {
+        ls.iter()
+            .map(|l| (l.fin as usize).saturating_mul(l.fout as usize))
+            .fold(0, usize::saturating_add)
+    };
+    let mlp = |m: &Mlp| {
+        m.layers
+            .iter()
+            .map(|l| macs(&[l]))
+            .fold(0, usize::saturating_add)
+    };
+    let (per_row, scores, dim) = match map {
+        Map::Mlp(m) => (mlp(m), 0, 0),
+        Map::Set(SetLayer::DeepSets { gamma, lambda, .. }) => {
+            (mlp(gamma).saturating_add(mlp(lambda)), 0, 0)
+        }
+        Map::Set(SetLayer::Attention {
+            heads,
+            fc_q,
+            fc_k,
+            fc_v,
+            fc_o,
+        }) => (
+            macs(&[fc_q, fc_k, fc_v, fc_o]),
+            *heads as usize,
+            fc_v.fout as usize,
+        ),
+    };
+    let n2 = d.n.saturating_mul(d.n);
+    (700 + 80 * d.n.min(1 << 24))
+        .saturating_add(d.n.saturating_mul(per_row) / 40)
+        .saturating_add(n2.saturating_mul(scores))
+        .saturating_add(n2.saturating_mul(dim) / 5)
+}
+
+/// Deals the stored blocks to the two parts of phase 1, the costliest first,
+/// each to the part with less work so far; sets their parts and offsets
+/// (each part's outputs contiguous, part 1's after part 0's) and returns the
+/// parts' sizes in the block output store.
+fn split_stored(cs: &mut [Contrib<'_>]) -> [usize; 2] {
+    let mut load = [0usize; 2];
+    let mut dealt: u64 = 0;
+    loop {
+        let next = cs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| dealt & 1 << i == 0)
+            .filter_map(|(i, c)| match c {
+                Contrib::Stored { cost, .. } => Some((i, *cost)),
+                Contrib::Cells(_) => None,
+            })
+            .max_by_key(|&(i, cost)| (cost, usize::MAX - i));
+        let Some((i, cost)) = next else { break };
+        dealt |= 1 << i;
+        let lighter = usize::from(load[1] < load[0]);
+        load[lighter] = load[lighter].saturating_add(cost);
+        if let Contrib::Stored { part, .. } = &mut cs[i] {
+            *part = lighter;
+        }
+    }
+    let mut size = [0usize; 2];
+    for p in 0..2 {
+        for c in cs.iter_mut() {
+            if let Contrib::Stored { part, off, len, .. } = c {
+                if *part == p {
+                    *off = size[0] + size[1];
+                    size[p] += len.next_multiple_of(4);
+                }
+            }
+        }
+    }
+    size
 }
 
 fn next_block<'a>(ops: &mut Ops<'a>) -> Result<(Block, BlockQ), Error> {
@@ -255,8 +345,8 @@ fn next_block<'a>(ops: &mut Ops<'a>) -> Result<(Block, BlockQ), Error> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn layer<'a>(
-    k: &mut impl Int8Kernels,
+fn layer<'a, K: Int8Kernels>(
+    k: &mut K,
     shape: &Shape,
     p: P8<'_>,
     l: &DwsLayer,
@@ -271,8 +361,8 @@ fn layer<'a>(
         down,
         up,
         ystore,
+        work,
         accrow,
-        tmp,
     } = bufs;
     let (fin, fout) = (l.fin as usize, l.fout as usize);
     let (d0, d1) = (shape.dim(0), shape.dim(1));
@@ -282,6 +372,7 @@ fn layer<'a>(
     };
     let inner = match resample {
         Some((r, q)) => {
+            let tmp = &mut work[accrow..];
             let ds = r.rows as usize;
             // The skip MLP on the original W_0, row by row, into the output W_0.
             for row in 0..d0 {
@@ -316,6 +407,7 @@ fn layer<'a>(
         }
         None => *shape,
     };
+    let down = &*down;
     let source = |t: usize| -> &[i8] {
         if resample.is_some() && t == 0 {
             &down[..inner.cells(0) * fin]
@@ -326,10 +418,9 @@ fn layer<'a>(
     };
     let mut remaining = l.blocks;
     while remaining > 0 {
-        // Phase 1: map outputs of this destination's blocks into the store.
+        // The blocks of one destination, and where their map outputs go.
         let mut contribs: heapless::Vec<Contrib<'a>, { super::MAX_GROUP }> = heapless::Vec::new();
         let mut j = None;
-        let mut off = 0;
         while remaining > 0 {
             let at = ops.clone();
             let (blk, bq) = next_block(ops)?;
@@ -343,35 +434,48 @@ fn layer<'a>(
                 Contrib::Cells(at)
             } else {
                 let d = block_dims(&blk, &inner, fin, fout)?;
-                let y = &mut ystore[off..off + d.n * d.kout];
-                map_block(
-                    k,
-                    &blk,
-                    &bq,
-                    p,
-                    l.reduction,
-                    source(blk.src as usize),
-                    &d,
-                    fin,
-                    y,
-                    tmp,
-                );
-                let c = Contrib::Stored {
+                Contrib::Stored {
+                    at,
                     place: blk.place,
                     unfold: blk.unfold,
                     m: d.kout / fout,
-                    off,
+                    cost: map_cost(&blk.map, &d),
+                    part: 0,
+                    off: 0,
+                    len: d.n * d.kout,
                     contrib: bq.contrib,
-                };
-                off += (d.n * d.kout).next_multiple_of(4);
-                c
+                }
             };
             contribs
                 .push(c)
                 .map_err(|_| Error::InvalidPlan("too many blocks for one destination"))?;
         }
         let Some(j) = j else { break };
-        // Phase 2: destination rows, one int32 accumulator row at a time.
+        let size = split_stored(&mut contribs);
+        let ctx = Ctx {
+            p,
+            reduction: l.reduction,
+            inner: &inner,
+            fin,
+            fout,
+            source: &source,
+        };
+        // Phase 1: the map outputs of the stored blocks, in two parts.
+        let (ya, yb) = ystore[..size[0] + size[1]].split_at_mut(size[0]);
+        if size[0] > 0 && size[1] > 0 {
+            let (ra, rb) = k.join(
+                work,
+                |k, w| map_blocks(k, &ctx, &contribs, 0, ya, w),
+                |k, w| map_blocks(k, &ctx, &contribs, 1, yb, w),
+            );
+            ra?;
+            rb?;
+        } else {
+            map_blocks(k, &ctx, &contribs, 0, ya, work)?;
+            map_blocks(k, &ctx, &contribs, 1, yb, work)?;
+        }
+        // Phase 2: destination rows, one int32 accumulator row at a time, in
+        // two halves.
         let (rows, cols) = inner.grid(j);
         let out_j: &mut [i8] = if resample.is_some() && j == 0 {
             &mut up[..inner.cells(0) * fout]
@@ -379,63 +483,22 @@ fn layer<'a>(
             let at = shape.offset(j, fout);
             &mut dst[at..at + shape.cells(j) * fout]
         };
-        let acc = &mut accrow[..cols * fout];
-        for r in 0..rows {
-            acc.fill(0);
-            for c in &contribs {
-                match c {
-                    Contrib::Stored {
-                        place,
-                        unfold,
-                        m,
-                        off,
-                        contrib,
-                    } => {
-                        // Row q of the store is `i(q) m + u(q)`: linear in q.
-                        let i0 = match place {
-                            SetAxis::None | SetAxis::Cols => 0,
-                            SetAxis::Rows => r,
-                            SetAxis::Cells => r * cols,
-                        };
-                        let u0 = if *unfold == Axis::Rows { r } else { 0 };
-                        let along = |hit: bool, by: usize| if hit { by } else { 0 };
-                        let step = along(matches!(place, SetAxis::Cols | SetAxis::Cells), *m)
-                            + along(*unfold == Axis::Cols, 1);
-                        if cols > 0 {
-                            let at = off + (i0 * m + u0) * fout;
-                            let y = &ystore[at..at + ((cols - 1) * step + 1) * fout];
-                            k.add_requant(acc, y, fout, step * fout, *contrib);
-                        }
-                    }
-                    Contrib::Cells(at) => {
-                        let (blk, bq) = next_block(&mut at.clone())?;
-                        let Map::Mlp(m) = &blk.map else { continue };
-                        let MapQ::Mlp(mq) = &bq.map else { continue };
-                        let s = source(blk.src as usize);
-                        let (x, rest) = tmp.split_at_mut((cols * fin).next_multiple_of(4));
-                        let x = &mut as_i8(x)[..cols * fin];
-                        k.requant_i8(&s[r * cols * fin..(r + 1) * cols * fin], bq.x, x);
-                        let (y, rest) = rest.split_at_mut((cols * fout).next_multiple_of(4));
-                        let y = &mut as_i8(y)[..cols * fout];
-                        mlp8(
-                            k,
-                            m,
-                            mq,
-                            p,
-                            x,
-                            cols,
-                            y,
-                            as_i8(&mut rest[..mlp8_tmp_len(m, cols)]),
-                        );
-                        k.add_requant(acc, y, fout, fout, bq.contrib);
-                    }
-                }
-            }
-            k.requant(
-                acc,
-                out[j],
-                &mut out_j[r * cols * fout..(r + 1) * cols * fout],
+        let ystore = &*ystore;
+        let run = |k: &mut K, rs: Range<usize>, out_rows: &mut [i8], w: &mut [u8]| {
+            dst_rows(k, &ctx, &contribs, ystore, out[j], (rs, cols), out_rows, w)
+        };
+        let h = rows / 2;
+        if h > 0 {
+            let (lo, hi) = out_j.split_at_mut(h * cols * fout);
+            let (ra, rb) = k.join(
+                work,
+                |k, w| run(k, 0..h, lo, w),
+                |k, w| run(k, h..rows, hi, w),
             );
+            ra?;
+            rb?;
+        } else {
+            run(k, 0..rows, out_j, work)?;
         }
     }
     if let Some((r, q)) = resample {
@@ -452,9 +515,140 @@ fn layer<'a>(
             d1,
             fout,
             w0,
-            tmp,
+            &mut work[accrow..],
             Some((q.out_up, q.out_skip)),
         );
+    }
+    Ok(())
+}
+
+/// What the parts of a layer's work share.
+struct Ctx<'c, S> {
+    p: P8<'c>,
+    reduction: Reduction,
+    /// The grid the blocks see (`W_0` down-sampled where the layer resamples).
+    inner: &'c Shape,
+    fin: usize,
+    fout: usize,
+    /// The input rows of tensor `t`.
+    source: &'c S,
+}
+
+/// Maps the stored blocks of part `part` of `cs` into `y`, the part of the
+/// block output store where that part starts.
+fn map_blocks<'s, S: Fn(usize) -> &'s [i8]>(
+    k: &mut impl Int8Kernels,
+    ctx: &Ctx<'_, S>,
+    cs: &[Contrib<'_>],
+    part: usize,
+    y: &mut [i8],
+    tmp: &mut [u8],
+) -> Result<(), Error> {
+    let mut base = None;
+    for c in cs {
+        let Contrib::Stored {
+            at,
+            part: p,
+            off,
+            len,
+            ..
+        } = c
+        else {
+            continue;
+        };
+        if *p != part {
+            continue;
+        }
+        let base = *base.get_or_insert(*off);
+        let (blk, bq) = next_block(&mut at.clone())?;
+        let d = block_dims(&blk, ctx.inner, ctx.fin, ctx.fout)?;
+        map_block(
+            k,
+            &blk,
+            &bq,
+            ctx.p,
+            ctx.reduction,
+            (ctx.source)(blk.src as usize),
+            &d,
+            ctx.fin,
+            &mut y[off - base..off - base + len],
+            tmp,
+        );
+    }
+    Ok(())
+}
+
+/// Destination rows `rows.0` of a grid with `rows.1` columns into `out_rows`:
+/// per row, the stored block outputs and the cell-wise blocks summed in an
+/// int32 row (the first bytes of `work`; the temporaries after it), then
+/// requantized with `r_out`.
+#[allow(clippy::too_many_arguments)]
+fn dst_rows<'s, S: Fn(usize) -> &'s [i8]>(
+    k: &mut impl Int8Kernels,
+    ctx: &Ctx<'_, S>,
+    contribs: &[Contrib<'_>],
+    ystore: &[i8],
+    r_out: Requant,
+    (rows, cols): (Range<usize>, usize),
+    out_rows: &mut [i8],
+    work: &mut [u8],
+) -> Result<(), Error> {
+    let (fin, fout) = (ctx.fin, ctx.fout);
+    let (acc, tmp) = work.split_at_mut(cols * fout * 4);
+    let acc: &mut [i32] = bytemuck::cast_slice_mut(acc);
+    for (r, out_row) in rows.zip(out_rows.chunks_exact_mut(cols * fout)) {
+        acc.fill(0);
+        for c in contribs {
+            match c {
+                Contrib::Stored {
+                    place,
+                    unfold,
+                    m,
+                    off,
+                    contrib,
+                    ..
+                } => {
+                    // Row q of the store is `i(q) m + u(q)`: linear in q.
+                    let i0 = match place {
+                        SetAxis::None | SetAxis::Cols => 0,
+                        SetAxis::Rows => r,
+                        SetAxis::Cells => r * cols,
+                    };
+                    let u0 = if *unfold == Axis::Rows { r } else { 0 };
+                    let along = |hit: bool, by: usize| if hit { by } else { 0 };
+                    let step = along(matches!(place, SetAxis::Cols | SetAxis::Cells), *m)
+                        + along(*unfold == Axis::Cols, 1);
+                    if cols > 0 {
+                        let at = off + (i0 * m + u0) * fout;
+                        let y = &ystore[at..at + ((cols - 1) * step + 1) * fout];
+                        k.add_requant(acc, y, fout, step * fout, *contrib);
+                    }
+                }
+                Contrib::Cells(at) => {
+                    let (blk, bq) = next_block(&mut at.clone())?;
+                    let Map::Mlp(m) = &blk.map else { continue };
+                    let MapQ::Mlp(mq) = &bq.map else { continue };
+                    let s = (ctx.source)(blk.src as usize);
+                    let (x, rest) = tmp.split_at_mut((cols * fin).next_multiple_of(4));
+                    let x = &mut as_i8(x)[..cols * fin];
+                    k.requant_i8(&s[r * cols * fin..(r + 1) * cols * fin], bq.x, x);
+                    let (y, rest) = rest.split_at_mut((cols * fout).next_multiple_of(4));
+                    let y = &mut as_i8(y)[..cols * fout];
+                    mlp8(
+                        k,
+                        m,
+                        mq,
+                        ctx.p,
+                        x,
+                        cols,
+                        y,
+                        as_i8(&mut rest[..mlp8_tmp_len(m, cols)]),
+                    );
+                    k.add_requant(acc, y, fout, fout, bq.contrib);
+                }
+            }
+        }
+        k.requant(acc, r_out, out_row);
     }
     Ok(())
 }

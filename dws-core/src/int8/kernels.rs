@@ -195,6 +195,24 @@ pub trait Int8Kernels {
             *o = sat8(r.apply(v));
         }
     }
+
+    /// Runs two independent parts of the executor's work, `a` and `b`, and
+    /// returns their results. Each part gets kernels of this kind and
+    /// `scratch.len()` bytes of scratch (4-aligned); the parts write disjoint
+    /// memory, so they may run at the same time, on another instance and
+    /// another scratch. The definition runs `a`, then `b`, on `self` and
+    /// `scratch`.
+    fn join<A, B, RA, RB>(&mut self, scratch: &mut [u8], a: A, b: B) -> (RA, RB)
+    where
+        Self: Sized,
+        A: FnOnce(&mut Self, &mut [u8]) -> RA + Send,
+        B: FnOnce(&mut Self, &mut [u8]) -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        let ra = a(self, scratch);
+        (ra, b(self, scratch))
+    }
 }
 
 /// The requantizations of [`Int8Kernels::attention`].

@@ -259,7 +259,7 @@ unsafe fn fc_o_residual(
     r_fc: Requant,
     y: &mut [i8],
 ) {
-    let (ro8, rfc8) = (requant8(r_o), requant8(r_fc));
+    let (ro8, rfc8) = (small_requant8(r_o), requant8(r_fc));
     let epi = |row: usize, o: usize, group: usize, sums: __m256i| {
         let at = row * dim + o;
         let mut res = [0i8; 8];
@@ -272,7 +272,7 @@ unsafe fn fc_o_residual(
         // SAFETY: `res` holds the 8 bytes read.
         let res = _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(res.as_ptr().cast()) });
         let fc = _mm256_max_epi32(sums, _mm256_setzero_si256());
-        let v = sat8x8(add_sat(apply8(ro8, res), apply8(rfc8, fc)));
+        let v = sat8x8(add_sat(apply8_small(ro8, res), apply8(rfc8, fc)));
         if group == 8 {
             y[at..at + 8].copy_from_slice(&v);
         } else {
@@ -375,12 +375,12 @@ unsafe fn requant(acc: &[i32], r: Requant, out: &mut [i8]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn requant_i8(x: &[i8], r: Requant, out: &mut [i8]) {
     let n = x.len().min(out.len());
-    let r8 = requant8(r);
+    let r8 = small_requant8(r);
     let mut i = 0;
     while i + 8 <= n {
         // SAFETY: `i + 8 <= n <= x.len()`.
         let v = _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(x.as_ptr().add(i).cast()) });
-        out[i..i + 8].copy_from_slice(&sat8x8(apply8(r8, v)));
+        out[i..i + 8].copy_from_slice(&sat8x8(apply8_small(r8, v)));
         i += 8;
     }
     for (o, v) in out[i..n].iter_mut().zip(&x[i..n]) {
@@ -403,7 +403,7 @@ unsafe fn pool(
     out: &mut [i8],
 ) {
     let f = out.len();
-    let r8 = requant8(r);
+    let (r8, small) = (requant8(r), small_requant8(r));
     let max = red == Reduction::Max;
     let mut c = 0;
     if max && !rows.is_empty() && !cs.is_empty() {
@@ -422,7 +422,7 @@ unsafe fn pool(
             let bytes: [[u8; 8]; 4] = bytemuck::cast(v);
             for (k, b) in bytes.iter().enumerate() {
                 let w = _mm256_cvtepi8_epi32(_mm_set1_epi64x(i64::from_le_bytes(*b)));
-                out[c + 8 * k..c + 8 * k + 8].copy_from_slice(&sat8x8(apply8(r8, w)));
+                out[c + 8 * k..c + 8 * k + 8].copy_from_slice(&sat8x8(apply8_small(small, w)));
             }
             c += 32;
         }
@@ -496,6 +496,52 @@ fn apply8(r: Requant8, x: __m256i) -> __m256i {
         let cnt = _mm_cvtsi32_si128(r.shift);
         let (e, o) = (clamp_i32(sra64(even, cnt)), clamp_i32(sra64(odd, cnt)));
         _mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0b1010_1010)
+    }
+}
+
+/// [`Requant`] for [`apply8_small`].
+#[derive(Clone, Copy)]
+enum SmallRequant8 {
+    /// `m = mh 2^16 + ml` (`ml` in `0..2^16`), `round = 2^(shift - 17)`,
+    /// `cnt = shift - 16`.
+    Split {
+        mh: __m256i,
+        ml: __m256i,
+        round: __m256i,
+        cnt: __m128i,
+    },
+    /// Shifts outside `17..=46`.
+    Wide(Requant8),
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn small_requant8(r: Requant) -> SmallRequant8 {
+    if (17..=46).contains(&r.shift) {
+        SmallRequant8::Split {
+            mh: _mm256_set1_epi32(r.m >> 16),
+            ml: _mm256_set1_epi32(r.m & 0xffff),
+            round: _mm256_set1_epi32(1 << (r.shift - 17)),
+            cnt: _mm_cvtsi32_si128(r.shift as i32 - 16),
+        }
+    } else {
+        SmallRequant8::Wide(requant8(r))
+    }
+}
+
+/// [`Requant::apply`] on eight lanes below 2^15 in magnitude (int8 values),
+/// in 32-bit arithmetic: with `c = floor(x ml / 2^16)`,
+/// `x m + 2^(s-1) = (x mh + c + 2^(s-17)) 2^16 + (x ml mod 2^16)`, so
+/// `apply(x) = (x mh + c + 2^(s-17)) >> (s - 16)` exactly. Each term is below
+/// 2^30 in magnitude, and so is the result (no saturation).
+#[target_feature(enable = "avx2,fma")]
+fn apply8_small(r: SmallRequant8, x: __m256i) -> __m256i {
+    match r {
+        SmallRequant8::Split { mh, ml, round, cnt } => {
+            let c = _mm256_srai_epi32(_mm256_mullo_epi32(x, ml), 16);
+            let sum = _mm256_add_epi32(_mm256_mullo_epi32(x, mh), c);
+            _mm256_sra_epi32(_mm256_add_epi32(sum, round), cnt)
+        }
+        SmallRequant8::Wide(r) => apply8(r, x),
     }
 }
 
@@ -746,14 +792,17 @@ unsafe fn linear8(
 #[target_feature(enable = "avx2,fma")]
 unsafe fn add_requant(acc: &mut [i32], y: &[i8], r: Requant) {
     let n = acc.len().min(y.len());
-    let r8 = requant8(r);
+    let r8 = small_requant8(r);
     let mut i = 0;
     while i + 8 <= n {
         // SAFETY: `i + 8 <= n`, within both slices.
         unsafe {
             let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(y.as_ptr().add(i).cast()));
             let p = acc.as_mut_ptr().add(i).cast::<__m256i>();
-            _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), apply8(r8, x)));
+            _mm256_storeu_si256(
+                p,
+                _mm256_add_epi32(_mm256_loadu_si256(p), apply8_small(r8, x)),
+            );
         }
         i += 8;
     }
@@ -1036,7 +1085,7 @@ fn head_lanes(w: usize) -> [i32; 8] {
 #[inline]
 unsafe fn attention_out(q: &mut [i8], a: &[i32], r: AttentionQ) {
     let n = q.len().min(a.len());
-    let (o_q, o_av) = (requant8(r.o_q), requant8(r.o_av));
+    let (o_q, o_av) = (small_requant8(r.o_q), requant8(r.o_av));
     let mut c = 0;
     while c + 8 <= n {
         // SAFETY: `c + 8 <= n`, within both slices.
@@ -1046,7 +1095,7 @@ unsafe fn attention_out(q: &mut [i8], a: &[i32], r: AttentionQ) {
                 _mm256_loadu_si256(a.as_ptr().add(c).cast()),
             )
         };
-        let bytes = sat8x8(add_sat(apply8(o_q, qv), apply8(o_av, av)));
+        let bytes = sat8x8(add_sat(apply8_small(o_q, qv), apply8(o_av, av)));
         q[c..c + 8].copy_from_slice(&bytes);
         c += 8;
     }
@@ -1258,6 +1307,52 @@ mod tests {
             // SAFETY: as above.
             unsafe { probabilities_avx2(&e, sum, &mut p) };
             assert_eq!(p, [q as i32; 4], "e {} sum {sum}", e[0]);
+        }
+    }
+
+    /// `apply8_small` against `Requant::apply` for every int8 value (and
+    /// values up to 2^15 in magnitude), every shift and extreme multipliers.
+    #[test]
+    fn small_requantization_is_exact() {
+        if !avx2_fma_available() {
+            return;
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut ms = vec![
+            0,
+            1,
+            -1,
+            0xffff,
+            0x10000,
+            1 << 30,
+            i32::MAX,
+            i32::MIN,
+            -(1 << 30),
+        ];
+        ms.extend((0..40).map(|_| next() as i32));
+        let mut xs: Vec<i32> = (-128..=127).collect();
+        xs.extend([-(1 << 15) + 1, (1 << 15) - 1, 1000, -1000, 32767, -32767]);
+        for shift in 1..=62u8 {
+            for &m in &ms {
+                let r = Requant { m, shift };
+                // SAFETY: AVX2 and FMA (checked above).
+                let small = unsafe { small_requant8(r) };
+                for v in xs.chunks(8) {
+                    let mut lanes8 = [0i32; 8];
+                    lanes8[..v.len()].copy_from_slice(v);
+                    // SAFETY: as above.
+                    let got = lanes(unsafe { apply8_small(small, bytemuck::cast(lanes8)) });
+                    for (g, &v) in got.iter().zip(&lanes8) {
+                        assert_eq!(*g, r.apply(v), "x {v} m {m} shift {shift}");
+                    }
+                }
+            }
         }
     }
 }

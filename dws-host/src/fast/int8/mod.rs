@@ -9,6 +9,7 @@
 //! each kernel on random and extreme values); the batch is split over threads.
 
 pub mod avx2;
+mod helper;
 
 use super::Isa;
 use anyhow::{bail, Result};
@@ -18,12 +19,22 @@ use dws_core::int8::kernels::{AttentionQ, Int8Kernels, Portable};
 use dws_core::plan::Reduction;
 use dws_core::quant::Requant;
 use dws_core::Model;
+use helper::Helper;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// The int8 kernels of one worker thread.
+/// The int8 kernels of one worker thread, and the helper thread that runs
+/// half of each of its joins, if it has one.
 #[derive(Debug)]
-pub enum HostInt8 {
+pub struct HostInt8 {
+    kernels: Kernels,
+    helper: Option<Arc<Helper>>,
+}
+
+/// The instruction set's kernels.
+#[derive(Debug)]
+enum Kernels {
     /// The core's own.
     Portable,
     /// AVX2 (only constructed on a CPU that has it).
@@ -33,17 +44,21 @@ pub enum HostInt8 {
 impl HostInt8 {
     /// The kernels for `isa`, or the portable ones if this CPU lacks it.
     pub fn new(isa: Isa) -> Self {
-        match (isa, Avx2Int8::new()) {
-            (Isa::Avx2Fma, Some(k)) => HostInt8::Avx2(Box::new(k)),
-            _ => HostInt8::Portable,
+        let kernels = match (isa, Avx2Int8::new()) {
+            (Isa::Avx2Fma, Some(k)) => Kernels::Avx2(Box::new(k)),
+            _ => Kernels::Portable,
+        };
+        HostInt8 {
+            kernels,
+            helper: None,
         }
     }
 
     /// The instruction set in use.
     pub fn isa(&self) -> Isa {
-        match self {
-            HostInt8::Portable => Isa::Portable,
-            HostInt8::Avx2(_) => Isa::Avx2Fma,
+        match self.kernels {
+            Kernels::Portable => Isa::Portable,
+            Kernels::Avx2(_) => Isa::Avx2Fma,
         }
     }
 }
@@ -59,9 +74,9 @@ impl Int8Kernels for HostInt8 {
         rows: usize,
         out: impl FnMut(usize, usize, i32),
     ) {
-        match self {
-            HostInt8::Portable => Portable.linear(w, b, fin, fout, x, rows, out),
-            HostInt8::Avx2(k) => k.linear(w, b, fin, fout, x, rows, out),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.linear(w, b, fin, fout, x, rows, out),
+            Kernels::Avx2(k) => k.linear(w, b, fin, fout, x, rows, out),
         }
     }
 
@@ -77,9 +92,9 @@ impl Int8Kernels for HostInt8 {
         lo: i8,
         y: &mut [i8],
     ) {
-        match self {
-            HostInt8::Portable => Portable.linear8(w, b, fin, fout, x, rows, r, lo, y),
-            HostInt8::Avx2(k) => k.linear8(w, b, fin, fout, x, rows, r, lo, y),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.linear8(w, b, fin, fout, x, rows, r, lo, y),
+            Kernels::Avx2(k) => k.linear8(w, b, fin, fout, x, rows, r, lo, y),
         }
     }
 
@@ -94,16 +109,16 @@ impl Int8Kernels for HostInt8 {
         r_fc: Requant,
         y: &mut [i8],
     ) {
-        match self {
-            HostInt8::Portable => Portable.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y),
-            HostInt8::Avx2(k) => k.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y),
+            Kernels::Avx2(k) => k.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y),
         }
     }
 
     fn affine(&mut self, x: &mut [i8], mult: &[i32], off: &[i32], shift: u8) {
-        match self {
-            HostInt8::Portable => Portable.affine(x, mult, off, shift),
-            HostInt8::Avx2(k) => k.affine(x, mult, off, shift),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.affine(x, mult, off, shift),
+            Kernels::Avx2(k) => k.affine(x, mult, off, shift),
         }
     }
 
@@ -119,30 +134,30 @@ impl Int8Kernels for HostInt8 {
         e: &mut [u32],
         av: &mut [i32],
     ) {
-        match self {
-            HostInt8::Portable => Portable.attention(qm, km, vm, dv, heads, r, scores, e, av),
-            HostInt8::Avx2(k) => k.attention(qm, km, vm, dv, heads, r, scores, e, av),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.attention(qm, km, vm, dv, heads, r, scores, e, av),
+            Kernels::Avx2(k) => k.attention(qm, km, vm, dv, heads, r, scores, e, av),
         }
     }
 
     fn add_requant(&mut self, acc: &mut [i32], y: &[i8], width: usize, step: usize, r: Requant) {
-        match self {
-            HostInt8::Portable => Portable.add_requant(acc, y, width, step, r),
-            HostInt8::Avx2(k) => k.add_requant(acc, y, width, step, r),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.add_requant(acc, y, width, step, r),
+            Kernels::Avx2(k) => k.add_requant(acc, y, width, step, r),
         }
     }
 
     fn requant(&mut self, acc: &[i32], r: Requant, out: &mut [i8]) {
-        match self {
-            HostInt8::Portable => Portable.requant(acc, r, out),
-            HostInt8::Avx2(k) => k.requant(acc, r, out),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.requant(acc, r, out),
+            Kernels::Avx2(k) => k.requant(acc, r, out),
         }
     }
 
     fn requant_i8(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
-        match self {
-            HostInt8::Portable => Portable.requant_i8(x, r, out),
-            HostInt8::Avx2(k) => k.requant_i8(x, r, out),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.requant_i8(x, r, out),
+            Kernels::Avx2(k) => k.requant_i8(x, r, out),
         }
     }
 
@@ -156,19 +171,64 @@ impl Int8Kernels for HostInt8 {
         r: Requant,
         out: &mut [i8],
     ) {
-        match self {
-            HostInt8::Portable => Portable.pool(red, src, cols, rows, cs, r, out),
-            HostInt8::Avx2(k) => k.pool(red, src, cols, rows, cs, r, out),
+        match &mut self.kernels {
+            Kernels::Portable => Portable.pool(red, src, cols, rows, cs, r, out),
+            Kernels::Avx2(k) => k.pool(red, src, cols, rows, cs, r, out),
+        }
+    }
+    fn join<A, B, RA, RB>(&mut self, scratch: &mut [u8], a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce(&mut Self, &mut [u8]) -> RA + Send,
+        B: FnOnce(&mut Self, &mut [u8]) -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        // Without the helper for the time of the join: the parts run one
+        // after the other if they join again.
+        let Some(helper) = self.helper.take() else {
+            let ra = a(self, scratch);
+            return (ra, b(self, scratch));
+        };
+        let mut rb = None;
+        let ra = catch_unwind(AssertUnwindSafe(|| {
+            helper.run(
+                scratch.len(),
+                |k, s| rb = Some(b(k, s)),
+                || a(self, scratch),
+            )
+        }));
+        self.helper = Some(helper);
+        match (ra, rb) {
+            (Ok(ra), Some(rb)) => (ra, rb),
+            (Err(p), _) => resume_unwind(p),
+            (Ok(_), None) => unreachable!("the helper ran the second part"),
         }
     }
 }
 
-/// Kernels (with their packed weights) and scratch of finished workers, kept
-/// for the next call; one set per model. An [`Int8Engine`] owns one, or shares
-/// one given to [`Int8Engine::with_spares`] (the Python binding keeps one per
-/// model that way, so that every call does not pack the weights again).
+/// Kernels (with their packed weights) and scratch of finished workers, and
+/// idle helper threads (each with its own kernels), kept for the next call;
+/// one set per model. An [`Int8Engine`] owns one, or shares one given to
+/// [`Int8Engine::with_spares`] (the Python binding keeps one per model that
+/// way, so that every call does not pack the weights again). The helper
+/// threads end when the spares are dropped.
 #[derive(Debug, Default)]
-pub struct Int8Spares(Mutex<Vec<(HostInt8, Vec<f32>)>>);
+pub struct Int8Spares {
+    kernels: Mutex<Vec<(HostInt8, Vec<f32>)>>,
+    helpers: Mutex<Vec<Arc<Helper>>>,
+}
+
+impl Drop for Int8Spares {
+    fn drop(&mut self) {
+        let helpers = self
+            .helpers
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for h in helpers.drain(..) {
+            h.quit();
+        }
+    }
+}
 
 /// An int8 model ready to run batches on the CPU with the host's kernels.
 #[derive(Debug)]
@@ -213,15 +273,57 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
     }
 
     /// Runs `batch` inputs (`[batch, input_len]`) on `threads` threads and
-    /// returns `[batch, output_len]`.
+    /// returns `[batch, output_len]`. Where there are at least two threads
+    /// (and cores) per input, each input runs on two: half of each of the
+    /// executor's joins runs on a helper thread.
     pub fn run_batch(&self, inputs: &[f32], batch: usize, threads: usize) -> Result<Vec<f32>> {
-        crate::runner::per_input(self.model, inputs, batch, threads, || {
-            let mut w = Worker {
-                engine: self,
-                state: self.spare.0.lock().ok().and_then(|mut v| v.pop()),
-            };
-            move |x: &[f32], y: &mut [f32]| w.run(x, y)
-        })
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if batch == 0 || 2 * batch > threads.min(cores) {
+            return crate::runner::per_input(self.model, inputs, batch, threads, || {
+                self.worker(None)
+            });
+        }
+        let helpers: Vec<Arc<Helper>> = (0..batch).map_while(|_| self.helper()).collect();
+        let free = Mutex::new(helpers.clone());
+        let out = crate::runner::per_input(self.model, inputs, batch, batch, || {
+            self.worker(free.lock().ok().and_then(|mut v| v.pop()))
+        });
+        if let Ok(mut idle) = self.spare.helpers.lock() {
+            idle.extend(helpers);
+        }
+        out
+    }
+
+    /// An idle helper thread, or a new one (`None` if none can be started).
+    fn helper(&self) -> Option<Arc<Helper>> {
+        let idle = self.spare.helpers.lock().ok().and_then(|mut v| v.pop());
+        idle.or_else(|| Helper::spawn(self.isa))
+    }
+
+    /// A worker's run function, with kernels from the spares.
+    fn worker(
+        &self,
+        helper: Option<Arc<Helper>>,
+    ) -> impl FnMut(&[f32], &mut [f32]) -> Result<(), dws_core::Error> + '_ {
+        let mut w = Worker {
+            engine: self,
+            state: self.spare(),
+            helper,
+        };
+        move |x: &[f32], y: &mut [f32]| w.run(x, y)
+    }
+
+    /// Kernels and scratch from the spares, if there are any.
+    fn spare(&self) -> Option<(HostInt8, Vec<f32>)> {
+        self.spare.kernels.lock().ok().and_then(|mut v| v.pop())
+    }
+
+    /// Back to the spares.
+    fn keep(&self, mut state: (HostInt8, Vec<f32>)) {
+        state.0.helper = None;
+        if let Ok(mut spare) = self.spare.kernels.lock() {
+            spare.push(state);
+        }
     }
 }
 
@@ -229,6 +331,7 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
 struct Worker<'e, 'm, 'a> {
     engine: &'e Int8Engine<'m, 'a>,
     state: Option<(HostInt8, Vec<f32>)>,
+    helper: Option<Arc<Helper>>,
 }
 
 impl Worker<'_, '_, '_> {
@@ -237,14 +340,18 @@ impl Worker<'_, '_, '_> {
         let (k, scratch) = self
             .state
             .get_or_insert_with(|| (HostInt8::new(self.engine.isa), vec![0f32; m.scratch_len()]));
+        if scratch.len() < m.scratch_len() {
+            scratch.resize(m.scratch_len(), 0.0);
+        }
+        k.helper.clone_from(&self.helper);
         m.run_int8_with(k, x, scratch, y).map(drop)
     }
 }
 
 impl Drop for Worker<'_, '_, '_> {
     fn drop(&mut self) {
-        if let (Some(state), Ok(mut spare)) = (self.state.take(), self.engine.spare.0.lock()) {
-            spare.push(state);
+        if let Some(state) = self.state.take() {
+            self.engine.keep(state);
         }
     }
 }
