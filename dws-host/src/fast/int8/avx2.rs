@@ -605,8 +605,8 @@ unsafe fn linear_groups(
     rows: usize,
     mut epi: impl FnMut(usize, usize, usize, __m256i),
 ) {
-    let (kp, n16) = (fin.div_ceil(2), fout.next_multiple_of(16));
-    let LinearScratch { xs, packed } = scratch;
+    let (kp, kq, n16) = (fin.div_ceil(2), fin.div_ceil(4), fout.next_multiple_of(16));
+    let LinearScratch { xs, xb, packed } = scratch;
     let w = &w[..fout * fin];
     // The packed weights of the last call with these weights, or packed now.
     let key = (w.as_ptr() as usize, fin, fout);
@@ -615,27 +615,46 @@ unsafe fn linear_groups(
         packed.clear();
     }
     let entry = packed.entry(key).or_default();
-    if entry.0 != w {
-        entry.0 = w.to_vec();
-        entry.1 = vec![0; kp * n16 * 2];
+    if entry.copy != w {
+        entry.copy = w.to_vec();
+        entry.pairs = vec![0; kp * n16 * 2];
+        entry.quads = vec![0; kq * n16 * 4];
         for (o, wo) in w.chunks_exact(fin.max(1)).enumerate() {
             for (k, &v) in wo.iter().enumerate() {
-                entry.1[((k / 2) * n16 + o) * 2 + k % 2] = v as i16;
+                entry.pairs[((k / 2) * n16 + o) * 2 + k % 2] = v as i16;
+                entry.quads[((k / 4) * n16 + o) * 4 + k % 4] = v;
             }
         }
     }
-    let wide = &entry.1;
+    // Rows of non-negative values (after a ReLU: most inputs) take the
+    // unsigned-by-signed byte products, whose pair sums stay within int16
+    // (|2 x 127 x 128| < 2^15), so they are exact.
+    let x = &x[..rows * fin];
+    let unsigned = x.iter().fold(0, |any, &v| any | v as u8) < 0x80;
     let k2 = 2 * kp;
-    xs.clear();
-    xs.resize(rows * k2, 0);
-    for (xr, xw) in x
-        .chunks_exact(fin.max(1))
-        .zip(xs.chunks_exact_mut(k2.max(1)))
-        .take(rows)
-    {
-        // SAFETY: AVX2 (this function's contract).
-        unsafe { widen(&xr[..fin], xw) };
+    let k4 = 4 * kq;
+    if unsigned {
+        xb.clear();
+        xb.resize(rows * k4, 0);
+        for (xr, xw) in x
+            .chunks_exact(fin.max(1))
+            .zip(xb.chunks_exact_mut(k4.max(1)))
+        {
+            xw[..fin].copy_from_slice(bytemuck::cast_slice(xr));
+        }
+    } else {
+        xs.clear();
+        xs.resize(rows * k2, 0);
+        for (xr, xw) in x
+            .chunks_exact(fin.max(1))
+            .zip(xs.chunks_exact_mut(k2.max(1)))
+            .take(rows)
+        {
+            // SAFETY: AVX2 (this function's contract).
+            unsafe { widen(&xr[..fin], xw) };
+        }
     }
+    let (wide, quads) = (&entry.pairs, &entry.quads);
     let mut bias = [0i32; 16];
     for o in (0..fout).step_by(16) {
         bias.fill(0);
@@ -660,8 +679,22 @@ unsafe fn linear_groups(
             }
         };
         let mut r0 = 0;
-        // SAFETY (every `block` call): rows `r0 .. r0 + MR <= rows` of `xs`
-        // (`k2` values each) and outputs `o .. o + 16 <= n16` of `wide`.
+        // SAFETY (every `block` and `block_u8` call): rows `r0 .. r0 + MR <=
+        // rows` of `xs` (`k2` values each) or `xb` (`k4` each) and outputs
+        // `o .. o + 16 <= n16` of `wide` or `quads`.
+        if unsigned {
+            while r0 + 4 <= rows {
+                emit(r0, &unsafe { block_u8::<4>(xb, r0, k4, quads, o, n16, kq) });
+                r0 += 4;
+            }
+            match rows - r0 {
+                3 => emit(r0, &unsafe { block_u8::<3>(xb, r0, k4, quads, o, n16, kq) }),
+                2 => emit(r0, &unsafe { block_u8::<2>(xb, r0, k4, quads, o, n16, kq) }),
+                1 => emit(r0, &unsafe { block_u8::<1>(xb, r0, k4, quads, o, n16, kq) }),
+                _ => {}
+            }
+            continue;
+        }
         while r0 + 4 <= rows {
             emit(r0, &unsafe { block::<4>(xs, r0, k2, wide, o, n16, kp) });
             r0 += 4;
@@ -714,6 +747,51 @@ unsafe fn block<const MR: usize>(
     acc
 }
 
+/// [`block`] for rows of non-negative bytes: rows `r0 .. r0 + MR` of `xb`
+/// (`[rows][k4]`) times outputs `o .. o + 16` of the quad-packed weights
+/// (`[kq][n16][4]`). Each step broadcasts four inputs of a row and multiplies
+/// them with four weights of eight outputs per vector (`vpmaddubsw`: exact,
+/// since the inputs are at most 127), then sums the pairs (`vpmaddwd` by 1).
+///
+/// # Safety
+/// AVX2 and FMA; `(r0 + MR) * k4 <= xb.len()`, `o + 16 <= n16`, `kq * n16 * 4
+/// <= quads.len()`, `4 * kq <= k4`; every byte of `xb` at most 127.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn block_u8<const MR: usize>(
+    xb: &[u8],
+    r0: usize,
+    k4: usize,
+    quads: &[i8],
+    o: usize,
+    n16: usize,
+    kq: usize,
+) -> [[__m256i; 2]; MR] {
+    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    let ones = _mm256_set1_epi16(1);
+    let (xp, wp) = (xb.as_ptr(), quads.as_ptr());
+    for q in 0..kq {
+        // SAFETY: `(q * n16 + o) * 4 + 64 <= kq * n16 * 4` (the contract).
+        let (w0, w1) = unsafe {
+            let at = wp.add((q * n16 + o) * 4);
+            (
+                _mm256_loadu_si256(at.cast()),
+                _mm256_loadu_si256(at.add(32).cast()),
+            )
+        };
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `(r0 + r) * k4 + 4q + 4 <= (r0 + MR) * k4` (the contract).
+            let quad = unsafe { xp.add((r0 + r) * k4 + 4 * q).cast::<i32>().read_unaligned() };
+            let xv = _mm256_set1_epi32(quad);
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w0), ones);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w1), ones);
+            a[0] = _mm256_add_epi32(a[0], p0);
+            a[1] = _mm256_add_epi32(a[1], p1);
+        }
+    }
+    acc
+}
+
 /// `xs[..x.len()] = x` as int16, the rest of `xs` zero.
 ///
 /// # Safety
@@ -735,17 +813,28 @@ unsafe fn widen(x: &[i8], xs: &mut [i16]) {
     xs[n..].fill(0);
 }
 
-/// A copy of a linear layer's int8 weights and their packed int16 form.
-type Packed = (Vec<i8>, Vec<i16>);
+/// A linear layer's weights as [`linear_groups`] uses them.
+#[derive(Debug, Default)]
+struct Packed {
+    /// A copy of the int8 weights: the entry is used only while they match.
+    copy: Vec<i8>,
+    /// Widened to int16 and packed as input pairs, `[fin / 2][n16][2]`,
+    /// zero-padded (for [`block`]).
+    pairs: Vec<i16>,
+    /// Packed as input quads, `[fin / 4][n16][4]`, zero-padded (for
+    /// [`block_u8`]).
+    quads: Vec<i8>,
+}
 
 /// The buffers of [`linear_groups`].
 #[derive(Debug, Default)]
 struct LinearScratch {
     /// The input rows widened to int16, each zero-padded to an even length.
     xs: Vec<i16>,
-    /// Packed weights by address and shape: a copy of the int8 weights (the
-    /// entry is used only while they match) and the weights widened to int16
-    /// and packed, `[fin / 2][n16][2]`, zero-padded.
+    /// The input rows (all non-negative) as bytes, each zero-padded to a
+    /// multiple of 4.
+    xb: Vec<u8>,
+    /// Packed weights by address and shape.
     packed: HashMap<(usize, usize, usize), Packed>,
 }
 
