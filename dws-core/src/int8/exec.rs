@@ -108,14 +108,16 @@ pub(crate) fn run8(
                 let Quant::Affine { shift } = next_quant(&mut ops)? else {
                     return Err(Error::InvalidPlan("affine without its quantization"));
                 };
-                let x = current(cur_is_a, a, b);
+                let x = &mut current(cur_is_a, a, b)[..cells * feats];
                 let (mult, off) = (p.i32s(scale), p.i32s(offset));
-                for t in 0..t_count {
-                    let at = shape.offset(t, feats);
-                    let (m, o) = (t * feats, (t + 1) * feats);
-                    let x = &mut x[at..at + shape.cells(t) * feats];
-                    k.affine(x, &mult[m..o], &off[m..o], shift);
-                }
+                let ab = (&mult[..t_count * feats], &off[..t_count * feats]);
+                // The entries in two halves.
+                let (lo, hi) = x.split_at_mut(cells / 2 * feats);
+                k.join(
+                    &mut [],
+                    |k, _| affine_entries(k, shape, feats, ab, shift, 0, lo),
+                    |k, _| affine_entries(k, shape, feats, ab, shift, cells / 2, hi),
+                );
             }
             Op::Relu => {
                 for v in current(cur_is_a, a, b)[..cells * feats].iter_mut() {
@@ -193,6 +195,31 @@ fn current<'s>(cur_is_a: Option<bool>, a: &'s mut [i8], b: &'s mut [i8]) -> &'s 
         b
     } else {
         a
+    }
+}
+
+/// The folded batch norm `(mult, off)` (per tensor and feature) on the
+/// entries of `x`, which start at entry `first` of the weight space.
+fn affine_entries(
+    k: &mut impl Int8Kernels,
+    shape: &Shape,
+    feats: usize,
+    (mult, off): (&[i32], &[i32]),
+    shift: u8,
+    first: usize,
+    x: &mut [i8],
+) {
+    let end = first + x.len() / feats.max(1);
+    let mut start = 0;
+    for t in 0..shape.tensors() {
+        let (t0, t1) = (start, start + shape.cells(t));
+        start = t1;
+        let (e0, e1) = (t0.max(first), t1.min(end));
+        if e0 < e1 {
+            let (m, o) = (t * feats, (t + 1) * feats);
+            let x = &mut x[(e0 - first) * feats..(e1 - first) * feats];
+            k.affine(x, &mult[m..o], &off[m..o], shift);
+        }
     }
 }
 
