@@ -115,7 +115,7 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
-        /// Seconds of timed batch calls (the GEMM peak and each latency take up to 2 s more each).
+        /// Seconds of timed batch calls (the GEMM peak and each latency take up to 2 s more).
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
         /// Engine (as for `dws run`; the GPU skips the CPU GEMM peak).

@@ -325,6 +325,9 @@ pub struct Int8HostBackend {
     pub threads: usize,
     /// The kernels' instruction set (portable if the CPU lacks it).
     pub isa: dws_host::fast::Isa,
+    /// Run the inputs one call each (batch 1): with two threads and two
+    /// cores, each on two threads (a helper thread takes half of each join).
+    pub one_at_a_time: bool,
 }
 
 impl Backend for Int8HostBackend {
@@ -338,11 +341,15 @@ impl Backend for Int8HostBackend {
     fn run(&mut self, f: &Fixture, blob: &[u8]) -> Result<Vec<f32>> {
         let blob = AlignedBlob::from_bytes(blob);
         let m = blob.model()?;
-        dws_host::fast::int8::Int8Engine::new(&m, self.isa)?.run_batch(
-            &f.inputs,
-            f.batch,
-            self.threads,
-        )
+        let engine = dws_host::fast::int8::Int8Engine::new(&m, self.isa)?;
+        if !self.one_at_a_time {
+            return engine.run_batch(&f.inputs, f.batch, self.threads);
+        }
+        let mut out = Vec::new();
+        for x in f.inputs.chunks(m.input_len()) {
+            out.extend(engine.run_batch(x, 1, self.threads)?);
+        }
+        Ok(out)
     }
 }
 

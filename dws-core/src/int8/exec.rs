@@ -325,6 +325,8 @@ fn map_cost(map: &Map, d: &Dims) -> usize {
 /// (each part's outputs contiguous, part 1's after part 0's) and returns the
 /// parts' sizes in the block output store.
 fn split_stored(cs: &mut [Contrib<'_>]) -> [usize; 2] {
+    // `dealt` has a bit per block of a destination.
+    const _: () = assert!(super::MAX_GROUP <= 64);
     let mut load = [0usize; 2];
     let mut dealt: u64 = 0;
     loop {
@@ -621,6 +623,9 @@ fn dst_rows<'s, S: Fn(usize) -> &'s [i8]>(
     work: &mut [u8],
 ) -> Result<(), Error> {
     let (fin, fout) = (ctx.fin, ctx.fout);
+    if cols * fout == 0 {
+        return Ok(());
+    }
     let (acc, tmp) = work.split_at_mut(cols * fout * 4);
     let acc: &mut [i32] = bytemuck::cast_slice_mut(acc);
     for (r, out_row) in rows.zip(out_rows.chunks_exact_mut(cols * fout)) {

@@ -531,8 +531,9 @@ fn small_requant8(r: Requant) -> SmallRequant8 {
 /// [`Requant::apply`] on eight lanes below 2^15 in magnitude (int8 values),
 /// in 32-bit arithmetic: with `c = floor(x ml / 2^16)`,
 /// `x m + 2^(s-1) = (x mh + c + 2^(s-17)) 2^16 + (x ml mod 2^16)`, so
-/// `apply(x) = (x mh + c + 2^(s-17)) >> (s - 16)` exactly. Each term is below
-/// 2^30 in magnitude, and so is the result (no saturation).
+/// `apply(x) = (x mh + c + 2^(s-17)) >> (s - 16)` exactly for `17 <= s <= 46`.
+/// The terms are below 2^30, 2^15 and 2^29 in magnitude, so their sum fits in
+/// 32 bits, and the result needs no saturation.
 #[target_feature(enable = "avx2,fma")]
 fn apply8_small(r: SmallRequant8, x: __m256i) -> __m256i {
     match r {
@@ -755,7 +756,8 @@ unsafe fn block<const MR: usize>(
 ///
 /// # Safety
 /// AVX2 and FMA; `(r0 + MR) * k4 <= xb.len()`, `o + 16 <= n16`, `kq * n16 * 4
-/// <= quads.len()`, `4 * kq <= k4`; every byte of `xb` at most 127.
+/// <= quads.len()`, `4 * kq <= k4`. (The sums are exact only if every byte of
+/// `xb` is at most 127.)
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn block_u8<const MR: usize>(

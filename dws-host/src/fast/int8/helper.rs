@@ -3,17 +3,19 @@
 //! calling thread runs the first, so that a single input uses two cores.
 //!
 //! The executor joins twice per destination tensor of every layer (the blocks'
-//! map outputs, then the destination rows): about 60 hand-offs per
-//! paper-default input, a few microseconds apart. So the helper spins while
-//! it waits (then parks), and the caller spins until the helper is done.
+//! map outputs, then the destination rows) and once per batch norm: about 60
+//! hand-offs per paper-default input, a few microseconds apart. So the helper
+//! spins while it waits (then parks), and the caller spins until the helper
+//! is done.
 
 use super::HostInt8;
 use crate::fast::Isa;
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 /// The second part of a join, borrowing data that lives for `'j`.
 type Part<'j> = Box<dyn FnOnce(&mut HostInt8, &mut [u8]) + Send + 'j>;
@@ -24,58 +26,133 @@ type Job = Part<'static>;
 const IDLE: u8 = 0;
 const READY: u8 = 1;
 const DONE: u8 = 2;
-const QUIT: u8 = 3;
 
-/// Spins (about 100 µs) before the waiting helper parks, or before the
-/// waiting caller starts yielding its core.
-const SPINS: u32 = 1 << 15;
+/// How long a waiting helper spins before it parks, and a waiting caller
+/// before it yields its core between checks.
+const SPIN: Duration = Duration::from_micros(100);
 
-/// The shared state of one helper thread.
+/// A helper thread, owned by one set of kernels at a time (so one join at a
+/// time); the thread ends when its `Helper` is dropped.
+#[derive(Debug)]
+pub struct Helper(Arc<Shared>);
+
+/// What the caller and the helper thread share.
 #[derive(Default)]
-pub struct Helper {
+struct Shared {
+    /// IDLE, READY (a job waits) or DONE (the job has run and is dropped).
     state: AtomicU8,
     job: Mutex<Option<(Job, usize)>>,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
+    quit: AtomicBool,
     thread: OnceLock<Thread>,
 }
 
-impl std::fmt::Debug for Helper {
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Helper")
+        f.debug_struct("Shared")
             .field("state", &self.state.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
+/// Spins on `done` for up to [`SPIN`], then calls `idle` between checks;
+/// returns once `done()` holds.
+fn wait_for(mut done: impl FnMut() -> bool, idle: impl Fn()) {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    while !done() {
+        spins = spins.wrapping_add(1);
+        if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
+            std::hint::spin_loop();
+        } else {
+            idle();
+        }
+    }
+}
+
 impl Helper {
     /// Starts a helper thread with its own kernels for `isa` (`None` if the
-    /// thread cannot be started); it runs until [`Helper::quit`].
-    pub fn spawn(isa: Isa) -> Option<Arc<Helper>> {
-        let h = Arc::new(Helper::default());
-        let serving = Arc::clone(&h);
+    /// thread cannot be started).
+    pub fn spawn(isa: Isa) -> Option<Helper> {
+        let shared = Arc::new(Shared::default());
+        let serving = Arc::clone(&shared);
         let t = thread::Builder::new()
             .name("dws-int8-helper".into())
             .spawn(move || serving.serve(&mut HostInt8::new(isa)))
             .ok()?;
-        let _ = h.thread.set(t.thread().clone());
-        Some(h)
+        let _ = shared.thread.set(t.thread().clone());
+        Some(Helper(shared))
     }
 
-    /// The helper thread's loop: runs each job, until [`Helper::quit`].
+    /// Runs `there` on the helper thread (with its kernels and `bytes` bytes
+    /// of scratch) while `here` runs on this one; returns `here`'s result once
+    /// both are done, and re-raises a panic of `there`.
+    pub fn run<'j, R>(
+        &mut self,
+        bytes: usize,
+        there: impl FnOnce(&mut HostInt8, &mut [u8]) + Send + 'j,
+        here: impl FnOnce() -> R,
+    ) -> R {
+        let shared = &*self.0;
+        debug_assert_eq!(shared.state.load(Ordering::Relaxed), IDLE);
+        // A payload left by a run whose own part panicked as well.
+        drop(
+            shared
+                .panic
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let job: Part<'j> = Box::new(there);
+        // SAFETY: only the lifetime changes (the same fat pointer type). The
+        // job may borrow data that lives for `'j` only, and it is gone before
+        // `'j` ends: the helper consumes it before it stores DONE, and this
+        // function does not return or unwind before it has seen DONE (`Wait`
+        // waits in its drop, which also runs if `here` panics). No other job
+        // can take its place meanwhile: `run` borrows the only handle
+        // mutably, and the thread ends only when the handle is dropped.
+        let job: Job = unsafe { std::mem::transmute::<Part<'j>, Job>(job) };
+        *shared.job.lock().unwrap_or_else(PoisonError::into_inner) = Some((job, bytes));
+        shared.state.store(READY, Ordering::Release);
+        if let Some(t) = shared.thread.get() {
+            t.unpark();
+        }
+        let wait = Wait(shared);
+        let r = here();
+        drop(wait);
+        if let Some(p) = shared
+            .panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            resume_unwind(p);
+        }
+        r
+    }
+}
+
+impl Drop for Helper {
+    /// Ends the thread (no job is in progress: `run` holds the handle).
+    fn drop(&mut self) {
+        self.0.quit.store(true, Ordering::Release);
+        if let Some(t) = self.0.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+impl Shared {
+    /// The helper thread's loop: runs each job, until the handle is dropped.
     fn serve(&self, k: &mut HostInt8) {
         let mut scratch: Vec<u32> = Vec::new();
         loop {
-            let mut spins = 0;
-            loop {
-                match self.state.load(Ordering::Acquire) {
-                    READY => break,
-                    QUIT => return,
-                    _ if spins < SPINS => {
-                        spins += 1;
-                        std::hint::spin_loop();
-                    }
-                    _ => thread::park(),
-                }
+            wait_for(
+                || self.state.load(Ordering::Acquire) == READY || self.quit.load(Ordering::Acquire),
+                thread::park,
+            );
+            if self.state.load(Ordering::Acquire) != READY {
+                return;
             }
             let job = self
                 .job
@@ -93,65 +170,17 @@ impl Helper {
             self.state.store(DONE, Ordering::Release);
         }
     }
-
-    /// Ends [`Helper::serve`] (after the job in progress, if any).
-    pub fn quit(&self) {
-        self.state.store(QUIT, Ordering::Release);
-        if let Some(t) = self.thread.get() {
-            t.unpark();
-        }
-    }
-
-    /// Runs `there` on the helper thread (with its kernels and `bytes` bytes
-    /// of scratch) while `here` runs on this one; returns `here`'s result once
-    /// both are done, and re-raises a panic of `there`.
-    pub fn run<'j, R>(
-        &self,
-        bytes: usize,
-        there: impl FnOnce(&mut HostInt8, &mut [u8]) + Send + 'j,
-        here: impl FnOnce() -> R,
-    ) -> R {
-        let job: Part<'j> = Box::new(there);
-        // SAFETY: only the lifetime changes (the same fat pointer type). The
-        // job may borrow data that lives for `'j` only, and it is gone before
-        // `'j` ends: the helper consumes it before it stores DONE, and this
-        // function does not return or unwind before it has seen DONE (`Wait`
-        // waits in its drop, which also runs if `here` panics).
-        let job: Job = unsafe { std::mem::transmute::<Part<'j>, Job>(job) };
-        *self.job.lock().unwrap_or_else(PoisonError::into_inner) = Some((job, bytes));
-        self.state.store(READY, Ordering::Release);
-        if let Some(t) = self.thread.get() {
-            t.unpark();
-        }
-        let wait = Wait(self);
-        let r = here();
-        drop(wait);
-        if let Some(p) = self
-            .panic
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            resume_unwind(p);
-        }
-        r
-    }
 }
 
 /// Waits, when dropped, until the helper has finished its job.
-struct Wait<'h>(&'h Helper);
+struct Wait<'h>(&'h Shared);
 
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
-        let mut spins = 0;
-        while self.0.state.load(Ordering::Acquire) != DONE {
-            if spins < SPINS {
-                spins += 1;
-                std::hint::spin_loop();
-            } else {
-                thread::yield_now();
-            }
-        }
+        wait_for(
+            || self.0.state.load(Ordering::Acquire) == DONE,
+            thread::yield_now,
+        );
         self.0.state.store(IDLE, Ordering::Relaxed);
     }
 }
@@ -161,16 +190,15 @@ mod tests {
     use super::*;
     use dws_core::int8::kernels::Int8Kernels;
 
-    fn paired() -> (HostInt8, Arc<Helper>) {
-        let helper = Helper::spawn(Isa::detect()).expect("a helper thread");
+    fn paired() -> HostInt8 {
         let mut k = HostInt8::new(Isa::detect());
-        k.helper = Some(Arc::clone(&helper));
-        (k, helper)
+        k.helper = Some(Helper::spawn(Isa::detect()).expect("a helper thread"));
+        k
     }
 
     #[test]
     fn join_runs_both_parts_on_two_threads_with_their_own_scratch() {
-        let (mut k, helper) = paired();
+        let mut k = paired();
         let mut scratch = vec![0u8; 64];
         let main = thread::current().id();
         for round in 0..100u8 {
@@ -190,12 +218,11 @@ mod tests {
             assert_eq!(b.1, 64);
             assert!(scratch.iter().all(|&v| v == round));
         }
-        helper.quit();
     }
 
     #[test]
     fn a_join_inside_a_part_runs_on_the_calling_thread() {
-        let (mut k, helper) = paired();
+        let mut k = paired();
         let mut scratch = vec![0u8; 8];
         let (inner, ()) = k.join(
             &mut scratch,
@@ -211,12 +238,11 @@ mod tests {
             |_, _| (),
         );
         assert!(inner);
-        helper.quit();
     }
 
     #[test]
     fn a_panic_on_the_helper_reaches_the_caller_and_the_helper_goes_on() {
-        let (mut k, helper) = paired();
+        let mut k = paired();
         let mut scratch = vec![0u8; 8];
         let caught = catch_unwind(AssertUnwindSafe(|| {
             k.join(
@@ -228,6 +254,5 @@ mod tests {
         assert!(caught.is_err());
         assert!(k.helper.is_some());
         assert_eq!(k.join(&mut scratch, |_, _| 1, |_, _| 2), (1, 2));
-        helper.quit();
     }
 }

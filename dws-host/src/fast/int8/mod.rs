@@ -6,7 +6,10 @@
 //! the [`avx2`] kernels where the CPU has AVX2 and FMA, else in the core's
 //! portable ones. Both give the same bits (the reference suite checks every
 //! int8 fixture against the core's golden outputs, and the tests below check
-//! each kernel on random and extreme values); the batch is split over threads.
+//! each kernel on random and extreme values). The batch is split over threads;
+//! with at least two threads per input, each input also runs on two: the
+//! executor's [`Int8Kernels::join`] hands half of each step to a helper
+//! thread (`helper.rs`).
 
 pub mod avx2;
 mod helper;
@@ -22,14 +25,14 @@ use dws_core::Model;
 use helper::Helper;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The int8 kernels of one worker thread, and the helper thread that runs
 /// half of each of its joins, if it has one.
 #[derive(Debug)]
 pub struct HostInt8 {
     kernels: Kernels,
-    helper: Option<Arc<Helper>>,
+    helper: Option<Helper>,
 }
 
 /// The instruction set's kernels.
@@ -185,7 +188,7 @@ impl Int8Kernels for HostInt8 {
     {
         // Without the helper for the time of the join: the parts run one
         // after the other if they join again.
-        let Some(helper) = self.helper.take() else {
+        let Some(mut helper) = self.helper.take() else {
             let ra = a(self, scratch);
             return (ra, b(self, scratch));
         };
@@ -215,19 +218,7 @@ impl Int8Kernels for HostInt8 {
 #[derive(Debug, Default)]
 pub struct Int8Spares {
     kernels: Mutex<Vec<(HostInt8, Vec<f32>)>>,
-    helpers: Mutex<Vec<Arc<Helper>>>,
-}
-
-impl Drop for Int8Spares {
-    fn drop(&mut self) {
-        let helpers = self
-            .helpers
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        for h in helpers.drain(..) {
-            h.quit();
-        }
-    }
+    helpers: Mutex<Vec<Helper>>,
 }
 
 /// An int8 model ready to run batches on the CPU with the host's kernels.
@@ -277,61 +268,64 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
     /// (and cores) per input, each input runs on two: half of each of the
     /// executor's joins runs on a helper thread.
     pub fn run_batch(&self, inputs: &[f32], batch: usize, threads: usize) -> Result<Vec<f32>> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if batch == 0 || 2 * batch > threads.min(cores) {
+        if !self.pairs(batch, threads) {
             return crate::runner::per_input(self.model, inputs, batch, threads, || {
                 self.worker(None)
             });
         }
-        let helpers: Vec<Arc<Helper>> = (0..batch).map_while(|_| self.helper()).collect();
-        let free = Mutex::new(helpers.clone());
+        let helpers: Vec<Helper> = (0..batch).map_while(|_| self.helper()).collect();
+        let free = Mutex::new(helpers);
         let out = crate::runner::per_input(self.model, inputs, batch, batch, || {
             self.worker(free.lock().ok().and_then(|mut v| v.pop()))
         });
-        if let Ok(mut idle) = self.spare.helpers.lock() {
-            idle.extend(helpers);
+        // Helpers no worker took (the workers return theirs when dropped).
+        if let (Ok(mut idle), Ok(free)) = (self.spare.helpers.lock(), free.into_inner()) {
+            idle.extend(free);
         }
         out
     }
 
+    /// Whether [`Int8Engine::run_batch`] runs each of `batch` inputs on two
+    /// threads: with at least two threads, and two cores, per input.
+    pub fn pairs(&self, batch: usize, threads: usize) -> bool {
+        static CORES: OnceLock<usize> = OnceLock::new();
+        let cores =
+            *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        batch > 0 && batch.saturating_mul(2) <= threads.min(cores)
+    }
+
     /// An idle helper thread, or a new one (`None` if none can be started).
-    fn helper(&self) -> Option<Arc<Helper>> {
+    fn helper(&self) -> Option<Helper> {
         let idle = self.spare.helpers.lock().ok().and_then(|mut v| v.pop());
         idle.or_else(|| Helper::spawn(self.isa))
     }
 
-    /// A worker's run function, with kernels from the spares.
+    /// A worker's run function, with kernels from the spares and `helper`.
     fn worker(
         &self,
-        helper: Option<Arc<Helper>>,
+        helper: Option<Helper>,
     ) -> impl FnMut(&[f32], &mut [f32]) -> Result<(), dws_core::Error> + '_ {
+        let (mut k, scratch) = self
+            .spare
+            .kernels
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_else(|| (HostInt8::new(self.isa), Vec::new()));
+        k.helper = helper;
         let mut w = Worker {
             engine: self,
-            state: self.spare(),
-            helper,
+            state: Some((k, scratch)),
         };
         move |x: &[f32], y: &mut [f32]| w.run(x, y)
     }
-
-    /// Kernels and scratch from the spares, if there are any.
-    fn spare(&self) -> Option<(HostInt8, Vec<f32>)> {
-        self.spare.kernels.lock().ok().and_then(|mut v| v.pop())
-    }
-
-    /// Back to the spares.
-    fn keep(&self, mut state: (HostInt8, Vec<f32>)) {
-        state.0.helper = None;
-        if let Ok(mut spare) = self.spare.kernels.lock() {
-            spare.push(state);
-        }
-    }
 }
 
-/// One thread's kernels and scratch, back to the engine's spares when dropped.
+/// One thread's kernels (with its helper, if any) and scratch, back to the
+/// engine's spares when dropped (also when a panic unwinds).
 struct Worker<'e, 'm, 'a> {
     engine: &'e Int8Engine<'m, 'a>,
     state: Option<(HostInt8, Vec<f32>)>,
-    helper: Option<Arc<Helper>>,
 }
 
 impl Worker<'_, '_, '_> {
@@ -339,19 +333,25 @@ impl Worker<'_, '_, '_> {
         let m = self.engine.model;
         let (k, scratch) = self
             .state
-            .get_or_insert_with(|| (HostInt8::new(self.engine.isa), vec![0f32; m.scratch_len()]));
+            .get_or_insert_with(|| (HostInt8::new(self.engine.isa), Vec::new()));
         if scratch.len() < m.scratch_len() {
             scratch.resize(m.scratch_len(), 0.0);
         }
-        k.helper.clone_from(&self.helper);
         m.run_int8_with(k, x, scratch, y).map(drop)
     }
 }
 
 impl Drop for Worker<'_, '_, '_> {
     fn drop(&mut self) {
-        if let Some(state) = self.state.take() {
-            self.engine.keep(state);
+        let Some((mut k, scratch)) = self.state.take() else {
+            return;
+        };
+        let spare = &self.engine.spare;
+        if let (Some(h), Ok(mut idle)) = (k.helper.take(), spare.helpers.lock()) {
+            idle.push(h);
+        }
+        if let Ok(mut kernels) = spare.kernels.lock() {
+            kernels.push((k, scratch));
         }
     }
 }
