@@ -79,6 +79,32 @@ impl<'a> Ops<'a> {
     }
 }
 
+impl<'a> Ops<'a> {
+    /// The next record as a `T`, if its encoding starts with `tag` (the
+    /// variant indices of the enums that wrap a `T` in an [`Op`]); `None`
+    /// (and nothing consumed) otherwise. Decodes a large record without
+    /// moving it through the size of an `Op`.
+    pub(crate) fn next_tagged<T: serde::Deserialize<'a>>(
+        &mut self,
+        tag: &[u8],
+    ) -> Option<Result<T, Error>> {
+        if self.left == 0 || !self.rest.starts_with(tag) {
+            return None;
+        }
+        match postcard::take_from_bytes::<T>(&self.rest[tag.len()..]) {
+            Ok((v, rest)) => {
+                self.rest = rest;
+                self.left -= 1;
+                Some(Ok(v))
+            }
+            Err(_) => {
+                self.left = 0;
+                Some(Err(Error::Decode))
+            }
+        }
+    }
+}
+
 impl Iterator for Ops<'_> {
     type Item = Result<Op, Error>;
 

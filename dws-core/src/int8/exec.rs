@@ -361,16 +361,23 @@ fn split_stored(cs: &mut [Contrib<'_>]) -> [usize; 2] {
     size
 }
 
-fn next_block<'a>(ops: &mut Ops<'a>) -> Result<(Block, BlockQ), Error> {
-    let Some(Op::Block(b)) = ops.next().transpose()? else {
+/// The encoding's first bytes of an `Op::Block` and of an
+/// `Op::Quant(Quant::Block)`: the variants' indices (checked by a test).
+pub(crate) const BLOCK_TAG: [u8; 1] = [2];
+pub(crate) const BLOCK_Q_TAG: [u8; 2] = [7, 2];
+
+/// The next block and its quantization (decoded directly: this runs for
+/// every block of every input, and more often for cell-wise blocks).
+fn next_block(ops: &mut Ops<'_>) -> Result<(Block, BlockQ), Error> {
+    let Some(b) = ops.next_tagged::<Block>(&BLOCK_TAG) else {
         return Err(Error::InvalidPlan(
             "DWS layer has fewer blocks than announced",
         ));
     };
-    let Quant::Block(q) = next_quant(ops)? else {
+    let Some(q) = ops.next_tagged::<BlockQ>(&BLOCK_Q_TAG) else {
         return Err(Error::InvalidPlan("block without its quantization"));
     };
-    Ok((b, q))
+    Ok((b?, q?))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -882,5 +889,38 @@ fn head(
     for (o, out) in output.iter_mut().enumerate().take(last.fout as usize) {
         *out =
             dot_acc(&w[o * fin..(o + 1) * fin], hidden, b.map_or(0, |b| b[o])) as f32 * logit_scale;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Model;
+
+    /// `BLOCK_TAG` and `BLOCK_Q_TAG` are how postcard starts those records
+    /// (the variants' indices), and no other record starts that way.
+    #[test]
+    fn block_tags_match_the_encoding() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/paper_default/model.int8.dws"
+        );
+        let bytes = std::fs::read(path).expect("the paper-default int8 fixture");
+        let mut words = vec![0u128; bytes.len().div_ceil(16)];
+        bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        let m = Model::new_checked(&bytemuck::cast_slice(&words)[..bytes.len()]).expect("a model");
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut blocks, mut quants) = (0, 0);
+        for op in m.ops() {
+            let op = op.expect("a record");
+            let enc = postcard::to_slice(&op, &mut buf).expect("encodes");
+            let block = matches!(op, Op::Block(_));
+            let block_q = matches!(op, Op::Quant(Quant::Block(_)));
+            assert_eq!(enc.starts_with(&BLOCK_TAG), block, "{op:?}");
+            assert_eq!(enc.starts_with(&BLOCK_Q_TAG), block_q, "{op:?}");
+            blocks += usize::from(block);
+            quants += usize::from(block_q);
+        }
+        assert!(blocks > 0 && blocks == quants);
     }
 }
