@@ -111,6 +111,39 @@ def test_unbatched_threads_and_dtypes():
                 assert np.array_equal(a[1], b)
 
 
+def test_int8_single_inputs_on_two_threads_and_after_fork():
+    """One int8 input with two threads runs on two (a helper thread takes half
+    of the work); a process forked after that has no helper thread and must
+    start its own, not wait for the parent's."""
+    import os
+
+    model = dws.Model.load(FIXTURES / "paper_default" / "model.int8.dws", threads=2)
+    case = dws.read_case(FIXTURES / "paper_default" / "case_int8.bin")
+    x = case["inputs"]
+    one = [model.run_flat(x[i : i + 1], threads=2)[0] for i in range(len(x))]
+    assert np.array_equal(np.stack(one), case["expected"])
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:
+        ok = np.array_equal(model.run_flat(x[:1], threads=2)[0], case["expected"][0])
+        os._exit(0 if ok else 1)
+    import signal
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked process hung")
+        time.sleep(0.05)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def test_properties():
     m = dws.Model.load(FIXTURES / "clf_sab_sum_5mats" / "model.dws")
     assert m.kind == "DWSModelForClassification" and m.is_classifier

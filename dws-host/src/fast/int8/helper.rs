@@ -34,7 +34,11 @@ const SPIN: Duration = Duration::from_micros(100);
 /// A helper thread, owned by one set of kernels at a time (so one join at a
 /// time); the thread ends when its `Helper` is dropped.
 #[derive(Debug)]
-pub struct Helper(Arc<Shared>);
+pub struct Helper {
+    shared: Arc<Shared>,
+    /// The process that started the thread (a forked child has no such thread).
+    pid: u32,
+}
 
 /// What the caller and the helper thread share.
 #[derive(Default)]
@@ -81,7 +85,16 @@ impl Helper {
             .spawn(move || serving.serve(&mut HostInt8::new(isa)))
             .ok()?;
         let _ = shared.thread.set(t.thread().clone());
-        Some(Helper(shared))
+        Some(Helper {
+            shared,
+            pid: std::process::id(),
+        })
+    }
+
+    /// Whether the thread exists in this process: not in a child forked
+    /// after it started (Python's `multiprocessing`, for one).
+    pub fn in_this_process(&self) -> bool {
+        self.pid == std::process::id()
     }
 
     /// Runs `there` on the helper thread (with its kernels and `bytes` bytes
@@ -93,7 +106,7 @@ impl Helper {
         there: impl FnOnce(&mut HostInt8, &mut [u8]) + Send + 'j,
         here: impl FnOnce() -> R,
     ) -> R {
-        let shared = &*self.0;
+        let shared = &*self.shared;
         debug_assert_eq!(shared.state.load(Ordering::Relaxed), IDLE);
         // A payload left by a run whose own part panicked as well.
         drop(
@@ -135,8 +148,8 @@ impl Helper {
 impl Drop for Helper {
     /// Ends the thread (no job is in progress: `run` holds the handle).
     fn drop(&mut self) {
-        self.0.quit.store(true, Ordering::Release);
-        if let Some(t) = self.0.thread.get() {
+        self.shared.quit.store(true, Ordering::Release);
+        if let Some(t) = self.shared.thread.get() {
             t.unpark();
         }
     }

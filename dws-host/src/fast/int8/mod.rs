@@ -297,7 +297,8 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
     /// An idle helper thread, or a new one (`None` if none can be started).
     fn helper(&self) -> Option<Helper> {
         let idle = self.spare.helpers.lock().ok().and_then(|mut v| v.pop());
-        idle.or_else(|| Helper::spawn(self.isa))
+        idle.filter(Helper::in_this_process)
+            .or_else(|| Helper::spawn(self.isa))
     }
 
     /// A worker's run function, with kernels from the spares and `helper`.
