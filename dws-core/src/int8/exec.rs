@@ -270,8 +270,10 @@ enum Contrib<'a> {
         m: usize,
         /// Estimated time of its map ([`map_cost`]).
         cost: usize,
-        /// Which part of phase 1 maps it (0 or 1).
-        part: usize,
+        /// Its output rows (`len` values in all).
+        rows: usize,
+        /// The first `first` of them are phase 1's part 0, the rest part 1.
+        first: usize,
         off: usize,
         len: usize,
         contrib: Requant,
@@ -320,45 +322,80 @@ fn map_cost(map: &Map, d: &Dims) -> usize {
         .saturating_add(n2.saturating_mul(dim) / 5)
 }
 
-/// Deals the stored blocks to the two parts of phase 1, the costliest first,
-/// each to the part with less work so far; sets their parts and offsets
-/// (each part's outputs contiguous, part 1's after part 0's) and returns the
-/// parts' sizes in the block output store.
-fn split_stored(cs: &mut [Contrib<'_>]) -> [usize; 2] {
+/// Deals the stored blocks to the two parts of phase 1: the costliest first,
+/// each to the part with less work so far; with `split` (the parts run at the
+/// same time), the costliest block of two rows or more is set aside first and
+/// then split by rows to even out the rest. Sets the blocks' offsets in the
+/// block output store (part 0's outputs first, then part 1's, the split
+/// block's in between) and rows per part, and returns where part 1's outputs
+/// start and where they end.
+fn split_stored(cs: &mut [Contrib<'_>], split: bool) -> (usize, usize) {
     // `dealt` has a bit per block of a destination.
     const _: () = assert!(super::MAX_GROUP <= 64);
-    let mut load = [0usize; 2];
-    let mut dealt: u64 = 0;
-    loop {
-        let next = cs
-            .iter()
+    let costliest = |cs: &[Contrib<'_>], dealt: u64, min_rows: usize| {
+        cs.iter()
             .enumerate()
             .filter(|(i, _)| dealt & 1 << i == 0)
             .filter_map(|(i, c)| match c {
-                Contrib::Stored { cost, .. } => Some((i, *cost)),
-                Contrib::Cells(_) => None,
+                Contrib::Stored { cost, rows, .. } if *rows >= min_rows => Some((i, *cost)),
+                _ => None,
             })
-            .max_by_key(|&(i, cost)| (cost, usize::MAX - i));
-        let Some((i, cost)) = next else { break };
+            .max_by_key(|&(i, cost)| (cost, usize::MAX - i))
+    };
+    let straddle = if split { costliest(cs, 0, 2) } else { None };
+    let mut dealt: u64 = straddle.map_or(0, |(i, _)| 1 << i);
+    let mut load = [0usize; 2];
+    while let Some((i, cost)) = costliest(cs, dealt, 0) {
         dealt |= 1 << i;
         let lighter = usize::from(load[1] < load[0]);
         load[lighter] = load[lighter].saturating_add(cost);
-        if let Contrib::Stored { part, .. } = &mut cs[i] {
-            *part = lighter;
+        if let Contrib::Stored { rows, first, .. } = &mut cs[i] {
+            *first = if lighter == 0 { *rows } else { 0 };
         }
     }
-    let mut size = [0usize; 2];
-    for p in 0..2 {
-        for c in cs.iter_mut() {
-            if let Contrib::Stored { part, off, len, .. } = c {
-                if *part == p {
-                    *off = size[0] + size[1];
-                    size[p] += len.next_multiple_of(4);
+    // The split block's rows in proportion to the work that evens the parts.
+    let straddle = straddle.map(|(i, _)| i);
+    if let Some(Contrib::Stored {
+        cost, rows, first, ..
+    }) = straddle.map(|i| &mut cs[i])
+    {
+        let total = load[1].saturating_add(*cost);
+        let to0 = ((total - load[0].min(total)) / 2).min(*cost);
+        let r = (to0 as u128 * *rows as u128 + *cost as u128 / 2) / (*cost as u128).max(1);
+        *first = r as usize;
+    }
+    // Offsets: part 0's blocks, the split block, part 1's blocks.
+    let (mut off, mut at) = (0, 0);
+    for group in 0..3 {
+        if group == 2 && straddle.is_none() {
+            at = off;
+        }
+        for (i, c) in cs.iter_mut().enumerate() {
+            let Contrib::Stored {
+                off: o,
+                len,
+                rows,
+                first,
+                ..
+            } = c
+            else {
+                continue;
+            };
+            let g = match (straddle == Some(i), *first == *rows) {
+                (true, _) => 1,
+                (false, true) => 0,
+                (false, false) => 2,
+            };
+            if g == group {
+                *o = off;
+                if g == 1 {
+                    at = off + *len / (*rows).max(1) * *first;
                 }
+                off += len.next_multiple_of(4);
             }
         }
     }
-    size
+    (at, off)
 }
 
 /// The encoding's first bytes of an `Op::Block` and of an
@@ -476,7 +513,8 @@ fn layer<'a, K: Int8Kernels>(
                     unfold: blk.unfold,
                     m: d.kout / fout,
                     cost: map_cost(&blk.map, &d),
-                    part: 0,
+                    rows: d.n,
+                    first: d.n,
                     off: 0,
                     len: d.n * d.kout,
                     contrib: bq.contrib,
@@ -487,7 +525,7 @@ fn layer<'a, K: Int8Kernels>(
                 .map_err(|_| Error::InvalidPlan("too many blocks for one destination"))?;
         }
         let Some(j) = j else { break };
-        let size = split_stored(&mut contribs);
+        let (at, end) = split_stored(&mut contribs, k.parallel());
         let ctx = Ctx {
             p,
             reduction: l.reduction,
@@ -497,18 +535,26 @@ fn layer<'a, K: Int8Kernels>(
             source: &source,
         };
         // Phase 1: the map outputs of the stored blocks, in two parts.
-        let (ya, yb) = ystore[..size[0] + size[1]].split_at_mut(size[0]);
-        if size[0] > 0 && size[1] > 0 {
+        let (ya, yb) = ystore[..end].split_at_mut(at);
+        let has = |part: usize| {
+            contribs.iter().any(|c| match c {
+                Contrib::Stored { rows, first, .. } => {
+                    (part == 0 && *first > 0) || (part == 1 && first < rows)
+                }
+                Contrib::Cells(_) => false,
+            })
+        };
+        if has(0) && has(1) {
             let (ra, rb) = k.join(
                 work,
-                |k, w| map_blocks(k, &ctx, &contribs, 0, ya, w),
-                |k, w| map_blocks(k, &ctx, &contribs, 1, yb, w),
+                |k, w| map_blocks(k, &ctx, &contribs, 0, 0, ya, w),
+                |k, w| map_blocks(k, &ctx, &contribs, 1, at, yb, w),
             );
             ra?;
             rb?;
         } else {
-            map_blocks(k, &ctx, &contribs, 0, ya, work)?;
-            map_blocks(k, &ctx, &contribs, 1, yb, work)?;
+            map_blocks(k, &ctx, &contribs, 0, 0, ya, work)?;
+            map_blocks(k, &ctx, &contribs, 1, at, yb, work)?;
         }
         // Phase 2: destination rows, one int32 accumulator row at a time, in
         // two halves.
@@ -570,34 +616,35 @@ struct Ctx<'c, S> {
     source: &'c S,
 }
 
-/// Maps the stored blocks of part `part` of `cs` into `y`, the part of the
-/// block output store where that part starts.
+/// Maps part `part` of the stored blocks of `cs` (see [`split_stored`]) into
+/// `y`, the block output store from offset `base` on.
 fn map_blocks<'s, S: Fn(usize) -> &'s [i8]>(
     k: &mut impl Int8Kernels,
     ctx: &Ctx<'_, S>,
     cs: &[Contrib<'_>],
     part: usize,
+    base: usize,
     y: &mut [i8],
     tmp: &mut [u8],
 ) -> Result<(), Error> {
-    let mut base = None;
     for c in cs {
         let Contrib::Stored {
             at,
-            part: p,
             off,
-            len,
+            rows,
+            first,
             ..
         } = c
         else {
             continue;
         };
-        if *p != part {
+        let rs = if part == 0 { 0..*first } else { *first..*rows };
+        if rs.is_empty() {
             continue;
         }
-        let base = *base.get_or_insert(*off);
         let (blk, bq) = next_block(&mut at.clone())?;
         let d = block_dims(&blk, ctx.inner, ctx.fin, ctx.fout)?;
+        let (lo, hi) = (off + rs.start * d.kout - base, off + rs.end * d.kout - base);
         map_block(
             k,
             &blk,
@@ -607,7 +654,8 @@ fn map_blocks<'s, S: Fn(usize) -> &'s [i8]>(
             (ctx.source)(blk.src as usize),
             &d,
             ctx.fin,
-            &mut y[off - base..off - base + len],
+            rs,
+            &mut y[lo..hi],
             tmp,
         );
     }
@@ -692,7 +740,8 @@ fn dst_rows<'s, S: Fn(usize) -> &'s [i8]>(
     Ok(())
 }
 
-/// Gathers and maps one (not cell-wise) block into `y` (`[n, kout]`).
+/// Gathers and maps one (not cell-wise) block: its output rows `rows` (of
+/// `0..d.n`) into `y` (`[rows.len(), kout]`).
 #[allow(clippy::too_many_arguments)]
 fn map_block(
     k: &mut impl Int8Kernels,
@@ -703,12 +752,19 @@ fn map_block(
     src: &[i8],
     d: &Dims,
     f: usize,
+    rows: Range<usize>,
     y: &mut [i8],
     tmp: &mut [u8],
 ) {
-    let (x, rest) = tmp.split_at_mut((d.n * d.k).next_multiple_of(4));
-    let x = &mut as_i8(x)[..d.n * d.k];
-    gather8(k, b, q.x, red, src, d, f, x);
+    // A set layer needs every row it is applied to; an MLP only its own.
+    let gathered = match b.map {
+        Map::Set(_) => 0..d.n,
+        Map::Mlp(_) => rows.clone(),
+    };
+    let len = gathered.len() * d.k;
+    let (x, rest) = tmp.split_at_mut(len.next_multiple_of(4));
+    let x = &mut as_i8(x)[..len];
+    gather8(k, b, q.x, red, src, d, f, gathered, x);
     match (&b.map, &q.map) {
         (Map::Mlp(m), MapQ::Mlp(mq)) => mlp8(
             k,
@@ -716,16 +772,17 @@ fn map_block(
             mq,
             p,
             x,
-            d.n,
+            rows.len(),
             y,
-            as_i8(&mut rest[..mlp8_tmp_len(m, d.n)]),
+            as_i8(&mut rest[..mlp8_tmp_len(m, rows.len())]),
         ),
-        (Map::Set(s), q) => set8(k, s, q, p, x, d.n, d.k, y, rest),
+        (Map::Set(s), q) => set8(k, s, q, p, x, d.n, d.k, rows, y, rest),
         _ => {}
     }
 }
 
-/// Gathers `X[n, m * f]`: pooled entries reduced in int32, then requantized.
+/// Gathers the rows `rows` of `X[n, m * f]` into `x`: pooled entries reduced
+/// in int32, then requantized.
 #[allow(clippy::too_many_arguments)]
 fn gather8(
     k: &mut impl Int8Kernels,
@@ -735,16 +792,17 @@ fn gather8(
     src: &[i8],
     d: &Dims,
     f: usize,
+    rows: Range<usize>,
     x: &mut [i8],
 ) {
-    let (rows, cols) = d.src;
+    let (src_rows, cols) = d.src;
     let pc = if b.pool.cols { 1 } else { cols };
     let m = d.k / f;
-    for i in 0..d.n {
+    for (xi, i) in rows.enumerate() {
         for j in 0..m {
-            let (r0, r1) = source_range(b, true, rows, pc, i, j);
+            let (r0, r1) = source_range(b, true, src_rows, pc, i, j);
             let (c0, c1) = source_range(b, false, cols, pc, i, j);
-            let out = &mut x[(i * m + j) * f..(i * m + j + 1) * f];
+            let out = &mut x[(xi * m + j) * f..(xi * m + j + 1) * f];
             k.pool(red, src, cols, r0..r1, c0..c1, rq, out);
         }
     }
@@ -776,7 +834,7 @@ fn resample8(
                 x[n * din + j] = w0[(j * d1 + n) * f + ch];
             }
         }
-        set8(k, s, q, p, x, d1, din, y, rest);
+        set8(k, s, q, p, x, d1, din, 0..d1, y, rest);
         for n in 0..d1 {
             for r in 0..dout {
                 let o = &mut out[(r * d1 + n) * f + ch];

@@ -97,11 +97,12 @@ pub trait Int8Kernels {
     }
 
     /// The attention sum of a set attention block, in place: every query row
-    /// `q_i` of `qm` (`[n, dv]`) becomes `O_i = sat8(o_q(q_i) + o_av(a_i))`,
-    /// where, per head of `dv / heads` channels, `a_i = sum_j p_j v_j` over the
-    /// `n` value rows of `vm` and `p = softmax_q15(q_i . k_j, score)` over the
-    /// key rows of `km` (both `[n, dv]`). `scores` and `e` hold `n` values,
-    /// `av` holds `dv`.
+    /// `q_i` of `qm` (`[m, dv]`, any `m`) becomes `O_i = sat8(o_q(q_i) +
+    /// o_av(a_i))`, where, per head of `dv / heads` channels, `a_i = sum_j p_j
+    /// v_j` over the first `n` value rows of `vm` and `p = softmax_q15(q_i .
+    /// k_j, score)` over the first `n` key rows of `km`, `n = scores.len()`
+    /// (`km` and `vm` hold at least `[n, dv]`; `e` holds `n` values, `av`
+    /// holds `dv`).
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &mut self,
@@ -194,6 +195,13 @@ pub trait Int8Kernels {
             }
             *o = sat8(r.apply(v));
         }
+    }
+
+    /// Whether [`Int8Kernels::join`] runs its parts at the same time: the
+    /// executor then also splits work that costs a little more in two parts
+    /// (the rows of a set layer, whose keys and values both parts compute).
+    fn parallel(&self) -> bool {
+        false
     }
 
     /// Runs two independent parts of the executor's work, `a` and `b`, and
@@ -491,7 +499,8 @@ pub fn take_i8(buf: &mut [u8], n: usize) -> (&mut [i8], &mut [u8]) {
     (bytemuck::cast_slice_mut(&mut a[..n]), b)
 }
 
-/// A set layer over the `n` rows of `x` (`[n, k]`), writing int8 `y`.
+/// A set layer over the `n` rows of `x` (`[n, k]`), writing the int8 output
+/// rows `rows` (of `0..n`) into `y` (`[rows.len(), k_out]`).
 #[allow(clippy::too_many_arguments)]
 pub fn set8(
     kern: &mut impl Int8Kernels,
@@ -501,9 +510,12 @@ pub fn set8(
     x: &[i8],
     n: usize,
     k: usize,
+    rows: Range<usize>,
     y: &mut [i8],
     tmp: &mut [u8],
 ) {
+    let m = rows.len();
+    let xr = &x[rows.start * k..rows.end * k];
     match (s, q) {
         (
             SetLayer::DeepSets {
@@ -557,13 +569,13 @@ pub fn set8(
             });
             // Gamma: hidden layers, then last layer minus Lambda.
             let gam_tmp = bytemuck::cast_slice_mut(gam_tmp);
-            let gh = mlp8_hidden(kern, gamma, gq, p, x, n, gam_tmp);
+            let gh = mlp8_hidden(kern, gamma, gq, p, xr, m, gam_tmp);
             let glast = &gamma.layers[gamma.layers.len() - 1];
             let rg = gq.layers[gamma.layers.len() - 1];
             let (gw, gfin) = (p.i8s(glast.weight), glast.fin as usize);
             let gb = glast.bias.map(|b| p.i32s(b));
             let lam = &*lam;
-            kern.linear(gw, gb, gfin, kout, gh, n, |row, o, acc| {
+            kern.linear(gw, gb, gfin, kout, gh, m, |row, o, acc| {
                 y[row * kout + o] = sat8(rg.apply(acc).saturating_sub(lam[o]));
             });
         }
@@ -594,7 +606,9 @@ pub fn set8(
             let (scores, rest) = take_i32(rest, n);
             let (e, rest) = take_i32(rest, n);
             let (av, _) = take_i32(rest, dv);
-            linear8(kern, fc_q, p, *rq, x, n, qm, false);
+            // Queries of the rows asked for; keys and values of all.
+            let qm = &mut qm[..m * dv];
+            linear8(kern, fc_q, p, *rq, xr, m, qm, false);
             linear8(kern, fc_k, p, *rk, x, n, km, false);
             linear8(kern, fc_v, p, *rv, x, n, vm, false);
             let e: &mut [u32] = bytemuck::cast_slice_mut(e);
@@ -607,7 +621,7 @@ pub fn set8(
             // Y = O + relu(fc_o(O)), O in place of the queries.
             let ow = p.i8s(fc_o.weight);
             let ob = fc_o.bias.map(|b| p.i32s(b));
-            kern.fc_o_residual(ow, ob, dv, qm, n, *y_o, *y_fc, y);
+            kern.fc_o_residual(ow, ob, dv, qm, m, *y_o, *y_fc, y);
         }
         _ => {}
     }

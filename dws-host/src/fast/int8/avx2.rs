@@ -154,13 +154,14 @@ impl Int8Kernels for Avx2Int8 {
         e: &mut [u32],
         av: &mut [i32],
     ) {
-        let n = qm.len().checked_div(dv).unwrap_or(0);
+        // `n` keys; the queries are the rows of `qm`.
+        let n = scores.len();
         let fits = dv > 0
             && heads > 0
             && dv.is_multiple_of(heads)
-            && qm.len() == n * dv
-            && km.len() >= n * dv
-            && vm.len() >= n * dv;
+            && qm.len().is_multiple_of(dv)
+            && holds(km, n, dv)
+            && holds(vm, n, dv);
         if !fits {
             return Portable.attention(qm, km, vm, dv, heads, r, scores, e, av);
         }
@@ -913,9 +914,9 @@ impl Avx2Int8 {
     /// by `vpermd`.
     ///
     /// # Safety
-    /// AVX2 and FMA; `W` is 4 or 8; `qm` holds `n * dv`, `km` and `vm` at
-    /// least that; `dv` is a multiple of `8 W`; `1 <= n < 2^20` (so every sum
-    /// of exponentials is below 2^50).
+    /// AVX2 and FMA; `W` is 4 or 8; `qm` holds rows of `dv` (the queries),
+    /// `km` and `vm` at least `n` (the keys); `dv` is a multiple of `8 W`;
+    /// `1 <= n < 2^20` (so every sum of exponentials is below 2^50).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn attention_heads8<const W: usize>(
         &mut self,
@@ -1038,8 +1039,8 @@ impl Avx2Int8 {
     /// eight keys at a time; then the value sums per channel and `O`.
     ///
     /// # Safety
-    /// AVX2 and FMA; `qm` holds `n * dv`, `km` and `vm` at least that, and
-    /// `heads` divides `dv`.
+    /// AVX2 and FMA; `qm` holds rows of `dv` (the queries), `km` and `vm`
+    /// at least `n` (the keys), and `heads` divides `dv`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn attention_avx2(

@@ -179,6 +179,10 @@ impl Int8Kernels for HostInt8 {
             Kernels::Avx2(k) => k.pool(red, src, cols, rows, cs, r, out),
         }
     }
+    fn parallel(&self) -> bool {
+        self.helper.is_some()
+    }
+
     fn join<A, B, RA, RB>(&mut self, scratch: &mut [u8], a: A, b: B) -> (RA, RB)
     where
         A: FnOnce(&mut Self, &mut [u8]) -> RA + Send,

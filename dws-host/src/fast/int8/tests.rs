@@ -154,7 +154,9 @@ fn attention_matches_the_core() {
         let heads = [1 + rng.below(8), 8 * (1 + rng.below(2))][(case % 3).min(1)];
         let dv = heads * [1 + rng.below(11), 4, 8][case % 3];
         let n = rng.below(40);
-        let (q, km, vm) = (rng.i8s(n * dv), rng.i8s(n * dv), rng.i8s(n * dv));
+        // Some of the queries (a part of a split block), or all.
+        let m = [n, rng.below(n + 1)][case % 2];
+        let (q, km, vm) = (rng.i8s(m * dv), rng.i8s(n * dv), rng.i8s(n * dv));
         // Score multipliers that spread the exponent over its whole table, or
         // saturate it, or (outside what a blob can hold) are negative.
         let score = match rng.below(4) {
@@ -177,7 +179,7 @@ fn attention_matches_the_core() {
         let (mut want, mut got) = (q.clone(), q);
         Portable.attention(&mut want, &km, &vm, dv, heads, r, &mut s, &mut e, &mut av);
         k.attention(&mut got, &km, &vm, dv, heads, r, &mut s, &mut e, &mut av);
-        assert_eq!(got, want, "n {n} dv {dv} heads {heads} {r:?}");
+        assert_eq!(got, want, "m {m} n {n} dv {dv} heads {heads} {r:?}");
     }
 }
 
