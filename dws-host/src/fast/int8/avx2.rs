@@ -156,7 +156,8 @@ impl Int8Kernels for Avx2Int8 {
     ) {
         // `n` keys; the queries are the rows of `qm`.
         let n = scores.len();
-        let fits = dv > 0
+        let fits = n > 0
+            && dv > 0
             && heads > 0
             && dv.is_multiple_of(heads)
             && qm.len().is_multiple_of(dv)

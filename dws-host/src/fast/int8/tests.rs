@@ -154,8 +154,8 @@ fn attention_matches_the_core() {
         let heads = [1 + rng.below(8), 8 * (1 + rng.below(2))][(case % 3).min(1)];
         let dv = heads * [1 + rng.below(11), 4, 8][case % 3];
         let n = rng.below(40);
-        // Some of the queries (a part of a split block), or all.
-        let m = [n, rng.below(n + 1)][case % 2];
+        // All queries, some (a part of a split block), or more than keys.
+        let m = [n, rng.below(n + 1), rng.below(8)][case / 3 % 3];
         let (q, km, vm) = (rng.i8s(m * dv), rng.i8s(n * dv), rng.i8s(n * dv));
         // Score multipliers that spread the exponent over its whole table, or
         // saturate it, or (outside what a blob can hold) are negative.
