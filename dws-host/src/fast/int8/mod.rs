@@ -330,15 +330,14 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
 /// engine's spares when dropped (also when a panic unwinds).
 struct Worker<'e, 'm, 'a> {
     engine: &'e Int8Engine<'m, 'a>,
+    /// `Some` until dropped.
     state: Option<(HostInt8, Vec<f32>)>,
 }
 
 impl Worker<'_, '_, '_> {
     fn run(&mut self, x: &[f32], y: &mut [f32]) -> Result<(), dws_core::Error> {
         let m = self.engine.model;
-        let (k, scratch) = self
-            .state
-            .get_or_insert_with(|| (HostInt8::new(self.engine.isa), Vec::new()));
+        let (k, scratch) = self.state.as_mut().expect("kernels until dropped");
         if scratch.len() < m.scratch_len() {
             scratch.resize(m.scratch_len(), 0.0);
         }
