@@ -6,19 +6,22 @@
 //! * throughput: `batch` inputs per call on `threads` threads after a warm-up,
 //!   repeated for `seconds`; inputs/s from the median call time, GFLOP/s from the
 //!   core's multiply-add count (`2 * layout().macs` FLOPs per input);
-//! * GEMM peak: a `512 x 512 x 512` f32 GEMM with the fast engine's own kernel
-//!   and the same thread count (rows split over threads), the median of several
-//!   timed runs; the model's GFLOP/s is reported as a fraction of it;
+//! * GEMM peak: a `512 x 512 x 512` GEMM in the model's precision ([`Peak`]),
+//!   with the kernels its engine uses and the same thread count (rows split
+//!   over threads), the median of several timed runs; the model's GFLOP/s (for
+//!   int8, GOP/s) is reported as a fraction of it;
 //! * latency: one input on one thread, median (and 10th/90th percentiles) of
 //!   many calls; with more threads, also one input on `threads` threads (the
 //!   int8 engine runs one input on two).
 
 use crate::fast::gemm::{gemm, Epi, PackedB};
-use crate::fast::int8::Int8Engine;
+use crate::fast::int8::{HostInt8, Int8Engine};
 use crate::fast::{FastModel, FastOptions, Isa};
 use crate::runner::{BatchRunner, EngineKind};
 use anyhow::{bail, Result};
 use dws_core::blob::Precision;
+use dws_core::int8::kernels::Int8Kernels;
+use dws_core::quant::Requant;
 use dws_core::Model;
 use std::time::{Duration, Instant};
 
@@ -114,10 +117,69 @@ pub struct BenchConfig {
     pub seconds: f64,
     /// Seed of the synthetic inputs.
     pub seed: u64,
+    /// The model's precision (the unit of its rate, the GEMM of its peak).
+    pub precision: Precision,
     /// Measure the GEMM peak.
     pub peak: bool,
     /// Measure single-input latency.
     pub latency: bool,
+}
+
+/// The GEMM whose rate a model's is compared with: the fastest the engine's
+/// own kernels do in the model's precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peak {
+    /// f32 multiply-adds: the fast engine's GEMM kernel ([`gemm_peak`]).
+    F32,
+    /// int8 x int8 -> int32 multiply-adds, requantized to int8: the host's
+    /// int8 linear kernel on non-negative inputs, its fastest path
+    /// ([`int8_gemm_peak`]).
+    Int8,
+}
+
+impl Peak {
+    /// The peak for a model of `precision`.
+    pub fn of(precision: Precision) -> Peak {
+        match precision {
+            Precision::F32 => Peak::F32,
+            Precision::Int8 => Peak::Int8,
+        }
+    }
+
+    /// Measures the median rate in G operations (2 per multiply-add) per second.
+    pub fn measure(self, threads: usize, secs: f64) -> f64 {
+        match self {
+            Peak::F32 => gemm_peak(threads, secs),
+            Peak::Int8 => int8_gemm_peak(threads, secs),
+        }
+    }
+
+    /// What a multiply-add counts as two of: FLOP, or for int8 OP (integer
+    /// operations).
+    pub fn ops(self) -> &'static str {
+        match self {
+            Peak::F32 => "FLOP",
+            Peak::Int8 => "OP",
+        }
+    }
+
+    /// What was measured, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Peak::F32 => "512x512x512 f32, the fast engine's kernel",
+            Peak::Int8 => {
+                "512x512x512 int8 to int8, the int8 kernels' linear on non-negative inputs"
+            }
+        }
+    }
+
+    /// The precision's name in JSON reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peak::F32 => "f32",
+            Peak::Int8 => "int8",
+        }
+    }
 }
 
 /// Summary statistics of repeated timings, in seconds.
@@ -164,9 +226,11 @@ pub struct BenchReport {
     pub batch_time: Timing,
     /// Inputs per second (median call).
     pub inputs_per_s: f64,
-    /// Model GFLOP/s (median call).
+    /// Model GFLOP/s, or GOP/s for int8 (median call).
     pub gflops: f64,
-    /// GEMM peak GFLOP/s (median), if measured.
+    /// The model's precision.
+    pub precision: Precision,
+    /// Its GEMM peak's rate in G operations per second (median), if measured.
     pub peak_gflops: Option<f64>,
     /// Single-input call times on one thread, if measured.
     pub latency: Option<Timing>,
@@ -183,25 +247,30 @@ impl BenchReport {
     /// A human-readable report.
     pub fn text(&self) -> String {
         let mut s = format!(
-            "engine:      {}, {} thread(s)\nmodel:       {:.2} MFLOP per input\n",
+            "engine:      {}, {} thread(s)\nmodel:       {:.2} M{} per input\n",
             self.engine,
             self.threads,
-            2.0 * self.macs as f64 / 1e6
+            2.0 * self.macs as f64 / 1e6,
+            Peak::of(self.precision).ops(),
         );
         let t = &self.batch_time;
         s += &format!(
-            "batch {:<5}  {:.0} inputs/s, {:.1} GFLOP/s ({:.2} ms per call: median of {} runs, p10 {:.2}, p90 {:.2})\n",
+            "batch {:<5}  {:.0} inputs/s, {:.1} G{}/s ({:.2} ms per call: median of {} runs, p10 {:.2}, p90 {:.2})\n",
             self.batch,
             self.inputs_per_s,
             self.gflops,
+            Peak::of(self.precision).ops(),
             t.median * 1e3,
             t.runs,
             t.p10 * 1e3,
             t.p90 * 1e3
         );
+        let k = Peak::of(self.precision);
         if let (Some(p), Some(f)) = (self.peak_gflops, self.peak_fraction()) {
             s += &format!(
-                "gemm peak:   {p:.1} GFLOP/s (512x512x512 f32, the fast engine's kernel, {} thread(s)); model at {:.1}% of it\n",
+                "gemm peak:   {p:.1} G{}/s ({}, {} thread(s)); model at {:.1}% of it\n",
+                k.ops(),
+                k.describe(),
                 self.threads,
                 100.0 * f
             );
@@ -232,6 +301,7 @@ impl BenchReport {
             "batch_time": timing(&self.batch_time),
             "inputs_per_s": self.inputs_per_s,
             "gflops": self.gflops,
+            "precision": Peak::of(self.precision).name(),
             "peak_gflops": self.peak_gflops,
             "peak_fraction": self.peak_fraction(),
             "latency": self.latency.as_ref().map(timing),
@@ -294,7 +364,7 @@ pub fn bench(engine: &dyn Engine, macs: u64, cfg: &BenchConfig) -> Result<BenchR
     let gflops = inputs_per_s * 2.0 * macs as f64 / 1e9;
     let peak_gflops = cfg
         .peak
-        .then(|| gemm_peak(cfg.threads, cfg.seconds.min(2.0)));
+        .then(|| Peak::of(cfg.precision).measure(cfg.threads, cfg.seconds.min(2.0)));
     let latency_on = |threads: usize| -> Result<Timing> {
         let one = &inputs[..ilen];
         let mut y = vec![0f32; olen];
@@ -315,6 +385,7 @@ pub fn bench(engine: &dyn Engine, macs: u64, cfg: &BenchConfig) -> Result<BenchR
         batch_time,
         inputs_per_s,
         gflops,
+        precision: cfg.precision,
         peak_gflops,
         latency,
         latency_threads,
@@ -348,14 +419,57 @@ pub fn gemm_peak(threads: usize, secs: f64) -> f64 {
         t.elapsed().as_secs_f64()
     };
     run(2);
-    // Aim for runs of about 0.1 s.
+    timed_rates(2.0 * (N * N * N) as f64, secs, run)
+}
+
+/// Median GOP/s (2 per multiply-add) of a `512 x 512 x 512` int8 GEMM with
+/// int8 outputs through the host's int8 kernels ([`Int8Kernels::linear8`]) on
+/// non-negative inputs, rows split over `threads` threads, timed for about
+/// `secs`.
+pub fn int8_gemm_peak(threads: usize, secs: f64) -> f64 {
+    const N: usize = 512;
+    // Inputs in 0..=127 (as after a ReLU), weights in -127..=127.
+    let to_i8 = |v: Vec<f32>, lo: f32| -> Vec<i8> {
+        v.iter().map(|x| (x * 254.0).clamp(lo, 127.0) as i8).collect()
+    };
+    let x = to_i8(synthetic_inputs(N * N, 1, 7).iter().map(|v| v.abs()).collect(), 0.0);
+    let w = to_i8(synthetic_inputs(N * N, 1, 11), -127.0);
+    let bias = vec![1i32; N];
+    // Sums of up to 512 * 127^2 scaled to int8.
+    let r = Requant { m: 1 << 30, shift: 44 };
+    let threads = threads.clamp(1, N);
+    let rows = N.div_ceil(threads);
+    let mut kernels: Vec<HostInt8> = (0..threads).map(|_| HostInt8::new(Isa::detect())).collect();
+    let mut y = vec![0i8; N * N];
+    let mut run = |reps: usize| -> f64 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            let parts = x.chunks(rows * N).zip(y.chunks_mut(rows * N));
+            for ((xi, yi), k) in parts.zip(kernels.iter_mut()) {
+                let (w, bias) = (&w, &bias);
+                s.spawn(move || {
+                    for _ in 0..reps {
+                        k.linear8(w, Some(bias), N, N, xi, xi.len() / N, r, -127, yi);
+                    }
+                });
+            }
+        });
+        t.elapsed().as_secs_f64()
+    };
+    run(2);
+    timed_rates(2.0 * (N * N * N) as f64, secs, run)
+}
+
+/// The median rate (G per second) of `ops` per repetition of `run(reps)`,
+/// which returns its seconds: runs of about 0.1 s, repeated for about `secs`
+/// (at least three).
+fn timed_rates(ops: f64, secs: f64, mut run: impl FnMut(usize) -> f64) -> f64 {
     let once = run(1).max(1e-6);
     let reps = ((0.1 / once) as usize).max(1);
-    let flops = 2.0 * (N * N * N) as f64 * reps as f64;
     let start = Instant::now();
     let mut rates = Vec::new();
     while rates.len() < 3 || start.elapsed().as_secs_f64() < secs {
-        rates.push(flops / run(reps) / 1e9);
+        rates.push(ops * reps as f64 / run(reps) / 1e9);
     }
     rates.sort_by(f64::total_cmp);
     rates[rates.len() / 2]
@@ -395,6 +509,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         threads: args.threads,
         seconds: args.seconds,
         seed: args.seed,
+        precision: m.precision(),
         peak: args.peak,
         latency: args.latency,
     };
@@ -418,7 +533,6 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
     if args.json {
         let mut j = report.json();
         j["model"] = serde_json::json!(args.model.display().to_string());
-        j["precision"] = serde_json::json!(format!("{:?}", m.precision()).to_lowercase());
         j["params"] = serde_json::json!(m.params().len());
         j["param_bytes"] = serde_json::json!(m.param_bytes().len());
         println!("{j}");
@@ -449,5 +563,27 @@ mod tests {
     fn timing_picks_the_median() {
         let t = Timing::of(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
         assert_eq!((t.runs, t.median, t.p10, t.p90), (5, 3.0, 1.0, 5.0));
+    }
+
+    #[test]
+    fn int8_reports_measure_an_int8_peak_in_operations() {
+        let peak = int8_gemm_peak(1, 0.0);
+        assert!(peak.is_finite() && peak > 0.0);
+        let report = BenchReport {
+            engine: "int8".into(),
+            batch: 1,
+            threads: 1,
+            macs: 10,
+            batch_time: Timing::default(),
+            inputs_per_s: 1.0,
+            gflops: 2e-8,
+            precision: Precision::Int8,
+            peak_gflops: Some(peak),
+            latency: None,
+            latency_threads: None,
+        };
+        let text = report.text();
+        assert!(text.contains("GOP/s") && text.contains("int8 to int8"), "{text}");
+        assert_eq!(report.json()["precision"], "int8");
     }
 }

@@ -104,8 +104,9 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Measure throughput (inputs/s, GFLOP/s, fraction of a GEMM peak measured in the same
-    /// run) and single-input latency on seeded synthetic inputs (see docs/benchmarks.md).
+    /// Measure throughput (inputs/s, GFLOP/s or for int8 GOP/s, fraction of a GEMM peak in the
+    /// blob's precision measured in the same run) and single-input latency on seeded synthetic
+    /// inputs (see docs/benchmarks.md).
     Bench {
         /// The .dws blob.
         model: PathBuf,
@@ -130,7 +131,8 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// Skip the GEMM peak measurement.
+        /// Skip the GEMM peak measurement (f32 blobs: the fast engine's f32 GEMM; int8 blobs:
+        /// the int8 kernels' linear).
         #[arg(long)]
         no_peak: bool,
         /// Skip the single-input latency measurement.
