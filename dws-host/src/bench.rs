@@ -428,15 +428,19 @@ pub fn gemm_peak(threads: usize, secs: f64) -> f64 {
 /// `secs`.
 pub fn int8_gemm_peak(threads: usize, secs: f64) -> f64 {
     const N: usize = 512;
-    // Inputs in 0..=127 (as after a ReLU), weights in -127..=127.
-    let to_i8 = |v: Vec<f32>, lo: f32| -> Vec<i8> {
-        v.iter().map(|x| (x * 254.0).clamp(lo, 127.0) as i8).collect()
+    // Inputs in 0..=127 (as after a ReLU), weights in -127..=127 (the
+    // synthetic values are in [-0.5, 0.5)).
+    let bytes = |seed: u64, f: fn(f32) -> f32| -> Vec<i8> {
+        let v = synthetic_inputs(N * N, 1, seed);
+        v.iter().map(|&v| (f(v) * 254.0) as i8).collect()
     };
-    let x = to_i8(synthetic_inputs(N * N, 1, 7).iter().map(|v| v.abs()).collect(), 0.0);
-    let w = to_i8(synthetic_inputs(N * N, 1, 11), -127.0);
+    let (x, w) = (bytes(7, f32::abs), bytes(11, |v| v));
     let bias = vec![1i32; N];
     // Sums of up to 512 * 127^2 scaled to int8.
-    let r = Requant { m: 1 << 30, shift: 44 };
+    let r = Requant {
+        m: 1 << 30,
+        shift: 44,
+    };
     let threads = threads.clamp(1, N);
     let rows = N.div_ceil(threads);
     let mut kernels: Vec<HostInt8> = (0..threads).map(|_| HostInt8::new(Isa::detect())).collect();
@@ -583,7 +587,10 @@ mod tests {
             latency_threads: None,
         };
         let text = report.text();
-        assert!(text.contains("GOP/s") && text.contains("int8 to int8"), "{text}");
+        assert!(
+            text.contains("GOP/s") && text.contains("int8 to int8"),
+            "{text}"
+        );
         assert_eq!(report.json()["precision"], "int8");
     }
 }
