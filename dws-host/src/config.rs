@@ -153,6 +153,17 @@ impl Config {
         d
     }
 
+    /// Whether the input skip's one output feature is added to each of the
+    /// `hidden_dim` features that the model returns (PyTorch broadcasting): a
+    /// `DWSModel` with no hidden layers, `add_skip` and `output_features` 1,
+    /// whose single DWS layer has `hidden_dim` outputs.
+    pub fn skip_broadcasts(&self) -> bool {
+        self.model == ModelKind::Equivariant
+            && self.n_hidden == 0
+            && self.add_skip
+            && self.output_features() == 1
+    }
+
     /// Features the equivariant part returns.
     pub fn output_features(&self) -> usize {
         match self.model {
@@ -263,14 +274,17 @@ impl Config {
         if self.n_hidden == 0
             && self.output_features() != self.hidden_dim
             && (self.add_skip || self.model == ModelKind::Classifier)
+            && !self.skip_broadcasts()
         {
-            // Upstream's only layer then has hidden_dim outputs: a skip of another
-            // width is added by PyTorch broadcasting, and a head sized for
-            // equiv_out_features does not fit at all.
+            // Upstream's only layer then has hidden_dim outputs: a head sized for
+            // equiv_out_features does not fit it, and a skip of another width
+            // fits only by broadcasting. dws follows the broadcast of a skip
+            // with one output (`skip_broadcasts`); with hidden_dim 1 it would be
+            // the layer's output that broadcasts.
             bail!(
                 "n_hidden = 0 with {} = {} != hidden_dim = {}: upstream's single DWS layer \
-                 outputs hidden_dim features, so this configuration only runs upstream by \
-                 accident of broadcasting (or not at all); dws does not support it",
+                 outputs hidden_dim features, so this configuration runs upstream only by \
+                 broadcasting the layer's output (or not at all); dws does not support it",
                 match self.model {
                     ModelKind::Classifier => "equiv_out_features",
                     ModelKind::Equivariant => "output_features",
@@ -328,17 +342,27 @@ mod tests {
     }
 
     /// Without hidden layers upstream's one DWS layer has hidden_dim outputs; a
-    /// skip or a head of another width only "runs" upstream by broadcasting.
+    /// head of another width does not fit it, and a skip of another width only
+    /// by broadcasting: supported where the skip has one output.
     #[test]
     fn no_hidden_layers_with_another_output_width_is_rejected_when_it_matters() {
         assert!(parse(json!({"n_hidden": 0, "output_features": 3})).is_ok());
         for o in [
-            json!({"n_hidden": 0, "output_features": 1, "add_skip": true}),
+            json!({"n_hidden": 0, "output_features": 2, "add_skip": true}),
+            json!({"n_hidden": 0, "hidden_dim": 1, "output_features": 6, "add_skip": true}),
             json!({"model": "DWSModelForClassification", "n_hidden": 0, "equiv_out_features": 8}),
+            json!({"model": "DWSModelForClassification", "n_hidden": 0, "equiv_out_features": 1, "add_skip": true}),
         ] {
             let e = parse(o.clone()).err().map(|e| format!("{e:#}"));
             assert!(e.unwrap_or_default().contains("n_hidden = 0"), "{o}");
         }
         assert!(parse(json!({"n_hidden": 0, "output_features": 6, "add_skip": true})).is_ok());
+        let c = parse(json!({"n_hidden": 0, "output_features": 1, "add_skip": true})).unwrap();
+        assert!(c.skip_broadcasts());
+        assert!(
+            !parse(json!({"n_hidden": 1, "output_features": 1, "add_skip": true}))
+                .unwrap()
+                .skip_broadcasts()
+        );
     }
 }

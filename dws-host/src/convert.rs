@@ -91,12 +91,12 @@ pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) 
         fin = fout;
     }
     if config.add_skip {
-        let lin = b.linear(
-            &format!("{prefix}skip"),
-            config.input_features,
-            out_features,
-            config.bias,
-        );
+        let skip = format!("{prefix}skip");
+        let lin = if config.skip_broadcasts() {
+            b.linear_broadcast(&skip, config.input_features, fin, config.bias)
+        } else {
+            b.linear(&skip, config.input_features, out_features, config.bias)
+        };
         ops.push(Op::InputSkip(lin));
     }
     let output = match config.model {
@@ -256,6 +256,11 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// Copies state_dict entry `key` into the parameters, checking its shape.
     fn take(&mut self, key: &str, shape: &[usize]) -> ParamRef {
+        self.take_repeated(key, shape, 1)
+    }
+
+    /// [`Self::take`], the entry copied `n` times in a row.
+    fn take_repeated(&mut self, key: &str, shape: &[usize], n: usize) -> ParamRef {
         let Some(t) = self.sd.get(key) else {
             self.problems
                 .push(format!("missing `{key}` (expected shape {shape:?})"));
@@ -283,7 +288,14 @@ impl Builder<'_> {
                 len: shape.iter().fold(1usize, |a, &d| a.saturating_mul(d)) as u32,
             };
         }
-        push(&mut self.params, &t.data)
+        let offset = self.params.len();
+        for _ in 0..n {
+            self.params.extend_from_slice(&t.data);
+        }
+        ParamRef {
+            offset: offset as u32,
+            len: (t.data.len() * n) as u32,
+        }
     }
 
     fn data(&mut self, key: &str, len: usize) -> Vec<f64> {
@@ -334,6 +346,20 @@ impl Builder<'_> {
         Linear {
             fin: fin as u32,
             fout: fout as u32,
+            weight,
+            bias,
+        }
+    }
+
+    /// `nn.Linear(fin, 1, bias)` at `prefix` as a linear of `n` outputs, its row
+    /// (and bias) repeated: what PyTorch's broadcasting makes of adding its one
+    /// output feature to `n` features.
+    fn linear_broadcast(&mut self, prefix: &str, fin: usize, n: usize, bias: bool) -> Linear {
+        let weight = self.take_repeated(&format!("{prefix}.weight"), &[1, fin], n);
+        let bias = bias.then(|| self.take_repeated(&format!("{prefix}.bias"), &[1], n));
+        Linear {
+            fin: fin as u32,
+            fout: n as u32,
             weight,
             bias,
         }
@@ -1039,7 +1065,7 @@ impl Grids<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensors::read_checkpoint;
+    use crate::tensors::{read_checkpoint, Tensor};
     use std::path::Path;
 
     fn fixture(name: &str) -> (Config, TensorMap) {
@@ -1119,5 +1145,51 @@ mod tests {
             e.contains(&format!("`{key}` holds a NaN or infinity at flat index 3")),
             "{e}"
         );
+    }
+
+    /// A DWSModel without hidden layers whose skip has one output adds it to
+    /// each of the layer's hidden_dim outputs (upstream's broadcasting): the
+    /// same plan as a skip of hidden_dim equal rows.
+    #[test]
+    fn a_one_feature_skip_without_hidden_layers_broadcasts() {
+        let (config, sd) = fixture("dws_skips_sab");
+        let hidden = config.hidden_dim;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/dws_skips_sab");
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+        cfg["n_hidden"] = 0.into();
+        let layer: TensorMap = sd
+            .iter()
+            .filter(|(k, _)| k.starts_with("layers.0."))
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        let row = &sd["skip.weight"].data[..config.input_features];
+        let b = sd["skip.bias"].data[0];
+        let skip = |n: usize| {
+            let mut m = layer.clone();
+            let weight = Tensor {
+                shape: vec![n, row.len()],
+                data: row.repeat(n),
+            };
+            let bias = Tensor {
+                shape: vec![n],
+                data: vec![b; n],
+            };
+            m.insert("skip.weight".into(), weight);
+            m.insert("skip.bias".into(), bias);
+            m
+        };
+        cfg["output_features"] = hidden.into();
+        let rows = Config::parse(&cfg.to_string()).unwrap();
+        cfg["output_features"] = 1.into();
+        let one = Config::parse(&cfg.to_string()).unwrap();
+        let expected = convert(&rows, &skip(hidden), None).unwrap();
+        let got = convert(&one, &skip(1), None).unwrap();
+        assert_eq!(got.params, expected.params);
+        assert_eq!(format!("{:?}", got.ops), format!("{:?}", expected.ops));
+        assert_eq!(format!("{:?}", got.spec), format!("{:?}", expected.spec));
+        // A skip stored with hidden_dim rows does not fit the one-output config.
+        let e = format!("{:#}", convert(&one, &skip(hidden), None).unwrap_err());
+        assert!(e.contains("`skip.weight` has shape"), "{e}");
     }
 }
