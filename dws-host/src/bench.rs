@@ -246,12 +246,13 @@ impl BenchReport {
 
     /// A human-readable report.
     pub fn text(&self) -> String {
+        let k = Peak::of(self.precision);
         let mut s = format!(
             "engine:      {}, {} thread(s)\nmodel:       {:.2} M{} per input\n",
             self.engine,
             self.threads,
             2.0 * self.macs as f64 / 1e6,
-            Peak::of(self.precision).ops(),
+            k.ops(),
         );
         let t = &self.batch_time;
         s += &format!(
@@ -259,13 +260,12 @@ impl BenchReport {
             self.batch,
             self.inputs_per_s,
             self.gflops,
-            Peak::of(self.precision).ops(),
+            k.ops(),
             t.median * 1e3,
             t.runs,
             t.p10 * 1e3,
             t.p90 * 1e3
         );
-        let k = Peak::of(self.precision);
         if let (Some(p), Some(f)) = (self.peak_gflops, self.peak_fraction()) {
             s += &format!(
                 "gemm peak:   {p:.1} G{}/s ({}, {} thread(s)); model at {:.1}% of it\n",
