@@ -91,15 +91,21 @@ impl<'a> Ops<'a> {
         if self.left == 0 || !self.rest.starts_with(tag) {
             return None;
         }
-        match postcard::take_from_bytes::<T>(&self.rest[tag.len()..]) {
+        Some(self.decode(tag.len()))
+    }
+
+    /// Decodes a `T` from the bytes after the next `skip` and counts the
+    /// record; on an error, ends the iteration.
+    fn decode<T: serde::Deserialize<'a>>(&mut self, skip: usize) -> Result<T, Error> {
+        match postcard::take_from_bytes::<T>(&self.rest[skip..]) {
             Ok((v, rest)) => {
                 self.rest = rest;
                 self.left -= 1;
-                Some(Ok(v))
+                Ok(v)
             }
             Err(_) => {
                 self.left = 0;
-                Some(Err(Error::Decode))
+                Err(Error::Decode)
             }
         }
     }
@@ -112,16 +118,6 @@ impl Iterator for Ops<'_> {
         if self.left == 0 {
             return None;
         }
-        match postcard::take_from_bytes::<Op>(self.rest) {
-            Ok((op, rest)) => {
-                self.rest = rest;
-                self.left -= 1;
-                Some(Ok(op))
-            }
-            Err(_) => {
-                self.left = 0;
-                Some(Err(Error::Decode))
-            }
-        }
+        Some(self.decode(0))
     }
 }
