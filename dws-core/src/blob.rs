@@ -66,9 +66,18 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Offset of the parameter section for a plan of `plan_len` bytes.
+/// Offset of the parameter section for a plan of `plan_len` bytes
+/// (`usize::MAX` where that does not fit in a `usize`).
 pub fn params_offset(plan_len: usize) -> usize {
-    (HEADER_LEN + plan_len).div_ceil(PARAM_ALIGN) * PARAM_ALIGN
+    checked_params_offset(plan_len).unwrap_or(usize::MAX)
+}
+
+/// [`params_offset`], `None` where it does not fit in a `usize` (a header's
+/// `plan_len` near 4 GiB on a 32-bit target).
+fn checked_params_offset(plan_len: usize) -> Option<usize> {
+    HEADER_LEN
+        .checked_add(plan_len)?
+        .checked_next_multiple_of(PARAM_ALIGN)
 }
 
 impl<'a> BlobView<'a> {
@@ -95,7 +104,7 @@ impl<'a> BlobView<'a> {
         };
         let plan_len = read_u32(bytes, 8) as usize;
         let params_len = read_u32(bytes, 12) as usize;
-        let start = params_offset(plan_len);
+        let start = checked_params_offset(plan_len).ok_or(Error::Truncated)?;
         let end = start.checked_add(params_len).ok_or(Error::Truncated)?;
         if end > bytes.len() {
             return Err(Error::Truncated);
@@ -129,9 +138,10 @@ impl<'a> BlobView<'a> {
     }
 }
 
-/// Bytes of a blob with these section lengths.
+/// Bytes of a blob with these section lengths (`usize::MAX` where that does
+/// not fit in a `usize`).
 pub fn blob_len(plan_len: usize, params_len: usize) -> usize {
-    params_offset(plan_len) + params_len
+    params_offset(plan_len).saturating_add(params_len)
 }
 
 /// Writes a blob from its sections into `out` and returns the used part.

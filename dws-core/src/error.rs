@@ -51,7 +51,8 @@ pub enum Error {
         /// Elements that were given.
         actual: usize,
     },
-    /// The blob holds a model of another element type than the call asked for (f32 vs int8).
+    /// The blob's precision flags are unknown, or it holds a model of another
+    /// element type than the call asked for (f32 vs int8).
     WrongPrecision,
 }
 
@@ -87,7 +88,10 @@ impl fmt::Display for Error {
                 )
             }
             Error::WrongPrecision => {
-                write!(f, "blob precision does not match the call (f32 vs int8)")
+                write!(
+                    f,
+                    "blob precision is unknown or not the one this call runs (f32 vs int8)"
+                )
             }
         }
     }

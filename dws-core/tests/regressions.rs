@@ -317,3 +317,16 @@ fn case_sizes_do_not_overflow() {
         Some(Error::InvalidPlan("case arrays do not match their sizes"))
     );
 }
+
+/// Section offsets that do not fit a `usize` (a header's `plan_len` near 4 GiB
+/// on a 32-bit target) saturate instead of wrapping; the firmware suite checks
+/// such a header on the 32-bit target itself.
+#[test]
+fn section_offsets_saturate() {
+    use dws_core::blob::{blob_len, params_offset};
+    assert_eq!(params_offset(0), 32);
+    assert_eq!(params_offset(1), 48);
+    assert_eq!(params_offset(usize::MAX - 20), usize::MAX);
+    assert_eq!(blob_len(usize::MAX - 20, 16), usize::MAX);
+    assert_eq!(blob_len(16, usize::MAX), usize::MAX);
+}

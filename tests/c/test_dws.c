@@ -466,6 +466,21 @@ static void run_bad_inputs(const char *dir)
            dws_run_f32(&model, input, ni, big, ns, big + ns - 1, no), DWS_ERR_OVERLAP);
     expect("run-input-is-output", dws_run_f32(&model, big, ni, scratch, ns, big, no),
            DWS_ERR_OVERLAP);
+    /* Scratch or output over the blob or the model storage would corrupt them. */
+    expect("run-scratch-in-blob",
+           dws_run_f32(&model, input, ni, (float *)(void *)blob.data, ns, output, no),
+           DWS_ERR_OVERLAP);
+    expect("run-output-in-model",
+           dws_run_f32(&model, input, ni, scratch, ns, (float *)(void *)&model, no),
+           DWS_ERR_OVERLAP);
+    {
+        /* An int8 entry point on this f32 model, and absurd scale counts. */
+        static const float scales[2] = {1.0f, 1.0f};
+        expect("run-i8-on-f32-model",
+               dws_run_i8(&model, (const int8_t *)(const void *)input, ni, scales, 2, scratch, ns,
+                          output, no),
+               DWS_ERR_WRONG_PRECISION);
+    }
     {
         float keep = input[ni / 2];
         input[ni / 2] = NAN;
@@ -539,6 +554,68 @@ done:
     free(cas.data);
 }
 
+/* dws_run_i8 on the int8 model of `dir`: scale counts and values. */
+static void run_bad_i8_inputs(const char *dir)
+{
+    file_buf blob, cas;
+    dws_model model;
+    dws_info info;
+    float *scales = NULL, *scratch = NULL, *output = NULL;
+    int8_t *input = NULL;
+    size_t ni, ns, no, nt, i;
+
+    if (!load_files(dir, "model.int8.dws", "case_int8.bin", &blob, &cas)) {
+        report(0, "bad-input", "i8-setup", "cannot read the int8 bad-input fixture");
+        return;
+    }
+    memset(&model, 0, sizeof model);
+    if (dws_model_open(&model, blob.data, blob.len) != DWS_OK ||
+        dws_model_info(&model, &info) != DWS_OK) {
+        report(0, "bad-input", "i8-setup", "the int8 bad-input fixture does not open");
+        goto done;
+    }
+    ni = dws_model_input_len(&model);
+    ns = dws_model_scratch_len(&model);
+    no = dws_model_output_len(&model);
+    nt = 2 * (size_t)info.num_weight_matrices;
+    input = calloc(ni, 1);
+    scales = malloc(nt * sizeof *scales);
+    scratch = malloc(ns * sizeof *scratch);
+    output = malloc(no * sizeof *output);
+    if (input == NULL || scales == NULL || scratch == NULL || output == NULL) {
+        report(0, "bad-input", "i8-setup", "out of memory");
+        goto done;
+    }
+    for (i = 0; i < ni; i++) {
+        input[i] = (int8_t)((int)(i * 37 % 255) - 127);
+    }
+    for (i = 0; i < nt; i++) {
+        scales[i] = 0.01f;
+    }
+    expect("run-i8", dws_run_i8(&model, input, ni, scales, nt, scratch, ns, output, no), DWS_OK);
+    expect("run-i8-too-few-scales",
+           dws_run_i8(&model, input, ni, scales, nt - 1, scratch, ns, output, no),
+           DWS_ERR_INPUT_LENGTH);
+    expect("run-i8-huge-scale-count",
+           dws_run_i8(&model, input, ni, scales, SIZE_MAX / 4 + 2, scratch, ns, output, no),
+           DWS_ERR_INPUT_LENGTH);
+    scales[nt - 1] = NAN;
+    expect("run-i8-nan-scale", dws_run_i8(&model, input, ni, scales, nt, scratch, ns, output, no),
+           DWS_ERR_NON_FINITE_INPUT);
+    scales[nt - 1] = 0.01f;
+    expect("run-i8-output-in-model",
+           dws_run_i8(&model, input, ni, scales, nt, scratch, ns, (float *)(void *)&model, no),
+           DWS_ERR_OVERLAP);
+
+done:
+    free(input);
+    free(scales);
+    free(scratch);
+    free(output);
+    free(blob.data);
+    free(cas.data);
+}
+
 int main(int argc, char **argv)
 {
     int i;
@@ -557,6 +634,9 @@ int main(int argc, char **argv)
         }
     }
     run_bad_inputs(argv[2]);
+    if (file_exists(argv[2], "model.int8.dws")) {
+        run_bad_i8_inputs(argv[2]);
+    }
     printf("%s: %d passed, %d failed\n", label, passed, failed);
     return failed == 0 && passed > 0 ? 0 : 1;
 }

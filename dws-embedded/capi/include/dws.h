@@ -207,11 +207,12 @@ typedef struct dws_check_report {
 // An index (a case input number) is out of range.
 #define DWS_ERR_INDEX_OUT_OF_RANGE 19
 
-// Buffers that must be distinct (input, scratch, output) overlap in memory.
+// Buffers that must be distinct (input, scratch, output) overlap in memory, or
+// the scratch or output overlaps the blob or the `dws_model` storage.
 #define DWS_ERR_OVERLAP 20
 
 // An argument value is outside its domain (a length too large for the address
-// space; also reserved for a non-finite or non-positive int8 input scale).
+// space).
 #define DWS_ERR_INVALID_ARGUMENT 21
 
 // The core reported an error this version of the C ABI has no code for.
@@ -348,7 +349,7 @@ dws_status dws_model_info(const struct dws_model *model, struct dws_info *info);
 // - `output_len`: floats available at `output` (`DWS_ERR_OUTPUT_TOO_SMALL`).
 //
 // All three buffers must be 4-byte aligned (`DWS_ERR_MISALIGNED`) and the parts used
-// must not overlap (`DWS_ERR_OVERLAP`). Only the first `dws_model_input_len`,
+// must not overlap each other, the blob or the model (`DWS_ERR_OVERLAP`). Only the first `dws_model_input_len`,
 // `dws_model_scratch_len` and `dws_model_output_len` elements of them are
 // accessed, even when the lengths given are larger.
 //
@@ -382,8 +383,8 @@ dws_status dws_run_f32(const struct dws_model *model,
 // - `model`: an opened int8 model (`DWS_ERR_WRONG_PRECISION` for an f32 model).
 // - `input`: `input_len` int8 values in the layout of `dws_run_f32`'s input; read only.
 // - `input_len`: must equal `dws_model_input_len(model)` (`DWS_ERR_INPUT_LENGTH`).
-// - `scales`: one finite scale per weight-space tensor (`2 * n_weight_matrices`
-//   of `dws_model_info`); read only.
+// - `scales`: one finite scale per weight-space tensor (`2 * num_weight_matrices`
+//   of `dws_model_info`); read only. Any sign: the values are `input[i] * scales[t]`.
 // - `n_scales`: number of scales (`DWS_ERR_INPUT_LENGTH` when it is not `2L`).
 // - `scratch`, `scratch_len`, `output`, `output_len`: as for `dws_run_f32`.
 //

@@ -81,10 +81,11 @@ pub const DWS_ERR_MISMATCH: dws_status = 17;
 pub const DWS_ERR_NOT_OPEN: dws_status = 18;
 /// An index (a case input number) is out of range.
 pub const DWS_ERR_INDEX_OUT_OF_RANGE: dws_status = 19;
-/// Buffers that must be distinct (input, scratch, output) overlap in memory.
+/// Buffers that must be distinct (input, scratch, output) overlap in memory, or
+/// the scratch or output overlaps the blob or the `dws_model` storage.
 pub const DWS_ERR_OVERLAP: dws_status = 20;
 /// An argument value is outside its domain (a length too large for the address
-/// space; also reserved for a non-finite or non-positive int8 input scale).
+/// space).
 pub const DWS_ERR_INVALID_ARGUMENT: dws_status = 21;
 /// The core reported an error this version of the C ABI has no code for.
 pub const DWS_ERR_UNKNOWN: dws_status = 22;
@@ -141,7 +142,9 @@ pub extern "C" fn dws_status_string(status: dws_status) -> *const c_char {
         DWS_ERR_MISMATCH => c"output is outside the reference tolerance",
         DWS_ERR_NOT_OPEN => c"model or case was not opened successfully",
         DWS_ERR_INDEX_OUT_OF_RANGE => c"index out of range",
-        DWS_ERR_OVERLAP => c"input, scratch and output buffers overlap",
+        DWS_ERR_OVERLAP => {
+            c"input, scratch and output buffers overlap (each other, the blob or the model)"
+        }
         DWS_ERR_INVALID_ARGUMENT => c"argument value out of range",
         DWS_ERR_UNKNOWN => c"unknown core error",
         _ => c"unknown dws status",
@@ -192,6 +195,14 @@ fn overlaps<T>(a: *const T, na: usize, b: *const T, nb: usize) -> bool {
     let a1 = a0.saturating_add(na.saturating_mul(size_of::<T>()));
     let b1 = b0.saturating_add(nb.saturating_mul(size_of::<T>()));
     na != 0 && nb != 0 && a0 < b1 && b0 < a1
+}
+
+/// Whether `n` floats written at `p` would overlap the blob of `m` or the
+/// storage `model` that holds it.
+fn over_model(m: &Model<'_>, model: *const dws_model, p: *const f32, n: usize) -> bool {
+    let blob = m.blob();
+    overlaps(p.cast::<u8>(), 4 * n, blob.as_ptr(), blob.len())
+        || overlaps(p.cast::<u8>(), 4 * n, model.cast::<u8>(), DWS_MODEL_SIZE)
 }
 
 /// A readable `f32` slice from C, after the NULL and alignment checks.
@@ -561,7 +572,7 @@ pub unsafe extern "C" fn dws_model_info(
 /// - `output_len`: floats available at `output` (`DWS_ERR_OUTPUT_TOO_SMALL`).
 ///
 /// All three buffers must be 4-byte aligned (`DWS_ERR_MISALIGNED`) and the parts used
-/// must not overlap (`DWS_ERR_OVERLAP`). Only the first `dws_model_input_len`,
+/// must not overlap each other, the blob or the model (`DWS_ERR_OVERLAP`). Only the first `dws_model_input_len`,
 /// `dws_model_scratch_len` and `dws_model_output_len` elements of them are
 /// accessed, even when the lengths given are larger.
 ///
@@ -632,6 +643,8 @@ unsafe fn run_f32(
     if overlaps(input, ni, scratch_c, ns)
         || overlaps(input, ni, output_c, no)
         || overlaps(scratch_c, ns, output_c, no)
+        || over_model(m, model, scratch_c, ns)
+        || over_model(m, model, output_c, no)
     {
         return Err(DWS_ERR_OVERLAP);
     }
@@ -661,8 +674,8 @@ unsafe fn run_f32(
 /// - `model`: an opened int8 model (`DWS_ERR_WRONG_PRECISION` for an f32 model).
 /// - `input`: `input_len` int8 values in the layout of `dws_run_f32`'s input; read only.
 /// - `input_len`: must equal `dws_model_input_len(model)` (`DWS_ERR_INPUT_LENGTH`).
-/// - `scales`: one finite scale per weight-space tensor (`2 * n_weight_matrices`
-///   of `dws_model_info`); read only.
+/// - `scales`: one finite scale per weight-space tensor (`2 * num_weight_matrices`
+///   of `dws_model_info`); read only. Any sign: the values are `input[i] * scales[t]`.
 /// - `n_scales`: number of scales (`DWS_ERR_INPUT_LENGTH` when it is not `2L`).
 /// - `scratch`, `scratch_len`, `output`, `output_len`: as for `dws_run_f32`.
 ///
@@ -738,6 +751,9 @@ unsafe fn run_i8(
     if scratch_len < ns {
         return Err(DWS_ERR_SCRATCH_TOO_SMALL);
     }
+    if n_scales != 2 * m.spec().dims.len().saturating_sub(1) {
+        return Err(DWS_ERR_INPUT_LENGTH);
+    }
     let (scratch_c, output_c) = (scratch.cast_const(), output.cast_const());
     let (input_b, scratch_b, output_b, scales_b) = (
         input.cast::<u8>(),
@@ -750,6 +766,8 @@ unsafe fn run_i8(
         || overlaps(scratch_c, ns, output_c, no)
         || overlaps(scales_b, 4 * n_scales, scratch_b, 4 * ns)
         || overlaps(scales_b, 4 * n_scales, output_b, 4 * no)
+        || over_model(m, model, scratch_c, ns)
+        || over_model(m, model, output_c, no)
     {
         return Err(DWS_ERR_OVERLAP);
     }

@@ -139,6 +139,25 @@ fn run_fixture(arena: &mut FirmwareArena, f: &Fixture, bench: bool) -> Result<Ca
     }
 }
 
+/// A header whose `plan_len` (0xFFFF_FFF0) wraps a 32-bit offset, with a
+/// valid checksum, such as an over-the-air update could carry: rejected as
+/// truncated, not a panic.
+#[inline(never)]
+fn hostile_header_is_rejected() -> bool {
+    #[repr(align(16))]
+    struct Blob([u8; 64]);
+    let mut b = Blob([0; 64]);
+    b.0[..4].copy_from_slice(b"DWSB");
+    b.0[4] = 1; // format version 1; flags 0 (f32)
+    b.0[8..12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes()); // plan_len
+    b.0[12..16].copy_from_slice(&48u32.to_le_bytes()); // params_len
+    b.0[16..20].copy_from_slice(&0x190A_55ADu32.to_le_bytes()); // CRC-32 of 32 zero bytes
+    matches!(
+        Model::new_checked(&b.0),
+        Err(dws_embedded::dws_core::Error::Truncated)
+    )
+}
+
 #[entry]
 fn main() -> ! {
     static mut ARENA: FirmwareArena = FirmwareArena::new();
@@ -178,6 +197,14 @@ fn main() -> ! {
                 heprintln!("FAIL {} ({})", f.name, kind(f));
             }
         }
+    }
+    if hostile_header_is_rejected() {
+        passed += 1;
+        defmt::info!("  ok    a header with a wrapping plan length is rejected");
+    } else {
+        failed += 1;
+        defmt::error!("  FAIL  a header with a wrapping plan length is not rejected");
+        heprintln!("FAIL hostile header");
     }
     let stack = stack_high_water();
     let stack_ok = stack <= STACK_RESERVE;
