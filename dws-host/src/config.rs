@@ -164,6 +164,14 @@ impl Config {
             && self.output_features() == 1
     }
 
+    /// Whether the single DWS layer's one output feature is added to each of
+    /// the `output_features` (or `equiv_out_features`) features of the input
+    /// skip (PyTorch broadcasting): no hidden layers, `add_skip`, `hidden_dim`
+    /// 1 and a wider skip.
+    pub fn layer_broadcasts(&self) -> bool {
+        self.n_hidden == 0 && self.add_skip && self.hidden_dim == 1 && self.output_features() > 1
+    }
+
     /// Features the equivariant part returns.
     pub fn output_features(&self) -> usize {
         match self.model {
@@ -275,12 +283,12 @@ impl Config {
             && self.output_features() != self.hidden_dim
             && (self.add_skip || self.model == ModelKind::Classifier)
             && !self.skip_broadcasts()
+            && !self.layer_broadcasts()
         {
             // Upstream's only layer then has hidden_dim outputs: a head sized for
             // equiv_out_features does not fit it, and a skip of another width
-            // fits only by broadcasting. dws follows the broadcast of a skip
-            // with one output (`skip_broadcasts`); with hidden_dim 1 it would be
-            // the layer's output that broadcasts.
+            // fits only by broadcasting. dws follows the broadcasts of a
+            // one-feature skip (`skip_broadcasts`) or layer (`layer_broadcasts`).
             bail!(
                 "n_hidden = 0 with {} = {} != hidden_dim = {}: upstream's single DWS layer \
                  outputs hidden_dim features, so this configuration runs upstream only by \
@@ -291,6 +299,16 @@ impl Config {
                 },
                 self.output_features(),
                 self.hidden_dim
+            );
+        }
+        if self.layer_broadcasts()
+            && (self.set_layer == SetLayerKind::Sab || self.input_dim_downsample.is_some())
+        {
+            bail!(
+                "n_hidden = 0 with hidden_dim = 1 and a skip of {} features: upstream adds the \
+                 layer's one feature to each of them (broadcasting); dws repeats that feature, \
+                 which it does for set_layer \"ds\" without input_dim_downsample only",
+                self.output_features()
             );
         }
         if self.model == ModelKind::Classifier && self.output_features.is_some() {
@@ -343,13 +361,14 @@ mod tests {
 
     /// Without hidden layers upstream's one DWS layer has hidden_dim outputs; a
     /// head of another width does not fit it, and a skip of another width only
-    /// by broadcasting: supported where the skip has one output.
+    /// by broadcasting: supported where the skip has one output, or the layer
+    /// one output and DeepSets set layers.
     #[test]
     fn no_hidden_layers_with_another_output_width_is_rejected_when_it_matters() {
         assert!(parse(json!({"n_hidden": 0, "output_features": 3})).is_ok());
         for o in [
             json!({"n_hidden": 0, "output_features": 2, "add_skip": true}),
-            json!({"n_hidden": 0, "hidden_dim": 1, "output_features": 6, "add_skip": true}),
+            json!({"n_hidden": 0, "hidden_dim": 2, "output_features": 6, "add_skip": true}),
             json!({"model": "DWSModelForClassification", "n_hidden": 0, "equiv_out_features": 8}),
             json!({"model": "DWSModelForClassification", "n_hidden": 0, "equiv_out_features": 1, "add_skip": true}),
         ] {
@@ -364,5 +383,17 @@ mod tests {
                 .unwrap()
                 .skip_broadcasts()
         );
+        let one = json!({"n_hidden": 0, "hidden_dim": 1, "output_features": 6, "add_skip": true});
+        let mut ds = one.clone();
+        ds["set_layer"] = "ds".into();
+        assert!(parse(ds.clone()).unwrap().layer_broadcasts());
+        ds["model"] = "DWSModelForClassification".into();
+        ds["equiv_out_features"] = ds["output_features"].take();
+        assert!(parse(ds.clone()).unwrap().layer_broadcasts());
+        ds["input_dim_downsample"] = 2.into();
+        for o in [one, ds] {
+            let e = parse(o.clone()).err().map(|e| format!("{e:#}"));
+            assert!(e.unwrap_or_default().contains("broadcasting"), "{o}");
+        }
     }
 }

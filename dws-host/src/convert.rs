@@ -78,22 +78,32 @@ pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) 
             config.hidden_dim
         };
         let heads = if last { 1 } else { config.num_heads };
+        // A lone one-feature layer added to a wider skip: its feature repeated.
+        let repeat = if config.layer_broadcasts() {
+            out_features
+        } else {
+            1
+        };
         let layer = LayerCfg {
             config,
             dims: &dims,
             fin,
             fout,
+            repeat,
             heads,
             prefix: format!("{prefix}layers.{idx}."),
         };
         b.dws_layer(&layer, &mut ops)?;
+        if b.swamped() {
+            return Err(b.failure());
+        }
         idx += 1;
-        fin = fout;
+        fin = fout * repeat;
     }
     if config.add_skip {
         let skip = format!("{prefix}skip");
         let lin = if config.skip_broadcasts() {
-            b.linear_broadcast(&skip, config.input_features, fin, config.bias)
+            b.linear_repeated(&skip, config.input_features, 1, config.bias, fin, 1)
         } else {
             b.linear(&skip, config.input_features, out_features, config.bias)
         };
@@ -241,10 +251,17 @@ struct LayerCfg<'c> {
     config: &'c Config,
     dims: &'c [usize],
     fin: usize,
+    /// Output features of upstream's layer.
     fout: usize,
+    /// How many times each output feature is repeated (1, or the width of a
+    /// skip that upstream's broadcasting adds a one-feature layer to).
+    repeat: usize,
     heads: usize,
     prefix: String,
 }
+
+/// Most problems a conversion reports.
+const MAX_PROBLEMS: usize = 50;
 
 struct Builder<'a> {
     sd: &'a TensorMap,
@@ -259,8 +276,16 @@ impl Builder<'_> {
         self.take_repeated(key, shape, 1)
     }
 
-    /// [`Self::take`], the entry copied `n` times in a row.
+    /// [`Self::take`], each entry along the first dimension copied `n` times
+    /// in a row (the rows of a weight matrix, the values of a bias).
     fn take_repeated(&mut self, key: &str, shape: &[usize], n: usize) -> ParamRef {
+        self.take_spread(key, shape, n, 1)
+    }
+
+    /// [`Self::take_repeated`], each value then followed by `cols - 1` zeros:
+    /// the weights of a linear whose input features each come `cols` times
+    /// in a row, of which only the first copy counts.
+    fn take_spread(&mut self, key: &str, shape: &[usize], n: usize, cols: usize) -> ParamRef {
         let Some(t) = self.sd.get(key) else {
             self.problems
                 .push(format!("missing `{key}` (expected shape {shape:?})"));
@@ -274,7 +299,7 @@ impl Builder<'_> {
         self.used.insert(key.to_string());
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
             self.problems
-                .push(format!("`{key}` holds a NaN or infinity at flat index {i}"));
+                .push(format!("`{key}` holds a NaN, an infinity or a value beyond the f32 range at flat index {i}"));
         }
         if t.shape != shape {
             self.problems.push(format!(
@@ -289,12 +314,18 @@ impl Builder<'_> {
             };
         }
         let offset = self.params.len();
-        for _ in 0..n {
-            self.params.extend_from_slice(&t.data);
+        let row = t.data.len() / shape.first().copied().unwrap_or(1).max(1);
+        for r in t.data.chunks(row.max(1)) {
+            for _ in 0..n {
+                for &v in r {
+                    self.params.push(v);
+                    self.params.extend((1..cols).map(|_| 0.0));
+                }
+            }
         }
         ParamRef {
             offset: offset as u32,
-            len: (t.data.len() * n) as u32,
+            len: (t.data.len() * n * cols) as u32,
         }
     }
 
@@ -304,7 +335,7 @@ impl Builder<'_> {
                 self.used.insert(key.to_string());
                 if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
                     self.problems
-                        .push(format!("`{key}` holds a NaN or infinity at flat index {i}"));
+                        .push(format!("`{key}` holds a NaN, an infinity or a value beyond the f32 range at flat index {i}"));
                 }
                 t.data.iter().map(|&v| v as f64).collect()
             }
@@ -322,44 +353,75 @@ impl Builder<'_> {
         }
     }
 
-    /// Reports every missing, mis-shaped and unused entry at once; returns the parameters.
+    /// Whether so much is wrong already that building on is pointless (a
+    /// config with far more layers than the checkpoint, say).
+    fn swamped(&self) -> bool {
+        self.problems.len() >= MAX_PROBLEMS
+    }
+
+    /// The parameters, or every missing, mis-shaped and unused entry at once
+    /// (see [`Self::failure`]).
     fn finish(self) -> Result<Vec<f32>> {
+        if self.problems.is_empty() && self.sd.keys().all(|k| self.used.contains(k)) {
+            Ok(self.params)
+        } else {
+            Err(self.failure())
+        }
+    }
+
+    /// The error listing the problems found and the unused entries, at most
+    /// [`MAX_PROBLEMS`] of them (unused entries only when the build got
+    /// through: a stopped one leaves most entries unused).
+    fn failure(self) -> anyhow::Error {
         let mut problems = self.problems;
-        for key in self.sd.keys() {
-            if !self.used.contains(key) {
-                problems.push(format!("unexpected `{key}`"));
-            }
+        let swamped = problems.len() >= MAX_PROBLEMS;
+        if !swamped {
+            let unused = self.sd.keys().filter(|k| !self.used.contains(*k));
+            problems.extend(unused.map(|k| format!("unexpected `{k}`")));
         }
-        if !problems.is_empty() {
-            bail!(
-                "the state_dict does not fit the config:\n  {}",
-                problems.join("\n  ")
-            );
+        let more = problems.len().saturating_sub(MAX_PROBLEMS);
+        problems.truncate(MAX_PROBLEMS);
+        if swamped || more > 0 {
+            let more = if more > 0 {
+                format!(" ({more} more)")
+            } else {
+                String::new()
+            };
+            problems.push(format!(
+                "... stopped after {MAX_PROBLEMS} problems{more}: check the sizes in the config \
+                 (n_hidden, hidden_dim, weight_shapes) against the checkpoint"
+            ));
         }
-        Ok(self.params)
+        anyhow::anyhow!(
+            "the state_dict does not fit the config:\n  {}",
+            problems.join("\n  ")
+        )
     }
 
     /// `nn.Linear(fin, fout, bias)` at `prefix`.
     fn linear(&mut self, prefix: &str, fin: usize, fout: usize, bias: bool) -> Linear {
-        let weight = self.take(&format!("{prefix}.weight"), &[fout, fin]);
-        let bias = bias.then(|| self.take(&format!("{prefix}.bias"), &[fout]));
-        Linear {
-            fin: fin as u32,
-            fout: fout as u32,
-            weight,
-            bias,
-        }
+        self.linear_repeated(prefix, fin, fout, bias, 1, 1)
     }
 
-    /// `nn.Linear(fin, 1, bias)` at `prefix` as a linear of `n` outputs, its row
-    /// (and bias) repeated: what PyTorch's broadcasting makes of adding its one
-    /// output feature to `n` features.
-    fn linear_broadcast(&mut self, prefix: &str, fin: usize, n: usize, bias: bool) -> Linear {
-        let weight = self.take_repeated(&format!("{prefix}.weight"), &[1, fin], n);
-        let bias = bias.then(|| self.take_repeated(&format!("{prefix}.bias"), &[1], n));
+    /// `nn.Linear(fin, fout, bias)` at `prefix` as a linear of `fout * n`
+    /// outputs, each row (and bias) repeated `n` times in a row (what
+    /// PyTorch's broadcasting makes of adding one output feature to `n`),
+    /// on inputs whose features each come `cols` times in a row (the outputs
+    /// of such a linear).
+    fn linear_repeated(
+        &mut self,
+        prefix: &str,
+        fin: usize,
+        fout: usize,
+        bias: bool,
+        n: usize,
+        cols: usize,
+    ) -> Linear {
+        let weight = self.take_spread(&format!("{prefix}.weight"), &[fout, fin], n, cols);
+        let bias = bias.then(|| self.take_repeated(&format!("{prefix}.bias"), &[fout], n));
         Linear {
-            fin: fin as u32,
-            fout: n as u32,
+            fin: (fin * cols) as u32,
+            fout: (fout * n) as u32,
             weight,
             bias,
         }
@@ -367,12 +429,29 @@ impl Builder<'_> {
 
     /// Upstream `_get_mlp`: linears at `prefix.0`, `prefix.2`, ... with ReLUs between.
     fn mlp(&mut self, prefix: &str, fin: usize, fout: usize, layers: usize, bias: bool) -> Mlp {
+        self.mlp_repeated(prefix, fin, fout, layers, bias, 1)
+    }
+
+    /// [`Self::mlp`], every output repeated `n` times (each layer's by
+    /// [`Self::linear_repeated`]: the hidden widths of upstream's MLPs equal
+    /// their output widths, as the plan requires).
+    fn mlp_repeated(
+        &mut self,
+        prefix: &str,
+        fin: usize,
+        fout: usize,
+        layers: usize,
+        bias: bool,
+        n: usize,
+    ) -> Mlp {
         let mut m = Mlp {
             layers: heapless::Vec::new(),
         };
         for k in 0..layers {
             let width = if k == 0 { fin } else { fout };
-            let lin = self.linear(&format!("{prefix}.{}", 2 * k), width, fout, bias);
+            let cols = if k == 0 { 1 } else { n };
+            let lin =
+                self.linear_repeated(&format!("{prefix}.{}", 2 * k), width, fout, bias, n, cols);
             // MAX_FC_LAYERS is checked in the config.
             let _ = m.layers.push(lin);
         }
@@ -391,10 +470,28 @@ impl Builder<'_> {
         let p = format!("{prefix}.set_layer");
         Ok(match c.set_layer {
             SetLayerKind::Ds => SetLayer::DeepSets {
-                gamma: self.mlp(&format!("{p}.Gamma"), fin, fout, c.n_fc_layers, c.bias),
-                lambda: self.mlp(&format!("{p}.Lambda"), fin, fout, c.n_fc_layers, false),
+                gamma: self.mlp_repeated(
+                    &format!("{p}.Gamma"),
+                    fin,
+                    fout,
+                    c.n_fc_layers,
+                    c.bias,
+                    l.repeat,
+                ),
+                lambda: self.mlp_repeated(
+                    &format!("{p}.Lambda"),
+                    fin,
+                    fout,
+                    c.n_fc_layers,
+                    false,
+                    l.repeat,
+                ),
                 pooling: SetPooling::Reduce(reduction(c.reduction)),
             },
+            SetLayerKind::Sab if l.repeat > 1 => {
+                // Config::check rejects this: O + relu(fc_o(O)) has no repeated form.
+                bail!("set attention at `{p}` cannot have its output feature repeated");
+            }
             SetLayerKind::Sab => {
                 let split = fout / l.heads;
                 if split == 0 || !fout.is_multiple_of(split) {
@@ -511,12 +608,13 @@ impl Builder<'_> {
         if c.add_layer_skip {
             let skip = match &resample {
                 Some(r) => r.skip.clone(),
-                None => self.mlp(
+                None => self.mlp_repeated(
                     &format!("{}skip", l.prefix),
                     l.fin,
                     l.fout,
                     c.n_fc_layers,
                     c.bias,
+                    l.repeat,
                 ),
             };
             for t in 0..2 * n {
@@ -536,7 +634,7 @@ impl Builder<'_> {
         }
         ops.push(Op::Dws(DwsLayer {
             fin: l.fin as u32,
-            fout: l.fout as u32,
+            fout: (l.fout * l.repeat) as u32,
             reduction: reduction(c.reduction),
             blocks: blocks.len() as u32,
             resample,
@@ -553,7 +651,7 @@ impl Builder<'_> {
         fout: usize,
         layers: usize,
     ) -> Map {
-        Map::Mlp(self.mlp(&prefix, fin, fout, layers, l.config.bias))
+        Map::Mlp(self.mlp_repeated(&prefix, fin, fout, layers, l.config.bias, l.repeat))
     }
 
     fn map_set(
@@ -1142,7 +1240,9 @@ mod tests {
         t.data[3] = f32::INFINITY;
         let e = format!("{:#}", convert(&config, &sd, None).unwrap_err());
         assert!(
-            e.contains(&format!("`{key}` holds a NaN or infinity at flat index 3")),
+            e.contains(&format!(
+                "`{key}` holds a NaN, an infinity or a value beyond the f32 range at flat index 3"
+            )),
             "{e}"
         );
     }

@@ -161,6 +161,11 @@ CASES = [
          "DWSModel with a width-1 hidden layer in the input network, sab (2 heads), mean",
          input_features=1, output_features=2, hidden_dim=8, n_hidden=1, reduction="mean",
          set_layer="sab", num_heads=2),
+    case("dws_one_feature_layer", DWS, [3, 4, 5, 2],
+         "DWSModel, n_hidden=0 with hidden_dim=1 and add_skip to 3 features (PyTorch broadcasts "
+         "the layer's one feature onto the skip's three), ds, max, n_fc_layers=2, add_layer_skip, F_in=2",
+         input_features=2, output_features=3, hidden_dim=1, n_hidden=0, reduction="max",
+         set_layer="ds", n_fc_layers=2, add_skip=True, add_layer_skip=True),
 ]
 
 ALL_KEYS_ORDER = [
