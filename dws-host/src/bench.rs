@@ -506,7 +506,7 @@ pub struct BenchArgs {
 
 /// `dws bench`: opens the model, measures and prints.
 pub fn bench_command(args: &BenchArgs) -> Result<()> {
-    let blob = crate::blob_io::AlignedBlob::read(&args.model)?;
+    let blob = crate::blob_io::AlignedBlob::open(&args.model)?;
     let m = blob.model()?;
     let cfg = BenchConfig {
         batch: args.batch,
@@ -539,14 +539,17 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         j["model"] = serde_json::json!(args.model.display().to_string());
         j["params"] = serde_json::json!(m.params().len());
         j["param_bytes"] = serde_json::json!(m.param_bytes().len());
-        println!("{j}");
+        crate::output::print(format_args!("{j}\n"))?;
     } else {
         let size = match m.precision() {
             Precision::F32 => format!("{} parameters", m.params().len()),
             Precision::Int8 => format!("int8, {} parameter bytes", m.param_bytes().len()),
         };
-        println!("model:       {} ({size})", args.model.display());
-        print!("{}", report.text());
+        crate::output::print(format_args!(
+            "model:       {} ({size})\n{}",
+            args.model.display(),
+            report.text()
+        ))?;
     }
     Ok(())
 }

@@ -53,6 +53,14 @@ impl AlignedBlob {
         Ok(Self::from_bytes(&bytes))
     }
 
+    /// Reads a blob file and checks that it opens, naming the file in errors.
+    pub fn open(path: &Path) -> Result<Self> {
+        let blob = Self::read(path)?;
+        blob.model()
+            .with_context(|| format!("in {}", path.display()))?;
+        Ok(blob)
+    }
+
     /// The blob bytes.
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]

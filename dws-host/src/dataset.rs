@@ -72,6 +72,9 @@ pub fn read_splits(splits: &Path, split: &str) -> Result<Vec<Entry>> {
             bail!(at(&format!("{} paths but {} labels", paths.len(), l.len())));
         }
     }
+    if paths.is_empty() {
+        bail!(at("the split is empty"));
+    }
     let base = splits.parent().unwrap_or(Path::new(""));
     paths
         .iter()
@@ -284,7 +287,9 @@ pub fn inr_to_input(sd: &TensorMap, dims: &[u32], out: &mut [f32]) -> Result<()>
 
 fn check_finite(key: &str, data: &[f32]) -> Result<()> {
     match data.iter().position(|v| !v.is_finite()) {
-        Some(i) => bail!("`{key}` holds a NaN or infinity at flat index {i}"),
+        Some(i) => bail!(
+            "`{key}` holds a NaN, an infinity or a value beyond the f32 range at flat index {i}"
+        ),
         None => Ok(()),
     }
 }

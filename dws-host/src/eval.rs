@@ -12,8 +12,9 @@
 
 use crate::blob_io::AlignedBlob;
 use crate::dataset::{self, Entry};
+use crate::output::{check_not_an_input, AtomicFile};
 use crate::runner;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use dws_core::plan::Output;
 use dws_core::Model;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -408,14 +409,45 @@ impl<W: Write> CsvWriter<W> {
     }
 }
 
-/// Where the predictions CSV goes: a file, or stdout for `-`.
-fn open_csv(path: &Path) -> Result<Box<dyn Write>> {
-    if path == Path::new("-") {
-        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout().lock())));
+/// Where the predictions CSV goes: stdout for `-`, else a file that replaces
+/// `path` only when [`CsvOut::commit`]ted.
+enum CsvOut {
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    File(AtomicFile),
+}
+
+impl CsvOut {
+    fn open(path: &Path) -> Result<Self> {
+        Ok(if path == Path::new("-") {
+            CsvOut::Stdout(std::io::BufWriter::new(std::io::stdout()))
+        } else {
+            CsvOut::File(AtomicFile::create(path)?)
+        })
     }
-    let f =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    Ok(Box::new(std::io::BufWriter::new(f)))
+
+    /// Flushes stdout, or puts the file in place.
+    fn commit(self) -> Result<()> {
+        match self {
+            CsvOut::Stdout(mut w) => w.flush().context("writing to stdout"),
+            CsvOut::File(f) => f.commit(),
+        }
+    }
+}
+
+impl Write for CsvOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            CsvOut::Stdout(w) => w.write(buf),
+            CsvOut::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            CsvOut::Stdout(w) => w.flush(),
+            CsvOut::File(f) => f.flush(),
+        }
+    }
 }
 
 /// Whether `dws run`'s input is a dataset (a directory of INR files or a splits JSON)
@@ -461,7 +493,7 @@ pub struct EvalArgs {
 
 /// `dws eval`: prints the report (to stdout, or to stderr when the CSV goes to stdout).
 pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
-    let blob = AlignedBlob::read(&args.model)?;
+    let blob = AlignedBlob::open(&args.model)?;
     let model = blob.model()?;
     let classes = classifier_classes(&model)
         .with_context(|| format!("{} cannot be evaluated", args.model.display()))?;
@@ -489,10 +521,13 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
             classes - 1
         );
     }
+    if let Some(out) = &args.output {
+        check_not_an_input(out, &[&args.model, &args.splits])?;
+    }
     let mut csv = args
         .output
         .as_deref()
-        .map(|p| open_csv(p).and_then(|w| CsvWriter::new(w, classes)))
+        .map(|p| CsvOut::open(p).and_then(|w| CsvWriter::new(w, classes)))
         .transpose()?;
     let summary = predict(
         &model,
@@ -503,8 +538,10 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
             None => Ok(()),
         },
     )?;
-    if let Some(w) = csv {
-        w.finish().context("writing the predictions CSV")?;
+    if let (Some(w), true) = (csv, summary.ran > 0) {
+        w.finish()
+            .and_then(CsvOut::commit)
+            .context("writing the predictions CSV")?;
     }
     let mut report = format!(
         "model:    {} ({classes} classes)\nsplit:    `{}` of {}\n",
@@ -521,15 +558,14 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
         );
     }
     if let Some(p) = &args.output {
-        if p != Path::new("-") {
+        if p != Path::new("-") && summary.ran > 0 {
             let _ = writeln!(report, "predictions: {}", p.display());
         }
     }
     if args.output.as_deref() == Some(Path::new("-")) {
         eprint!("{report}");
     } else {
-        print!("{report}");
-        std::io::stdout().flush()?;
+        crate::output::print(format_args!("{report}"))?;
     }
     if summary.ran == 0 {
         bail!("no input could be read ({} skipped)", summary.skipped);
@@ -546,7 +582,7 @@ pub fn run_dataset_command(
     output: &Path,
     options: &Options,
 ) -> Result<Summary> {
-    let blob = AlignedBlob::read(model_path)?;
+    let blob = AlignedBlob::open(model_path)?;
     let model = blob.model()?;
     let classes = classifier_classes(&model)
         .with_context(|| format!("{} cannot run on a dataset", model_path.display()))?;
@@ -559,12 +595,18 @@ pub fn run_dataset_command(
             "a dataset input writes a predictions CSV, not safetensors: use e.g. `-o predictions.csv`"
         );
     }
+    check_not_an_input(output, &[model_path, input])?;
     let entries = dataset_entries(input, split)?;
-    let mut csv = CsvWriter::new(open_csv(output)?, classes)?;
+    let mut csv = CsvWriter::new(CsvOut::open(output)?, classes)?;
     let summary = predict(&model, &entries, options, |e, logits, p| {
         csv.row(e, logits, p)
     })?;
-    csv.finish().context("writing the predictions CSV")?;
+    if summary.ran == 0 {
+        bail!("no input could be read ({} skipped)", summary.skipped);
+    }
+    csv.finish()
+        .and_then(CsvOut::commit)
+        .context("writing the predictions CSV")?;
     let skipped = if summary.skipped > 0 {
         format!(", skipped {} unreadable files (see above)", summary.skipped)
     } else {
@@ -579,12 +621,6 @@ pub fn run_dataset_command(
             output.display().to_string()
         }
     );
-    if summary.ran == 0 {
-        return Err(anyhow!(
-            "no input could be read ({} skipped)",
-            summary.skipped
-        ));
-    }
     Ok(summary)
 }
 

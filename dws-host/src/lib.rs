@@ -23,6 +23,7 @@ pub mod dataset;
 pub mod eval;
 pub mod fast;
 pub mod inspect;
+pub mod output;
 pub mod quantize;
 pub mod runner;
 pub mod tensors;

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
-use dws_host::{bench, convert, eval, inspect, runner, tensors, weight_space};
+use dws_host::{bench, convert, eval, inspect, output, runner, tensors, weight_space};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -49,7 +49,7 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         threads: Option<usize>,
         /// Engine: the batched f32 engine (int8 blobs: the core's executor with SIMD
         /// kernels, the same bits), the core, or an NVIDIA GPU (a dws built with
@@ -60,7 +60,7 @@ enum Command {
         #[arg(long)]
         split: Option<String>,
         /// INR files loaded and run at a time (dataset inputs).
-        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH)]
+        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
     },
     /// Evaluate a classifier on a split of an INR dataset: accuracy, per-class accuracy,
@@ -75,13 +75,13 @@ enum Command {
         #[arg(long, default_value = "test")]
         split: String,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         threads: Option<usize>,
         /// Write per-input predictions as CSV (path,label,predicted,logit_0..; `-` for stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// INR files loaded and run at a time.
-        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH)]
+        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
         /// Engine (as for `dws run`).
         #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
@@ -94,12 +94,12 @@ enum Command {
         /// Calibration inputs: the `dws run` safetensors format, or an upstream splits JSON.
         #[arg(long)]
         calibration: PathBuf,
-        /// With a splits JSON: the split to calibrate on.
-        #[arg(long, default_value = "train")]
-        split: String,
-        /// With a splits JSON: use at most this many inputs.
-        #[arg(long, default_value_t = 512)]
-        limit: usize,
+        /// With a splits JSON: the split to calibrate on [default: train].
+        #[arg(long)]
+        split: Option<String>,
+        /// With a splits JSON: use at most this many inputs [default: 512].
+        #[arg(long)]
+        limit: Option<usize>,
         /// Output int8 blob.
         #[arg(short, long)]
         output: PathBuf,
@@ -111,19 +111,20 @@ enum Command {
         /// The .dws blob.
         model: PathBuf,
         /// Inputs per call.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
         batch: usize,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         threads: Option<usize>,
-        /// Seconds of timed batch calls (the GEMM peak and each latency take up to 2 s more).
-        #[arg(long, default_value_t = 5.0)]
+        /// Seconds of timed batch calls: at least five calls run after a warm-up call, however
+        /// long they take (the GEMM peak and each latency take up to 2 s more).
+        #[arg(long, default_value_t = 5.0, value_parser = seconds)]
         seconds: f64,
         /// Engine (as for `dws run`; the GPU skips the CPU GEMM peak).
         #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
-        /// Inputs per chunk of the fast engine.
-        #[arg(long)]
+        /// Inputs per chunk of the fast engine (f32 blobs).
+        #[arg(long, value_parser = at_least_one)]
         chunk: Option<usize>,
         /// Seed of the synthetic inputs.
         #[arg(long, default_value_t = 1)]
@@ -146,6 +147,24 @@ enum Command {
     },
 }
 
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A duration in seconds: finite, not negative, at most a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
+        Ok(_) => Err("must be between 0 and 86400 seconds".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn main() {
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
@@ -161,6 +180,9 @@ fn run(cli: Cli) -> Result<()> {
             statistics,
             output,
         } => {
+            let mut inputs = vec![checkpoint.as_path(), config.as_path()];
+            inputs.extend(statistics.as_deref());
+            output::check_not_an_input(&output, &inputs)?;
             let cfg = Config::load(&config)?;
             let sd = tensors::read_checkpoint(&checkpoint)?;
             let stats = statistics
@@ -174,15 +196,14 @@ fn run(cli: Cli) -> Result<()> {
             let model = blob
                 .model()
                 .context("the converted model failed validation")?;
-            std::fs::write(&output, &bytes)
-                .with_context(|| format!("writing {}", output.display()))?;
-            println!(
-                "wrote {} ({} bytes, {} parameters, {} ops)",
+            output::write(&output, &bytes)?;
+            output::print(format_args!(
+                "wrote {} ({} bytes, {} parameters, {} ops)\n",
                 output.display(),
                 bytes.len(),
                 model.params().len(),
                 plan.ops.len()
-            );
+            ))?;
         }
         Command::Run {
             model,
@@ -206,7 +227,14 @@ fn run(cli: Cli) -> Result<()> {
             if split.is_some() {
                 anyhow::bail!("--split applies to a splits JSON input");
             }
-            let blob = AlignedBlob::read(&model)?;
+            if output == std::path::Path::new("-") {
+                anyhow::bail!(
+                    "`-o -` (stdout) is for the predictions CSV of a dataset input; \
+                     a safetensors input needs an output file"
+                );
+            }
+            output::check_not_an_input(&output, &[&model, &inputs])?;
+            let blob = AlignedBlob::open(&model)?;
             let m = blob.model()?;
             let tensors = tensors::read_safetensors(&inputs)?;
             let (batch, data) = weight_space::flatten_inputs(&m, &tensors)
@@ -258,11 +286,20 @@ fn run(cli: Cli) -> Result<()> {
             split,
             limit,
         } => {
-            let blob = AlignedBlob::read(&model)?;
+            output::check_not_an_input(&output, &[&model, &calibration])?;
+            let blob = AlignedBlob::open(&model)?;
             let m = blob.model()?;
             let (n, data) = if calibration.extension().is_some_and(|e| e == "json") {
-                let mut entries = dws_host::dataset::read_splits(&calibration, &split)?;
-                entries.truncate(limit);
+                if m.spec().input_features != 1 {
+                    anyhow::bail!(
+                        "this model takes {} features per weight-space entry, but an INR file \
+                         gives one: calibrate it with a safetensors batch instead",
+                        m.spec().input_features
+                    );
+                }
+                let split = split.as_deref().unwrap_or("train");
+                let mut entries = dws_host::dataset::read_splits(&calibration, split)?;
+                entries.truncate(limit.unwrap_or(512));
                 let loaded = dws_host::dataset::load_batch(
                     &entries,
                     m.dims(),
@@ -274,6 +311,9 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (loaded.ok.len(), loaded.data)
             } else {
+                if split.is_some() || limit.is_some() {
+                    anyhow::bail!("--split and --limit apply to a splits JSON calibration input");
+                }
                 let tensors = tensors::read_safetensors(&calibration)?;
                 weight_space::flatten_inputs(&m, &tensors)
                     .with_context(|| format!("in calibration inputs {}", calibration.display()))?
@@ -304,9 +344,12 @@ fn run(cli: Cli) -> Result<()> {
             latency: !no_latency,
         })?,
         Command::Inspect { model } => {
-            let blob = AlignedBlob::read(&model)?;
+            let blob = AlignedBlob::open(&model)?;
             let m = blob.model()?;
-            print!("{}", inspect::summary(&m, blob.bytes().len())?);
+            output::print(format_args!(
+                "{}",
+                inspect::summary(&m, blob.bytes().len())?
+            ))?;
         }
     }
     Ok(())

@@ -826,18 +826,25 @@ pub fn run_cli(
     eprintln!("calibrating on {n} inputs ...");
     let cal = calibrate(model, inputs)?;
     let q = quantize(model, &cal)?;
-    std::fs::write(output, &q.blob).with_context(|| format!("writing {}", output.display()))?;
-    println!("wrote {} ({} bytes, int8)", output.display(), q.blob.len());
-    println!("per-layer SQNR against f32 on the calibration set:");
+    crate::output::write(output, &q.blob)?;
+    let print = crate::output::print;
+    print(format_args!(
+        "wrote {} ({} bytes, int8)\n",
+        output.display(),
+        q.blob.len()
+    ))?;
+    print(format_args!(
+        "per-layer SQNR against f32 on the calibration set:\n"
+    ))?;
     for (layer, db) in layer_report(model, &q, inputs)? {
-        println!("  dws layer {layer:<3} {db:7.2} dB");
+        print(format_args!("  dws layer {layer:<3} {db:7.2} dB\n"))?;
     }
     let qa = AlignedBlob::from_bytes(&q.blob);
     let qm = qa.model()?;
     let threads = crate::runner::default_threads();
     let yf = run_f32(model, inputs, n, threads)?;
     let yq = Int8Engine::new(&qm, Isa::detect())?.run_batch(inputs, n, threads)?;
-    println!("  output        {:7.2} dB", sqnr(&yf, &yq));
+    print(format_args!("  output        {:7.2} dB\n", sqnr(&yf, &yq)))?;
     if let Output::Logits { classes } = model.spec().output {
         let c = classes as usize;
         let argmax = |v: &[f32]| {
@@ -850,10 +857,10 @@ pub fn run_cli(
             .zip(yq.chunks(c))
             .filter(|(a, b)| argmax(a) == argmax(b))
             .count();
-        println!(
-            "top-1 agreement with f32: {agree}/{n} ({:.2}%)",
+        print(format_args!(
+            "top-1 agreement with f32: {agree}/{n} ({:.2}%)\n",
             100.0 * agree as f64 / n as f64
-        );
+        ))?;
     }
     Ok(())
 }

@@ -296,9 +296,10 @@ pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<()> {
                 .with_context(|| format!("{}: tensor '{name}'", path.display()))?;
         views.push((*name, view));
     }
-    safetensors::serialize_to_file(views, &None, path)
-        .map_err(|e| anyhow!("{e:?}"))
-        .with_context(|| format!("cannot write safetensors file {}", path.display()))
+    let bytes = safetensors::serialize(views, &None)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("encoding safetensors file {}", path.display()))?;
+    crate::output::write(path, &bytes)
 }
 
 /// Converts raw element bytes to f32.

@@ -46,7 +46,7 @@ pub fn flatten_inputs(model: &Model<'_>, tensors: &TensorMap) -> Result<(usize, 
             _ => {}
         }
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            bail!("input tensor `{name}` holds a NaN or infinity at flat index {i}");
+            bail!("input tensor `{name}` holds a NaN, an infinity or a value beyond the f32 range at flat index {i}");
         }
     }
     for name in tensors.keys() {
