@@ -585,17 +585,10 @@ fn lanes(v: __m256i) -> [i32; 8] {
 
 /// The accumulators of `Int8Kernels::linear`: for every row and group of up to
 /// eight outputs from `o`, `epi(row, o, group, sums)` with the sums (bias
-/// included) in the group's first lanes.
-///
-/// A register-blocked GEMM: the rows are widened to int16 once per call, the
-/// weights once per thread (kept while they are unchanged), packed as input
-/// pairs by output (`[fin / 2][n16][2]`),
-/// and each step of [`block`] multiplies one broadcast input pair of up to four
-/// rows with the pairs of sixteen outputs (`vpmaddwd`), so the sums land in
-/// output order with no horizontal adds.
+/// included) in the group's first lanes. [`linear_blocks`] per group.
 ///
 /// # Safety
-/// AVX2 and FMA; `w` holds `fout * fin`, `x` `rows * fin`, `b` (if any) `fout` values.
+/// As [`linear_blocks`].
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn linear_groups(
@@ -607,6 +600,49 @@ unsafe fn linear_groups(
     x: &[i8],
     rows: usize,
     mut epi: impl FnMut(usize, usize, usize, __m256i),
+) {
+    let emit = |r0: usize, o: usize, acc: &[[__m256i; 2]]| {
+        for (r, acc) in acc.iter().enumerate() {
+            for (h, a) in acc.iter().enumerate() {
+                let oo = o + 8 * h;
+                if oo < fout {
+                    epi(r0 + r, oo, (fout - oo).min(8), *a);
+                }
+            }
+        }
+    };
+    // SAFETY: this function's contract.
+    unsafe { linear_blocks(scratch, w, b, fin, fout, x, rows, emit) }
+}
+
+/// The accumulators of `Int8Kernels::linear` by register block: for rows
+/// `r0 .. r0 + MR` (`MR <= 4`) and outputs `o .. o + 16`, `emit(r0, o, acc)`
+/// with `acc[r][h]` the sums (bias included) of outputs `o + 8h .. o + 8h + 8`
+/// of row `r0 + r` (outputs from `fout` on are padding: zero weights, no bias).
+///
+/// A register-blocked GEMM: the weights are packed once per thread (kept
+/// while they are unchanged) as input pairs by output (`[fin / 2][n16][2]`,
+/// int16) and as input quads (`[fin / 4][n16][4]`, int8). Rows of
+/// non-negative values (after a ReLU: most inputs) take the
+/// unsigned-by-signed byte products of [`block_u8`], read in place when `fin`
+/// is a multiple of 4 (else copied, zero-padded); other rows are widened to
+/// int16 once per call for [`block`]. Each step multiplies broadcast inputs
+/// of up to four rows with the weights of sixteen outputs, so the sums land
+/// in output order with no horizontal adds.
+///
+/// # Safety
+/// AVX2 and FMA; `w` holds `fout * fin`, `x` `rows * fin`, `b` (if any) `fout` values.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn linear_blocks(
+    scratch: &mut LinearScratch,
+    w: &[i8],
+    b: Option<&[i32]>,
+    fin: usize,
+    fout: usize,
+    x: &[i8],
+    rows: usize,
+    mut emit: impl FnMut(usize, usize, &[[__m256i; 2]]),
 ) {
     let (kp, kq, n16) = (fin.div_ceil(2), fin.div_ceil(4), fout.next_multiple_of(16));
     let LinearScratch { xs, xb, packed } = scratch;
@@ -636,16 +672,7 @@ unsafe fn linear_groups(
     let unsigned = x.iter().fold(0, |any, &v| any | v as u8) < 0x80;
     let k2 = 2 * kp;
     let k4 = 4 * kq;
-    if unsigned {
-        xb.clear();
-        xb.resize(rows * k4, 0);
-        for (xr, xw) in x
-            .chunks_exact(fin.max(1))
-            .zip(xb.chunks_exact_mut(k4.max(1)))
-        {
-            xw[..fin].copy_from_slice(bytemuck::cast_slice(xr));
-        }
-    } else {
+    let xu: &[u8] = if !unsigned {
         xs.clear();
         xs.resize(rows * k2, 0);
         for (xr, xw) in x
@@ -656,7 +683,20 @@ unsafe fn linear_groups(
             // SAFETY: AVX2 (this function's contract).
             unsafe { widen(&xr[..fin], xw) };
         }
-    }
+        &[]
+    } else if k4 == fin {
+        bytemuck::cast_slice(x)
+    } else {
+        xb.clear();
+        xb.resize(rows * k4, 0);
+        for (xr, xw) in x
+            .chunks_exact(fin.max(1))
+            .zip(xb.chunks_exact_mut(k4.max(1)))
+        {
+            xw[..fin].copy_from_slice(bytemuck::cast_slice(xr));
+        }
+        xb
+    };
     let (wide, quads) = (&entry.pairs, &entry.quads);
     let mut bias = [0i32; 16];
     for o in (0..fout).step_by(16) {
@@ -666,46 +706,46 @@ unsafe fn linear_groups(
             bias[..n].copy_from_slice(&b[o..o + n]);
         }
         let bias: [__m256i; 2] = bytemuck::cast(bias);
-        let mut emit = |r0: usize, acc: &[[__m256i; 2]]| {
-            for (r, acc) in acc.iter().enumerate() {
-                for (h, a) in acc.iter().enumerate() {
-                    let oo = o + 8 * h;
-                    if oo < fout {
-                        epi(
-                            r0 + r,
-                            oo,
-                            (fout - oo).min(8),
-                            _mm256_add_epi32(*a, bias[h]),
-                        );
-                    }
-                }
+        let mut emit = |r0: usize, acc: &mut [[__m256i; 2]]| {
+            for a in acc.iter_mut() {
+                a[0] = _mm256_add_epi32(a[0], bias[0]);
+                a[1] = _mm256_add_epi32(a[1], bias[1]);
             }
+            emit(r0, o, acc)
         };
         let mut r0 = 0;
         // SAFETY (every `block` and `block_u8` call): rows `r0 .. r0 + MR <=
-        // rows` of `xs` (`k2` values each) or `xb` (`k4` each) and outputs
+        // rows` of `xs` (`k2` values each) or `xu` (`k4` each) and outputs
         // `o .. o + 16 <= n16` of `wide` or `quads`.
         if unsigned {
             while r0 + 4 <= rows {
-                emit(r0, &unsafe { block_u8::<4>(xb, r0, k4, quads, o, n16, kq) });
+                emit(r0, &mut unsafe {
+                    block_u8::<4>(xu, r0, k4, quads, o, n16, kq)
+                });
                 r0 += 4;
             }
             match rows - r0 {
-                3 => emit(r0, &unsafe { block_u8::<3>(xb, r0, k4, quads, o, n16, kq) }),
-                2 => emit(r0, &unsafe { block_u8::<2>(xb, r0, k4, quads, o, n16, kq) }),
-                1 => emit(r0, &unsafe { block_u8::<1>(xb, r0, k4, quads, o, n16, kq) }),
+                3 => emit(r0, &mut unsafe {
+                    block_u8::<3>(xu, r0, k4, quads, o, n16, kq)
+                }),
+                2 => emit(r0, &mut unsafe {
+                    block_u8::<2>(xu, r0, k4, quads, o, n16, kq)
+                }),
+                1 => emit(r0, &mut unsafe {
+                    block_u8::<1>(xu, r0, k4, quads, o, n16, kq)
+                }),
                 _ => {}
             }
             continue;
         }
         while r0 + 4 <= rows {
-            emit(r0, &unsafe { block::<4>(xs, r0, k2, wide, o, n16, kp) });
+            emit(r0, &mut unsafe { block::<4>(xs, r0, k2, wide, o, n16, kp) });
             r0 += 4;
         }
         match rows - r0 {
-            3 => emit(r0, &unsafe { block::<3>(xs, r0, k2, wide, o, n16, kp) }),
-            2 => emit(r0, &unsafe { block::<2>(xs, r0, k2, wide, o, n16, kp) }),
-            1 => emit(r0, &unsafe { block::<1>(xs, r0, k2, wide, o, n16, kp) }),
+            3 => emit(r0, &mut unsafe { block::<3>(xs, r0, k2, wide, o, n16, kp) }),
+            2 => emit(r0, &mut unsafe { block::<2>(xs, r0, k2, wide, o, n16, kp) }),
+            1 => emit(r0, &mut unsafe { block::<1>(xs, r0, k2, wide, o, n16, kp) }),
             _ => {}
         }
     }
@@ -842,11 +882,11 @@ struct LinearScratch {
     packed: HashMap<(usize, usize, usize), Packed>,
 }
 
-/// `Int8Kernels::linear8`: [`linear_groups`], then the requantization to int8
-/// eight outputs at a time.
+/// `Int8Kernels::linear8`: [`linear_blocks`], then the requantization to
+/// int8 two rows of sixteen outputs at a time.
 ///
 /// # Safety
-/// As [`linear_groups`]; `y` holds `rows * fout` values.
+/// As [`linear_blocks`]; `y` holds `rows * fout` values.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn linear8(
@@ -862,20 +902,33 @@ unsafe fn linear8(
     y: &mut [i8],
 ) {
     let r8 = requant8(r);
-    // sat8(v).max(lo) = sat8(max(v, lo)) for every int8 `lo`.
-    let lo = _mm256_set1_epi32(lo as i32);
-    let epi = |row: usize, o: usize, group: usize, sums: __m256i| {
-        let bytes = sat8x8(_mm256_max_epi32(apply8(r8, sums), lo));
-        let at = row * fout + o;
-        if group == 8 {
-            // A fixed-size copy (one store), not a call to memmove.
-            y[at..at + 8].copy_from_slice(&bytes[..8]);
-        } else {
-            y[at..at + group].copy_from_slice(&bytes[..group]);
+    // `sat8(max(v, lo))` is `max(clamp(v, -128, 127), max(lo, -127))`: the
+    // saturating packs clamp to -128..=127, `vpmaxsb` does the rest.
+    let lo = _mm256_set1_epi8(lo.max(-127));
+    // The packs interleave the two rows' quarters; this puts each row's
+    // sixteen bytes in order, row `2i` in the low half.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let emit = |r0: usize, o: usize, acc: &[[__m256i; 2]]| {
+        let n = (fout - o).min(16);
+        for (i, two) in acc.chunks(2).enumerate() {
+            let [a, b] = [two[0], two[two.len() - 1]];
+            let pa = _mm256_packs_epi32(apply8(r8, a[0]), apply8(r8, a[1]));
+            let pb = _mm256_packs_epi32(apply8(r8, b[0]), apply8(r8, b[1]));
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(pa, pb), order);
+            let out: [[i8; 16]; 2] = bytemuck::cast(_mm256_max_epi8(bytes, lo));
+            for (k, row) in out.iter().enumerate().take(two.len()) {
+                let at = (r0 + 2 * i + k) * fout + o;
+                if n == 16 {
+                    // A fixed-size copy (one store), not a call to memmove.
+                    y[at..at + 16].copy_from_slice(row);
+                } else {
+                    y[at..at + n].copy_from_slice(&row[..n]);
+                }
+            }
         }
     };
     // SAFETY: this function's contract.
-    unsafe { linear_groups(scratch, w, b, fin, fout, x, rows, epi) }
+    unsafe { linear_blocks(scratch, w, b, fin, fout, x, rows, emit) }
 }
 
 /// `acc[i] += r.apply(y[i])` (wrapping) over the shorter slice, eight values at a time.

@@ -6,7 +6,10 @@
 //! map outputs, then the destination rows) and once per batch norm: about 60
 //! hand-offs per paper-default input, a few microseconds apart. So the helper
 //! spins while it waits (then parks), and the caller spins until the helper
-//! is done.
+//! is done. A caller that finishes its part before the helper has taken the
+//! other (a helper thread that the OS has not scheduled, on a busy machine)
+//! takes it back and runs it itself, so a busy machine costs at most the
+//! one-thread time, not the wait for the helper.
 
 use super::HostInt8;
 use crate::fast::Isa;
@@ -25,7 +28,8 @@ type Job = Part<'static>;
 
 const IDLE: u8 = 0;
 const READY: u8 = 1;
-const DONE: u8 = 2;
+const RUNNING: u8 = 2;
+const DONE: u8 = 3;
 
 /// How long a waiting helper spins before it parks, and a waiting caller
 /// before it yields its core between checks.
@@ -43,7 +47,9 @@ pub struct Helper {
 /// What the caller and the helper thread share.
 #[derive(Default)]
 struct Shared {
-    /// IDLE, READY (a job waits) or DONE (the job has run and is dropped).
+    /// IDLE, READY (a job waits), RUNNING (the helper took it) or DONE (the
+    /// job has run and is dropped). Whoever moves READY on (the helper to
+    /// RUNNING, the caller back to IDLE) runs the job.
     state: AtomicU8,
     job: Mutex<Option<(Job, usize)>>,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
@@ -97,15 +103,19 @@ impl Helper {
         self.pid == std::process::id()
     }
 
-    /// Runs `there` on the helper thread (with its kernels and `bytes` bytes
-    /// of scratch) while `here` runs on this one; returns `here`'s result once
-    /// both are done, and re-raises a panic of `there`.
+    /// Runs `there` on the helper thread (with its kernels and as many bytes
+    /// of scratch as `scratch`) while `here` runs on this one with `k` and
+    /// `scratch`; returns `here`'s result once both are done, and re-raises a
+    /// panic of `there`. If the helper has not taken `there` by the time
+    /// `here` is done, `there` runs here after it, with `k` and `scratch`.
     pub fn run<'j, R>(
         &mut self,
-        bytes: usize,
+        k: &mut HostInt8,
+        scratch: &mut [u8],
         there: impl FnOnce(&mut HostInt8, &mut [u8]) + Send + 'j,
-        here: impl FnOnce() -> R,
+        here: impl FnOnce(&mut HostInt8, &mut [u8]) -> R,
     ) -> R {
+        let bytes = scratch.len();
         let shared = &*self.shared;
         debug_assert_eq!(shared.state.load(Ordering::Relaxed), IDLE);
         // A payload left by a run whose own part panicked as well.
@@ -120,8 +130,9 @@ impl Helper {
         // SAFETY: only the lifetime changes (the same fat pointer type). The
         // job may borrow data that lives for `'j` only, and it is gone before
         // `'j` ends: the helper consumes it before it stores DONE, and this
-        // function does not return or unwind before it has seen DONE (`Wait`
-        // waits in its drop, which also runs if `here` panics). No other job
+        // function does not return or unwind before it has seen DONE or taken
+        // the job back (`Wait` does either in its drop, which also runs if
+        // `here` panics). No other job
         // can take its place meanwhile: `run` borrows the only handle
         // mutably, and the thread ends only when the handle is dropped.
         let job: Job = unsafe { std::mem::transmute::<Part<'j>, Job>(job) };
@@ -131,8 +142,12 @@ impl Helper {
             t.unpark();
         }
         let wait = Wait(shared);
-        let r = here();
-        drop(wait);
+        let r = here(k, scratch);
+        if let Some(job) = wait.take_back() {
+            // The helper has not started: run its part here (after `here`, as
+            // `join` without a helper would). A panic unwinds from here.
+            job(k, scratch);
+        }
         if let Some(p) = shared
             .panic
             .lock()
@@ -164,8 +179,14 @@ impl Shared {
                 || self.state.load(Ordering::Acquire) == READY || self.quit.load(Ordering::Acquire),
                 thread::park,
             );
-            if self.state.load(Ordering::Acquire) != READY {
+            if self.quit.load(Ordering::Acquire) {
                 return;
+            }
+            let taken =
+                self.state
+                    .compare_exchange(READY, RUNNING, Ordering::AcqRel, Ordering::Acquire);
+            if taken.is_err() {
+                continue; // the caller took the job back
             }
             let job = self
                 .job
@@ -185,11 +206,49 @@ impl Shared {
     }
 }
 
-/// Waits, when dropped, until the helper has finished its job.
+/// The caller's side of a posted job: takes it back, or waits until the
+/// helper has finished it (also when dropped).
 struct Wait<'h>(&'h Shared);
 
+impl Wait<'_> {
+    /// The job, if the helper has not taken it yet; else waits until the
+    /// helper has finished it.
+    fn take_back(self) -> Option<Job> {
+        let back = self
+            .0
+            .state
+            .compare_exchange(READY, IDLE, Ordering::AcqRel, Ordering::Acquire);
+        if back.is_err() {
+            return None; // dropping `self` waits for DONE
+        }
+        let job = self
+            .0
+            .job
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        std::mem::forget(self); // IDLE already: nothing to wait for
+        job.map(|(job, _)| job)
+    }
+}
+
 impl Drop for Wait<'_> {
+    /// Waits for the helper, or (if it has not started) drops the job.
     fn drop(&mut self) {
+        let back = self
+            .0
+            .state
+            .compare_exchange(READY, IDLE, Ordering::AcqRel, Ordering::Acquire);
+        if back.is_ok() {
+            drop(
+                self.0
+                    .job
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(),
+            );
+            return;
+        }
         wait_for(
             || self.0.state.load(Ordering::Acquire) == DONE,
             thread::yield_now,
@@ -209,27 +268,60 @@ mod tests {
         k
     }
 
+    /// A first part long enough for the helper to take the second: it runs
+    /// there, with its own scratch, at the same time.
     #[test]
-    fn join_runs_both_parts_on_two_threads_with_their_own_scratch() {
+    fn join_runs_a_long_first_part_beside_the_second_on_the_helper() {
         let mut k = paired();
         let mut scratch = vec![0u8; 64];
         let main = thread::current().id();
-        for round in 0..100u8 {
+        for round in 0..20u8 {
             let (a, b) = k.join(
                 &mut scratch,
                 |_, s| {
                     s.fill(round);
-                    (thread::current().id(), s.len())
+                    thread::sleep(Duration::from_millis(20));
+                    (thread::current().id(), s.iter().all(|&v| v == round))
                 },
                 |_, s| {
                     s.fill(!round);
                     (thread::current().id(), s.len())
                 },
             );
-            assert_eq!(a, (main, 64));
+            assert_eq!(a, (main, true));
             assert_ne!(b.0, main);
             assert_eq!(b.1, 64);
-            assert!(scratch.iter().all(|&v| v == round));
+        }
+    }
+
+    /// A first part done before the helper takes the second (here: at once,
+    /// with the helper parked): the caller may run the second itself, after
+    /// the first; either way both run, each with the scratch's length.
+    #[test]
+    fn join_runs_a_second_part_the_helper_has_not_taken_here() {
+        let mut k = paired();
+        let mut scratch = vec![0u8; 64];
+        let main = thread::current().id();
+        for round in 0..100u8 {
+            if round % 10 == 0 {
+                thread::sleep(SPIN * 3); // the helper parks
+            }
+            let (a, b) = k.join(
+                &mut scratch,
+                |_, s| (thread::current().id(), s.len()),
+                |_, s| {
+                    s.fill(round);
+                    (thread::current().id(), s.len())
+                },
+            );
+            assert_eq!(a, (main, 64));
+            assert_eq!(b.1, 64);
+            if b.0 == main {
+                assert!(
+                    scratch.iter().all(|&v| v == round),
+                    "ran after the first part"
+                );
+            }
         }
     }
 

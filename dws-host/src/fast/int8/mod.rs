@@ -198,11 +198,7 @@ impl Int8Kernels for HostInt8 {
         };
         let mut rb = None;
         let ra = catch_unwind(AssertUnwindSafe(|| {
-            helper.run(
-                scratch.len(),
-                |k, s| rb = Some(b(k, s)),
-                || a(self, scratch),
-            )
+            helper.run(self, scratch, |k, s| rb = Some(b(k, s)), a)
         }));
         self.helper = Some(helper);
         match (ra, rb) {

@@ -53,7 +53,7 @@ fn linear_matches_the_core() {
     let Some(mut k) = kernels() else { return };
     let mut rng = Rng(0x5eed);
     for case in 0..400 {
-        let (fin, fout, rows) = (rng.below(70), rng.below(21), rng.below(5));
+        let (fin, fout, rows) = (rng.below(70), rng.below(40), rng.below(11));
         let w = rng.i8s(fin * fout);
         let mut x = rng.i8s(fin * rows);
         if case % 2 == 0 {
@@ -80,7 +80,7 @@ fn linear_matches_the_core() {
             k.fc_o_residual(&w, b, fin, &x, rows, r_o, r_fc, &mut got);
             assert_eq!(got, want, "dim {fin} rows {rows} {r_o:?} {r_fc:?}");
         }
-        let (r, lo) = (rng.requant(), [0, -127, -128][case % 3]);
+        let (r, lo) = (rng.requant(), [0, -127, -128, rng.next() as i8][case % 4]);
         let (mut want, mut got) = (vec![0; rows * fout], vec![0; rows * fout]);
         Portable.linear8(&w, b, fin, fout, &x, rows, r, lo, &mut want);
         k.linear8(&w, b, fin, fout, &x, rows, r, lo, &mut got);
