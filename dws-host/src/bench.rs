@@ -354,6 +354,15 @@ pub fn bench(engine: &dyn Engine, macs: u64, cfg: &BenchConfig) -> Result<BenchR
         bail!("batch and threads must be at least 1");
     }
     let (ilen, olen) = (engine.input_len(), engine.output_len());
+    // The batch's inputs and outputs must fit in memory (an error, not an abort).
+    let floats = cfg.batch.checked_mul(ilen + olen);
+    if floats.is_none_or(|n| Vec::<f32>::new().try_reserve_exact(n).is_err()) {
+        bail!(
+            "a batch of {} needs {:.1} GB for its inputs and outputs, more than this machine can allocate",
+            cfg.batch,
+            cfg.batch as f64 * (ilen + olen) as f64 * 4e-9
+        );
+    }
     let inputs = synthetic_inputs(ilen, cfg.batch, cfg.seed);
     let mut out = vec![0f32; cfg.batch * olen];
     let times = repeat(cfg.seconds, 5, 3, || {

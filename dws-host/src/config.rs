@@ -301,13 +301,11 @@ impl Config {
                 self.hidden_dim
             );
         }
-        if self.layer_broadcasts()
-            && (self.set_layer == SetLayerKind::Sab || self.input_dim_downsample.is_some())
-        {
+        if self.layer_broadcasts() && self.input_dim_downsample.is_some() {
             bail!(
                 "n_hidden = 0 with hidden_dim = 1 and a skip of {} features: upstream adds the \
                  layer's one feature to each of them (broadcasting); dws repeats that feature, \
-                 which it does for set_layer \"ds\" without input_dim_downsample only",
+                 which it does without input_dim_downsample only",
                 self.output_features()
             );
         }
@@ -383,17 +381,16 @@ mod tests {
                 .unwrap()
                 .skip_broadcasts()
         );
-        let one = json!({"n_hidden": 0, "hidden_dim": 1, "output_features": 6, "add_skip": true});
-        let mut ds = one.clone();
-        ds["set_layer"] = "ds".into();
-        assert!(parse(ds.clone()).unwrap().layer_broadcasts());
-        ds["model"] = "DWSModelForClassification".into();
-        ds["equiv_out_features"] = ds["output_features"].take();
-        assert!(parse(ds.clone()).unwrap().layer_broadcasts());
-        ds["input_dim_downsample"] = 2.into();
-        for o in [one, ds] {
-            let e = parse(o.clone()).err().map(|e| format!("{e:#}"));
-            assert!(e.unwrap_or_default().contains("broadcasting"), "{o}");
-        }
+        let mut one =
+            json!({"n_hidden": 0, "hidden_dim": 1, "output_features": 6, "add_skip": true});
+        assert!(parse(one.clone()).unwrap().layer_broadcasts());
+        one["set_layer"] = "ds".into();
+        assert!(parse(one.clone()).unwrap().layer_broadcasts());
+        one["model"] = "DWSModelForClassification".into();
+        one["equiv_out_features"] = one["output_features"].take();
+        assert!(parse(one.clone()).unwrap().layer_broadcasts());
+        one["input_dim_downsample"] = 2.into();
+        let e = parse(one.clone()).err().map(|e| format!("{e:#}"));
+        assert!(e.unwrap_or_default().contains("broadcasting"), "{one}");
     }
 }

@@ -178,15 +178,20 @@ fn normalize(params: &mut Vec<f32>, stats: &TensorMap, dims: &[usize], f: usize)
                 if t.numel() != cells * f {
                     bail!("statistics: `{key}` has shape {:?}, expected {} elements ({} entries x {f} features)", t.shape, cells * f, cells);
                 }
+                let bad = |v: &f32| !v.is_finite() || (stat == "std" && *v == 0.0);
+                if let Some(at) = t.data.iter().position(bad) {
+                    bail!(
+                        "statistics: `{key}` holds {} at flat index {at}",
+                        if stat == "std" {
+                            "a standard deviation that is zero, NaN or infinite"
+                        } else {
+                            "a NaN, an infinity or a value beyond the f32 range"
+                        }
+                    );
+                }
                 out.extend_from_slice(&t.data);
             }
         }
-    }
-    if let Some(bad) = std.iter().position(|s| *s == 0.0 || !s.is_finite()) {
-        bail!("statistics: standard deviation {bad} is zero or not finite");
-    }
-    if mean.iter().any(|m| !m.is_finite()) {
-        bail!("statistics: a mean is not finite");
     }
     Ok(Op::Normalize {
         mean: push(params, &mean),
@@ -398,6 +403,19 @@ impl Builder<'_> {
         )
     }
 
+    /// Multiplies the weights and bias of `lin` by `s` (1: unchanged).
+    fn scale(&mut self, lin: &Linear, s: f32) {
+        if s == 1.0 {
+            return;
+        }
+        for r in [Some(lin.weight), lin.bias].into_iter().flatten() {
+            let (at, len) = (r.offset as usize, r.len as usize);
+            if let Some(v) = self.params.get_mut(at..at + len) {
+                v.iter_mut().for_each(|x| *x *= s);
+            }
+        }
+    }
+
     /// `nn.Linear(fin, fout, bias)` at `prefix`.
     fn linear(&mut self, prefix: &str, fin: usize, fout: usize, bias: bool) -> Linear {
         self.linear_repeated(prefix, fin, fout, bias, 1, 1)
@@ -488,10 +506,6 @@ impl Builder<'_> {
                 ),
                 pooling: SetPooling::Reduce(reduction(c.reduction)),
             },
-            SetLayerKind::Sab if l.repeat > 1 => {
-                // Config::check rejects this: O + relu(fc_o(O)) has no repeated form.
-                bail!("set attention at `{p}` cannot have its output feature repeated");
-            }
             SetLayerKind::Sab => {
                 let split = fout / l.heads;
                 if split == 0 || !fout.is_multiple_of(split) {
@@ -501,12 +515,21 @@ impl Builder<'_> {
                         l.heads
                     );
                 }
+                // With each channel repeated `n` times (`l.repeat`), every head
+                // keeps its channels, so Q, V, O and Y are the repeated ones;
+                // a head's dot products are `n` times larger, and upstream
+                // scales them by 1 / sqrt(dim_V), which grows by sqrt(n) only:
+                // the keys, used nowhere else, take the remaining 1 / sqrt(n).
+                let n = l.repeat;
+                let fc_q = self.linear_repeated(&format!("{p}.mab.fc_q"), fin, fout, true, n, 1);
+                let fc_k = self.linear_repeated(&format!("{p}.mab.fc_k"), fin, fout, true, n, 1);
+                self.scale(&fc_k, 1.0 / (n as f32).sqrt());
                 SetLayer::Attention {
                     heads: (fout / split) as u32,
-                    fc_q: self.linear(&format!("{p}.mab.fc_q"), fin, fout, true),
-                    fc_k: self.linear(&format!("{p}.mab.fc_k"), fin, fout, true),
-                    fc_v: self.linear(&format!("{p}.mab.fc_v"), fin, fout, true),
-                    fc_o: self.linear(&format!("{p}.mab.fc_o"), fout, fout, true),
+                    fc_q,
+                    fc_k,
+                    fc_v: self.linear_repeated(&format!("{p}.mab.fc_v"), fin, fout, true, n, 1),
+                    fc_o: self.linear_repeated(&format!("{p}.mab.fc_o"), fout, fout, true, n, n),
                 }
             }
         })
@@ -1250,6 +1273,40 @@ mod tests {
     /// A DWSModel without hidden layers whose skip has one output adds it to
     /// each of the layer's hidden_dim outputs (upstream's broadcasting): the
     /// same plan as a skip of hidden_dim equal rows.
+    /// A bad statistic is named with its entry and index.
+    #[test]
+    fn bad_statistics_are_named() {
+        let (config, sd) = fixture("paper_default");
+        let dims = config.dims();
+        let mut stats = TensorMap::new();
+        for i in 0..dims.len() - 1 {
+            for (kind, n) in [("weights", dims[i] * dims[i + 1]), ("biases", dims[i + 1])] {
+                for (stat, v) in [("mean", 0.0), ("std", 1.0)] {
+                    let t = Tensor {
+                        shape: vec![n, 1],
+                        data: vec![v; n],
+                    };
+                    stats.insert(format!("{kind}.{stat}.{i}"), t);
+                }
+            }
+        }
+        assert!(convert(&config, &sd, Some(&stats)).is_ok());
+        let mut bad = stats.clone();
+        bad.get_mut("weights.std.1").unwrap().data[5] = 0.0;
+        let e = format!("{:#}", convert(&config, &sd, Some(&bad)).unwrap_err());
+        assert!(
+            e.contains("`weights.std.1` holds a standard deviation that is zero"),
+            "{e}"
+        );
+        let mut bad = stats;
+        bad.get_mut("biases.mean.0").unwrap().data[2] = f32::NAN;
+        let e = format!("{:#}", convert(&config, &sd, Some(&bad)).unwrap_err());
+        assert!(
+            e.contains("`biases.mean.0` holds a NaN") && e.contains("index 2"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_one_feature_skip_without_hidden_layers_broadcasts() {
         let (config, sd) = fixture("dws_skips_sab");

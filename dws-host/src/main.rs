@@ -189,8 +189,12 @@ fn run(cli: Cli) -> Result<()> {
                 .as_deref()
                 .map(tensors::read_checkpoint)
                 .transpose()?;
+            let what = match &statistics {
+                Some(s) => format!("{} with {}", checkpoint.display(), s.display()),
+                None => checkpoint.display().to_string(),
+            };
             let plan = convert::convert(&cfg, &sd, stats.as_ref())
-                .with_context(|| format!("converting {}", checkpoint.display()))?;
+                .with_context(|| format!("converting {what}"))?;
             let bytes = encode(&plan)?;
             let blob = AlignedBlob::from_bytes(&bytes);
             let model = blob

@@ -166,6 +166,11 @@ CASES = [
          "the layer's one feature onto the skip's three), ds, max, n_fc_layers=2, add_layer_skip, F_in=2",
          input_features=2, output_features=3, hidden_dim=1, n_hidden=0, reduction="max",
          set_layer="ds", n_fc_layers=2, add_skip=True, add_layer_skip=True),
+    case("clf_one_feature_layer_sab", CLF, [2, 5, 4, 3],
+         "Classifier, n_hidden=0 with hidden_dim=1 and add_skip to equiv_out_features=4 (the layer's "
+         "one feature broadcast onto the skip's four), sab (1 head), mean",
+         input_features=1, hidden_dim=1, n_hidden=0, reduction="mean", set_layer="sab",
+         num_heads=1, add_skip=True, equiv_out_features=4, n_classes=3),
 ]
 
 ALL_KEYS_ORDER = [
