@@ -515,7 +515,7 @@ pub struct BenchArgs {
 
 /// `dws bench`: opens the model, measures and prints.
 pub fn bench_command(args: &BenchArgs) -> Result<()> {
-    let blob = crate::blob_io::AlignedBlob::open(&args.model)?;
+    let blob = crate::blob_io::AlignedBlob::read(&args.model)?;
     let m = blob.model()?;
     let cfg = BenchConfig {
         batch: args.batch,

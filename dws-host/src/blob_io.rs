@@ -4,7 +4,7 @@ use crate::convert::Plan;
 use anyhow::{Context, Result};
 use dws_core::blob::Precision;
 use dws_core::plan::{Op, Spec};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Encodes an f32 plan as a blob (see [`dws_core::blob`]).
 pub fn encode(plan: &Plan) -> Result<Vec<u8>> {
@@ -33,6 +33,8 @@ pub fn encode_parts(
 pub struct AlignedBlob {
     words: Vec<u64>,
     len: usize,
+    /// The file it was read from, named in errors.
+    path: Option<PathBuf>,
 }
 
 impl AlignedBlob {
@@ -43,22 +45,18 @@ impl AlignedBlob {
         AlignedBlob {
             words,
             len: bytes.len(),
+            path: None,
         }
     }
 
-    /// Reads a blob file.
+    /// Reads a blob file (named in the errors of [`Self::model`]).
     pub fn read(path: &Path) -> Result<Self> {
         let bytes =
             std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
-        Ok(Self::from_bytes(&bytes))
-    }
-
-    /// Reads a blob file and checks that it opens, naming the file in errors.
-    pub fn open(path: &Path) -> Result<Self> {
-        let blob = Self::read(path)?;
-        blob.model()
-            .with_context(|| format!("in {}", path.display()))?;
-        Ok(blob)
+        Ok(AlignedBlob {
+            path: Some(path.to_path_buf()),
+            ..Self::from_bytes(&bytes)
+        })
     }
 
     /// The blob bytes.
@@ -68,8 +66,10 @@ impl AlignedBlob {
 
     /// Opens the model.
     pub fn model(&self) -> Result<dws_core::Model<'_>> {
-        dws_core::Model::new_checked(self.bytes())
-            .map_err(|e| anyhow::anyhow!("opening model blob: {e}"))
+        dws_core::Model::new_checked(self.bytes()).map_err(|e| match &self.path {
+            Some(p) => anyhow::anyhow!("opening model blob {}: {e}", p.display()),
+            None => anyhow::anyhow!("opening model blob: {e}"),
+        })
     }
 }
 

@@ -278,18 +278,14 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// Copies state_dict entry `key` into the parameters, checking its shape.
     fn take(&mut self, key: &str, shape: &[usize]) -> ParamRef {
-        self.take_repeated(key, shape, 1)
+        self.take_spread(key, shape, 1, 1)
     }
 
     /// [`Self::take`], each entry along the first dimension copied `n` times
-    /// in a row (the rows of a weight matrix, the values of a bias).
-    fn take_repeated(&mut self, key: &str, shape: &[usize], n: usize) -> ParamRef {
-        self.take_spread(key, shape, n, 1)
-    }
-
-    /// [`Self::take_repeated`], each value then followed by `cols - 1` zeros:
-    /// the weights of a linear whose input features each come `cols` times
-    /// in a row, of which only the first copy counts.
+    /// in a row (the rows of a weight matrix, the values of a bias), and
+    /// each value followed by `cols - 1` zeros: the weights of a linear whose
+    /// input features each come `cols` times in a row, of which only the
+    /// first copy counts.
     fn take_spread(&mut self, key: &str, shape: &[usize], n: usize, cols: usize) -> ParamRef {
         let Some(t) = self.sd.get(key) else {
             self.problems
@@ -436,7 +432,7 @@ impl Builder<'_> {
         cols: usize,
     ) -> Linear {
         let weight = self.take_spread(&format!("{prefix}.weight"), &[fout, fin], n, cols);
-        let bias = bias.then(|| self.take_repeated(&format!("{prefix}.bias"), &[fout], n));
+        let bias = bias.then(|| self.take_spread(&format!("{prefix}.bias"), &[fout], n, 1));
         Linear {
             fin: (fin * cols) as u32,
             fout: (fout * n) as u32,

@@ -493,7 +493,7 @@ pub struct EvalArgs {
 
 /// `dws eval`: prints the report (to stdout, or to stderr when the CSV goes to stdout).
 pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
-    let blob = AlignedBlob::open(&args.model)?;
+    let blob = AlignedBlob::read(&args.model)?;
     let model = blob.model()?;
     let classes = classifier_classes(&model)
         .with_context(|| format!("{} cannot be evaluated", args.model.display()))?;
@@ -582,7 +582,7 @@ pub fn run_dataset_command(
     output: &Path,
     options: &Options,
 ) -> Result<Summary> {
-    let blob = AlignedBlob::open(model_path)?;
+    let blob = AlignedBlob::read(model_path)?;
     let model = blob.model()?;
     let classes = classifier_classes(&model)
         .with_context(|| format!("{} cannot run on a dataset", model_path.display()))?;

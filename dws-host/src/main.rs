@@ -238,7 +238,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             output::check_not_an_input(&output, &[&model, &inputs])?;
-            let blob = AlignedBlob::open(&model)?;
+            let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             let tensors = tensors::read_safetensors(&inputs)?;
             let (batch, data) = weight_space::flatten_inputs(&m, &tensors)
@@ -291,7 +291,7 @@ fn run(cli: Cli) -> Result<()> {
             limit,
         } => {
             output::check_not_an_input(&output, &[&model, &calibration])?;
-            let blob = AlignedBlob::open(&model)?;
+            let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             let (n, data) = if calibration.extension().is_some_and(|e| e == "json") {
                 if m.spec().input_features != 1 {
@@ -348,7 +348,7 @@ fn run(cli: Cli) -> Result<()> {
             latency: !no_latency,
         })?,
         Command::Inspect { model } => {
-            let blob = AlignedBlob::open(&model)?;
+            let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             output::print(format_args!(
                 "{}",

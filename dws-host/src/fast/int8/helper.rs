@@ -211,42 +211,39 @@ impl Shared {
 struct Wait<'h>(&'h Shared);
 
 impl Wait<'_> {
-    /// The job, if the helper has not taken it yet; else waits until the
-    /// helper has finished it.
-    fn take_back(self) -> Option<Job> {
+    /// The job, if the helper has not taken it yet (it never will then).
+    /// `None` means the helper has it: in state READY the job is always in
+    /// its slot (`run` puts it there first).
+    fn reclaim(&self) -> Option<Job> {
         let back = self
             .0
             .state
             .compare_exchange(READY, IDLE, Ordering::AcqRel, Ordering::Acquire);
-        if back.is_err() {
-            return None; // dropping `self` waits for DONE
-        }
+        back.ok()?;
         let job = self
             .0
             .job
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        std::mem::forget(self); // IDLE already: nothing to wait for
         job.map(|(job, _)| job)
+    }
+
+    /// The job, if the helper has not taken it yet; else waits until the
+    /// helper has finished it.
+    fn take_back(self) -> Option<Job> {
+        let job = self.reclaim();
+        if job.is_some() {
+            std::mem::forget(self); // IDLE already: nothing to wait for
+        }
+        job // else dropping `self` waits for DONE
     }
 }
 
 impl Drop for Wait<'_> {
     /// Waits for the helper, or (if it has not started) drops the job.
     fn drop(&mut self) {
-        let back = self
-            .0
-            .state
-            .compare_exchange(READY, IDLE, Ordering::AcqRel, Ordering::Acquire);
-        if back.is_ok() {
-            drop(
-                self.0
-                    .job
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take(),
-            );
+        if self.reclaim().is_some() {
             return;
         }
         wait_for(
