@@ -12,7 +12,9 @@
 //!
 //! A splits file is upstream's `{split: {"path": [...], "label": [...]}}`. Relative paths
 //! are looked up in the splits file's folder first, then in the current folder (where
-//! upstream's own `torch.load(path)` looks).
+//! upstream's own `torch.load(path)` looks). Upstream writes absolute paths, so a dataset
+//! that moved (to another machine or folder) is found by the paths' trailing parts under
+//! a data root or the splits file's folder (see [`resolve`]).
 
 use crate::tensors::{self, TensorMap};
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,15 +32,50 @@ pub struct Entry {
     pub label: Option<i64>,
 }
 
+impl Entry {
+    /// Whether the file was found somewhere else than the path as written says (by its
+    /// trailing parts under a data root or the splits file's folder: see [`resolve`]).
+    pub fn relocated(&self) -> bool {
+        !normal_parts(&self.file).ends_with(&normal_parts(Path::new(&self.path)))
+    }
+}
+
+/// The named parts of a path (no root, `.` or `..`).
+fn normal_parts(path: &Path) -> Vec<&std::ffi::OsStr> {
+    path.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(part) => Some(part),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A note for the user when `entries` were read from somewhere else than their paths
+/// say: how many, and one example.
+pub fn relocation_note(entries: &[Entry]) -> Option<String> {
+    let moved: Vec<&Entry> = entries.iter().filter(|e| e.relocated()).collect();
+    let first = moved.first()?;
+    Some(format!(
+        "note: {} of {} listed files are not where their paths say; each is read from the \
+         file that its trailing path parts name under the data root or the splits file's \
+         folder (e.g. {} is read from {})",
+        moved.len(),
+        entries.len(),
+        first.path,
+        first.file.display()
+    ))
+}
+
 /// File extensions [`list_dir`] picks up.
 pub const INR_EXTENSIONS: [&str; 3] = ["pth", "pt", "safetensors"];
 
-/// Reads split `split` of an upstream splits JSON.
+/// Reads split `split` of an upstream splits JSON; each path is looked up as [`resolve`]
+/// says, with `data_root` (if any) before the splits file's folder.
 ///
 /// `"label"` may be missing (labels unknown); when present it must have one integer
 /// (or integral number, or string of an integer, as upstream's `int(label)` accepts)
 /// per path.
-pub fn read_splits(splits: &Path, split: &str) -> Result<Vec<Entry>> {
+pub fn read_splits(splits: &Path, split: &str, data_root: Option<&Path>) -> Result<Vec<Entry>> {
     let text = std::fs::read_to_string(splits)
         .with_context(|| format!("cannot read splits file {}", splits.display()))?;
     let json: Value = serde_json::from_str(&text)
@@ -92,7 +129,7 @@ pub fn read_splits(splits: &Path, split: &str) -> Result<Vec<Entry>> {
                 .transpose()?;
             Ok(Entry {
                 path: path.to_string(),
-                file: resolve(base, path),
+                file: resolve(base, data_root, path),
                 label,
             })
         })
@@ -111,20 +148,39 @@ fn parse_label(v: &Value) -> Option<i64> {
     }
 }
 
-/// A relative `path` is looked up in `base` (the splits file's folder), then in the
-/// current folder; when it is in neither, the `base` candidate is returned (and its
-/// read error names it).
-pub fn resolve(base: &Path, path: &str) -> PathBuf {
+/// Where the file of a splits entry `path` is read from:
+///
+/// 1. the path as written: an absolute path as it is, a relative one in `base` (the
+///    splits file's folder), then in the current folder;
+/// 2. otherwise (a dataset that moved: upstream writes absolute paths), the longest
+///    trailing part of `path` that names a file under `data_root`, then under `base`:
+///    `/old/home/dataset/inrs/test/0_1.pth` is found as `ROOT/inrs/test/0_1.pth`, or as
+///    `ROOT/test/0_1.pth`, or as `ROOT/0_1.pth`.
+///
+/// When it is found nowhere, the candidate of step 1 is returned (and its read error
+/// names it).
+pub fn resolve(base: &Path, data_root: Option<&Path>, path: &str) -> PathBuf {
     let p = Path::new(path);
-    if p.is_absolute() {
+    let as_written = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    if as_written.exists() {
+        return as_written;
+    }
+    if !p.is_absolute() && p.is_file() {
         return p.to_path_buf();
     }
-    let in_base = base.join(p);
-    if in_base.exists() || !p.exists() {
-        in_base
-    } else {
-        p.to_path_buf()
-    }
+    let parts = normal_parts(p);
+    data_root
+        .into_iter()
+        .chain([base])
+        .flat_map(|root| {
+            (0..parts.len()).map(|skip| root.join(parts[skip..].iter().collect::<PathBuf>()))
+        })
+        .find(|candidate| candidate.is_file())
+        .unwrap_or(as_written)
 }
 
 /// Every INR file (`.pth`, `.pt`, `.safetensors`) under `dir`, recursively, sorted by path;
@@ -488,9 +544,61 @@ mod tests {
     #[test]
     fn resolves_relative_paths() {
         let base = Path::new("/definitely/not/here");
-        assert_eq!(resolve(base, "/abs/x.pth"), PathBuf::from("/abs/x.pth"));
-        assert_eq!(resolve(base, "x.pth"), base.join("x.pth"));
+        assert_eq!(
+            resolve(base, None, "/abs/x.pth"),
+            PathBuf::from("/abs/x.pth")
+        );
+        assert_eq!(resolve(base, None, "x.pth"), base.join("x.pth"));
         // Found relative to the current folder only.
-        assert_eq!(resolve(base, "Cargo.toml"), PathBuf::from("Cargo.toml"));
+        assert_eq!(
+            resolve(base, None, "Cargo.toml"),
+            PathBuf::from("Cargo.toml")
+        );
+    }
+
+    #[test]
+    fn finds_moved_files_by_their_trailing_parts() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("dws-resolve-{}", std::process::id()));
+        let data = dir.join("dataset");
+        std::fs::create_dir_all(data.join("inrs/test"))?;
+        std::fs::write(data.join("inrs/test/0_1.pth"), b"")?;
+        std::fs::write(dir.join("0_1.pth"), b"")?;
+        let old = "/old/home/dataset/inrs/test/0_1.pth";
+        // Under the splits file's folder, the longest trailing part wins.
+        let found = resolve(&data, None, old);
+        assert_eq!(found, data.join("inrs/test/0_1.pth"));
+        let entry = Entry {
+            path: old.into(),
+            file: found,
+            label: None,
+        };
+        assert!(entry.relocated());
+        let note = relocation_note(std::slice::from_ref(&entry)).unwrap();
+        assert!(note.contains("1 of 1") && note.contains(old), "{note}");
+        // A data root comes first; a relative path is looked up there too.
+        assert_eq!(
+            resolve(&data, Some(&dir), old),
+            dir.join("dataset/inrs/test/0_1.pth")
+        );
+        assert_eq!(
+            resolve(Path::new("/nowhere"), Some(&data), "inrs/test/0_1.pth"),
+            data.join("inrs/test/0_1.pth")
+        );
+        // Found nowhere: the path as written, so that the read error names it.
+        assert_eq!(
+            resolve(&data, None, "/old/x/9_9.pth"),
+            PathBuf::from("/old/x/9_9.pth")
+        );
+        // Not relocated when read where the path says.
+        for path in ["inrs/test/0_1.pth", "./inrs/test/0_1.pth"] {
+            let here = Entry {
+                path: path.into(),
+                file: resolve(&data, None, path),
+                label: None,
+            };
+            assert!(!here.relocated() && relocation_note(&[here]).is_none());
+        }
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 /// Files loaded and run at a time by default.
 pub const DEFAULT_BATCH: usize = 256;
 
+/// At most this many unreadable files are listed on stderr by a run; the rest are counted.
+pub const LISTED_SKIPS: usize = 10;
+
 /// Without a terminal, a progress line is printed this often (so only long runs print any).
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -281,7 +284,7 @@ pub fn predict(
 
 /// `warning: skipping PATH: why`, naming the file read too when it differs from the path
 /// as written.
-fn skip_warning(entry: &Entry, e: &anyhow::Error) -> String {
+pub fn skip_warning(entry: &Entry, e: &anyhow::Error) -> String {
     let file = entry.file.display().to_string();
     let msg = format!("{e:#}");
     let why = msg.strip_prefix(&format!("{file}: ")).unwrap_or(&msg);
@@ -299,6 +302,8 @@ struct Progress {
     bar: Option<ProgressBar>,
     plain: Option<std::cell::Cell<(Instant, Instant, usize)>>,
     total: usize,
+    /// Warnings printed so far (at most [`LISTED_SKIPS`] are).
+    warned: std::cell::Cell<usize>,
 }
 
 impl Progress {
@@ -316,10 +321,26 @@ impl Progress {
         });
         let now = Instant::now();
         let plain = (enabled && !tty).then(|| std::cell::Cell::new((now, now, 0)));
-        Progress { bar, plain, total }
+        Progress {
+            bar,
+            plain,
+            total,
+            warned: std::cell::Cell::new(0),
+        }
     }
 
+    /// Prints `msg`, or for the first warning past [`LISTED_SKIPS`] a line saying that
+    /// the rest are only counted.
     fn warn(&self, msg: &str) {
+        let n = self.warned.get();
+        self.warned.set(n + 1);
+        let msg = match n.cmp(&LISTED_SKIPS) {
+            std::cmp::Ordering::Less => msg,
+            std::cmp::Ordering::Equal => {
+                "warning: more files cannot be read: they are counted below, not listed"
+            }
+            std::cmp::Ordering::Greater => return,
+        };
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("{msg}")),
             None => eprintln!("{msg}"),
@@ -461,18 +482,28 @@ pub fn is_dataset_input(path: &Path) -> bool {
 }
 
 /// The entries of a dataset input: a directory of INR files, or split `split` (default
-/// `test`) of a splits JSON.
-pub fn dataset_entries(input: &Path, split: Option<&str>) -> Result<Vec<Entry>> {
+/// `test`) of a splits JSON whose files are looked for under `data_root` too (see
+/// [`dataset::resolve`]). A note goes to stderr when files were found elsewhere than
+/// their paths say.
+pub fn dataset_entries(
+    input: &Path,
+    split: Option<&str>,
+    data_root: Option<&Path>,
+) -> Result<Vec<Entry>> {
     if input.is_dir() {
-        if split.is_some() {
+        if split.is_some() || data_root.is_some() {
             bail!(
-                "--split applies to a splits JSON, and {} is a directory",
+                "--split and --data-root apply to a splits JSON, and {} is a directory",
                 input.display()
             );
         }
         dataset::list_dir(input)
     } else {
-        dataset::read_splits(input, split.unwrap_or("test"))
+        let entries = dataset::read_splits(input, split.unwrap_or("test"), data_root)?;
+        if let Some(note) = dataset::relocation_note(&entries) {
+            eprintln!("{note}");
+        }
+        Ok(entries)
     }
 }
 
@@ -485,6 +516,9 @@ pub struct EvalArgs {
     pub splits: PathBuf,
     /// The split to evaluate.
     pub split: String,
+    /// Where files the splits file lists are looked for when they are not where their
+    /// paths say (see [`dataset::resolve`]).
+    pub data_root: Option<PathBuf>,
     /// Predictions CSV (`-` for stdout).
     pub output: Option<PathBuf>,
     /// Loading and running options.
@@ -497,7 +531,10 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
     let model = blob.model()?;
     let classes = classifier_classes(&model)
         .with_context(|| format!("{} cannot be evaluated", args.model.display()))?;
-    let entries = dataset::read_splits(&args.splits, &args.split)?;
+    let entries = dataset::read_splits(&args.splits, &args.split, args.data_root.as_deref())?;
+    if let Some(note) = dataset::relocation_note(&entries) {
+        eprintln!("{note}");
+    }
     if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.label.is_none()) {
         bail!(
             "{}: split `{}` has no label for entry {i} ({}): `dws eval` needs labels \
@@ -579,6 +616,7 @@ pub fn run_dataset_command(
     model_path: &Path,
     input: &Path,
     split: Option<&str>,
+    data_root: Option<&Path>,
     output: &Path,
     options: &Options,
 ) -> Result<Summary> {
@@ -596,7 +634,7 @@ pub fn run_dataset_command(
         );
     }
     check_not_an_input(output, &[model_path, input])?;
-    let entries = dataset_entries(input, split)?;
+    let entries = dataset_entries(input, split, data_root)?;
     let mut csv = CsvWriter::new(CsvOut::open(output)?, classes)?;
     let summary = predict(&model, &entries, options, |e, logits, p| {
         csv.row(e, logits, p)

@@ -59,6 +59,11 @@ enum Command {
         /// The split of a splits JSON input [default: test].
         #[arg(long)]
         split: Option<String>,
+        /// Where the files a splits JSON lists are looked for when they are not where
+        /// their paths say (a dataset that moved): by their trailing path parts, here and
+        /// then in the splits file's folder (see docs/datasets.md).
+        #[arg(long)]
+        data_root: Option<PathBuf>,
         /// INR files loaded and run at a time (dataset inputs).
         #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
@@ -74,6 +79,11 @@ enum Command {
         /// The split to evaluate.
         #[arg(long, default_value = "test")]
         split: String,
+        /// Where the files a splits JSON lists are looked for when they are not where
+        /// their paths say (a dataset that moved): by their trailing path parts, here and
+        /// then in the splits file's folder (see docs/datasets.md).
+        #[arg(long)]
+        data_root: Option<PathBuf>,
         /// Worker threads (default: all cores).
         #[arg(long, value_parser = at_least_one)]
         threads: Option<usize>,
@@ -100,6 +110,11 @@ enum Command {
         /// With a splits JSON: use at most this many inputs [default: 512].
         #[arg(long)]
         limit: Option<usize>,
+        /// With a splits JSON: where the files it lists are looked for when they are not where
+        /// their paths say (a dataset that moved): by their trailing path parts, here and
+        /// then in the splits file's folder (see docs/datasets.md).
+        #[arg(long)]
+        data_root: Option<PathBuf>,
         /// Output int8 blob.
         #[arg(short, long)]
         output: PathBuf,
@@ -216,6 +231,7 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             engine,
             split,
+            data_root,
             batch_size,
         } => {
             if eval::is_dataset_input(&inputs) {
@@ -225,11 +241,18 @@ fn run(cli: Cli) -> Result<()> {
                     progress: true,
                     engine,
                 };
-                eval::run_dataset_command(&model, &inputs, split.as_deref(), &output, &options)?;
+                eval::run_dataset_command(
+                    &model,
+                    &inputs,
+                    split.as_deref(),
+                    data_root.as_deref(),
+                    &output,
+                    &options,
+                )?;
                 return Ok(());
             }
-            if split.is_some() {
-                anyhow::bail!("--split applies to a splits JSON input");
+            if split.is_some() || data_root.is_some() {
+                anyhow::bail!("--split and --data-root apply to a splits JSON input");
             }
             if output == std::path::Path::new("-") {
                 anyhow::bail!(
@@ -265,6 +288,7 @@ fn run(cli: Cli) -> Result<()> {
             model,
             splits,
             split,
+            data_root,
             threads,
             output,
             batch_size,
@@ -274,6 +298,7 @@ fn run(cli: Cli) -> Result<()> {
                 model,
                 splits,
                 split,
+                data_root,
                 output,
                 options: eval::Options {
                     threads: threads.unwrap_or_else(runner::default_threads),
@@ -289,6 +314,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
             split,
             limit,
+            data_root,
         } => {
             output::check_not_an_input(&output, &[&model, &calibration])?;
             let blob = AlignedBlob::read(&model)?;
@@ -302,21 +328,41 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 let split = split.as_deref().unwrap_or("train");
-                let mut entries = dws_host::dataset::read_splits(&calibration, split)?;
+                let mut entries =
+                    dws_host::dataset::read_splits(&calibration, split, data_root.as_deref())?;
                 entries.truncate(limit.unwrap_or(512));
+                if let Some(note) = dws_host::dataset::relocation_note(&entries) {
+                    eprintln!("{note}");
+                }
                 let loaded = dws_host::dataset::load_batch(
                     &entries,
                     m.dims(),
                     m.input_len(),
                     runner::default_threads(),
                 );
-                for (i, e) in &loaded.failed {
-                    eprintln!("warning: skipping {}: {e:#}", entries[*i].path);
+                for (i, e) in loaded.failed.iter().take(eval::LISTED_SKIPS) {
+                    eprintln!("{}", eval::skip_warning(&entries[*i], e));
+                }
+                if let Some(more) = loaded.failed.len().checked_sub(eval::LISTED_SKIPS + 1) {
+                    eprintln!(
+                        "warning: {} more calibration files cannot be read",
+                        more + 1
+                    );
+                }
+                if loaded.ok.is_empty() {
+                    anyhow::bail!(
+                        "none of the {} calibration files of split `{split}` of {} could be read \
+                         (see the warnings above)",
+                        entries.len(),
+                        calibration.display()
+                    );
                 }
                 (loaded.ok.len(), loaded.data)
             } else {
-                if split.is_some() || limit.is_some() {
-                    anyhow::bail!("--split and --limit apply to a splits JSON calibration input");
+                if split.is_some() || limit.is_some() || data_root.is_some() {
+                    anyhow::bail!(
+                        "--split, --limit and --data-root apply to a splits JSON calibration input"
+                    );
                 }
                 let tensors = tensors::read_safetensors(&calibration)?;
                 weight_space::flatten_inputs(&m, &tensors)

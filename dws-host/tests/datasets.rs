@@ -507,6 +507,110 @@ fn relative_and_absolute_paths() {
     }
 }
 
+/// Upstream writes absolute paths into its splits files; a dataset copied elsewhere is
+/// found by the paths' trailing parts, under the splits file's folder or `--data-root`.
+#[test]
+fn moved_dataset_is_found_by_trailing_path_parts() {
+    let dir = tmp("moved");
+    let model = convert(&dir, "m.dws", true);
+    let want = expected("expected_logits.csv");
+    let copy = dir.join("copy/dataset");
+    std::fs::create_dir_all(copy.join("inrs/test")).unwrap();
+    let old: Vec<String> = want
+        .keys()
+        .map(|rel| {
+            std::fs::copy(data().join(rel), copy.join(rel)).unwrap();
+            format!("/home/alice/DWSNets/dataset/{rel}")
+        })
+        .collect();
+    let labels: Vec<&str> = want.values().map(|r| r.label.as_str()).collect();
+    let splits_json = format!(
+        "{{\"test\": {{\"path\": {old:?}, \"label\": [{}]}}}}",
+        labels.join(",")
+    );
+
+    // Next to the data: found under the splits file's folder.
+    let splits = copy.join("splits.json");
+    std::fs::write(&splits, &splits_json).unwrap();
+    let csv = dir.join("a.csv");
+    let r = dws(&["eval", s(&model), "--splits", s(&splits), "-o", s(&csv)]);
+    assert!(r.ok, "{}", r.stderr);
+    let n = want.len();
+    assert!(
+        r.stderr
+            .contains(&format!("note: {n} of {n} listed files are not where")),
+        "{}",
+        r.stderr
+    );
+    let (_, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap(), true);
+    assert_eq!(
+        rows.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+        old,
+        "paths as written"
+    );
+    for (row, w) in rows.iter().zip(want.values()) {
+        assert_close(&row.logits, &w.logits, &row.path);
+    }
+
+    // The splits file elsewhere: not found without --data-root (the first files are
+    // listed, the rest counted), found with it, by `run`, `eval` and `quantize`.
+    let splits = dir.join("splits.json");
+    std::fs::write(&splits, &splits_json).unwrap();
+    let r = dws(&["eval", s(&model), "--splits", s(&splits)]);
+    assert!(
+        !r.ok && r.stderr.contains("no input could be read"),
+        "{}",
+        r.stderr
+    );
+    assert!(r
+        .stderr
+        .contains("cannot open /home/alice/DWSNets/dataset/inrs/test/"));
+    let root = dir.join("copy");
+    let csv = dir.join("b.csv");
+    let r = dws(&[
+        "run",
+        s(&model),
+        s(&splits),
+        "--data-root",
+        s(&root),
+        "-o",
+        s(&csv),
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let (_, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap(), true);
+    assert_eq!(rows.len(), n);
+    let r = dws(&[
+        "quantize",
+        s(&model),
+        "--calibration",
+        s(&splits),
+        "--split",
+        "test",
+        "--data-root",
+        s(&root),
+        "-o",
+        s(&dir.join("q.dws")),
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let r = dws(&[
+        "quantize",
+        s(&model),
+        "--calibration",
+        s(&splits),
+        "--split",
+        "test",
+        "-o",
+        s(&dir.join("q2.dws")),
+    ]);
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains(&format!("none of the {n} calibration files")),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn directory_input() {
     let dir = tmp("dir");

@@ -39,7 +39,7 @@ struct Run {
 
 fn run(blob: &AlignedBlob) -> Run {
     let model = blob.model().unwrap();
-    let entries = dataset::read_splits(&example().join("splits_test.json"), "test").unwrap();
+    let entries = dataset::read_splits(&example().join("splits_test.json"), "test", None).unwrap();
     let loaded = dataset::load_batch(&entries, model.dims(), model.input_len(), 2);
     assert!(loaded.failed.is_empty(), "unreadable test INRs");
     let n = loaded.ok.len();

@@ -937,7 +937,7 @@ fn list_entries(splits: &Path, split: &str) -> Res<Vec<Entry>> {
     if splits.is_dir() {
         dataset::list_dir(splits)
     } else {
-        dataset::read_splits(splits, split)
+        dataset::read_splits(splits, split, None)
     }
 }
 
