@@ -141,7 +141,20 @@ impl Config {
 
     /// Parses and checks a config.
     pub fn parse(text: &str) -> Result<Config> {
-        let c: Config = serde_json::from_str(text).context("parsing the config JSON")?;
+        let c: Config = serde_json::from_str(text)
+            .map_err(|e| {
+                // The one key that a state_dict cannot tell and upstream has no default for.
+                if e.to_string().starts_with("missing field `weight_shapes`") {
+                    anyhow::anyhow!(
+                        "{e}: the shapes [d_in, d_out] of the input networks' weight \
+                         matrices, e.g. [[2, 32], [32, 32], [32, 1]] for MNIST INRs \
+                         (upstream's trainer takes them from the dataset)"
+                    )
+                } else {
+                    anyhow::Error::new(e)
+                }
+            })
+            .context("parsing the config JSON")?;
         c.check()?;
         Ok(c)
     }
@@ -392,5 +405,24 @@ mod tests {
         one["input_dim_downsample"] = 2.into();
         let e = parse(one.clone()).err().map(|e| format!("{e:#}"));
         assert!(e.unwrap_or_default().contains("broadcasting"), "{one}");
+    }
+
+    /// `weight_shapes` is the one key a state_dict cannot tell: its absence says what it is.
+    #[test]
+    fn missing_weight_shapes_is_explained() {
+        let e = Config::parse(r#"{"model": "DWSModel"}"#).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("missing field `weight_shapes`") && e.contains("[[2, 32]"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            Config::parse(r#"{"weight_shapes": [[2, 3]]}"#).unwrap_err()
+        );
+        assert!(
+            e.contains("missing field `model`") && !e.contains("[[2, 32]"),
+            "{e}"
+        );
     }
 }
