@@ -910,16 +910,20 @@ fn read_case<'py>(py: Python<'py>, path: &Bound<'py, PyAny>) -> PyResult<Bound<'
 /// Entries of an INR dataset: split ``split`` of an upstream splits JSON, or every INR
 /// file under a folder. A list of dicts ``{"path", "file", "label"}``: ``path`` as
 /// written in the splits file, ``file`` where it is read from, ``label`` an int or
-/// ``None``.
+/// ``None``. A listed file that is not where its path says (a dataset that moved) is
+/// looked for by the path's trailing parts under ``data_root``, then under the splits
+/// file's folder (as ``dws eval --data-root``).
 #[pyfunction]
-#[pyo3(signature = (splits, split = "test"))]
+#[pyo3(signature = (splits, split = "test", *, data_root = None))]
 fn dataset_entries<'py>(
     py: Python<'py>,
     splits: &Bound<'py, PyAny>,
     split: &str,
+    data_root: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let splits = path_of(splits)?;
-    let entries = detached(py, || list_entries(&splits, split))?;
+    let data_root = data_root.map(path_of).transpose()?;
+    let entries = detached(py, || list_entries(&splits, split, data_root.as_deref()))?;
     let items = entries
         .into_iter()
         .map(|e| {
@@ -933,11 +937,11 @@ fn dataset_entries<'py>(
     PyList::new(py, items)
 }
 
-fn list_entries(splits: &Path, split: &str) -> Res<Vec<Entry>> {
+fn list_entries(splits: &Path, split: &str, data_root: Option<&Path>) -> Res<Vec<Entry>> {
     if splits.is_dir() {
         dataset::list_dir(splits)
     } else {
-        dataset::read_splits(splits, split, None)
+        dataset::read_splits(splits, split, data_root)
     }
 }
 
@@ -1090,9 +1094,10 @@ fn read_inr_files<'py>(
 /// INR files) into ``(weights, biases, labels, paths)``: the arrays as for
 /// ``read_inr_files``, ``labels`` an int64 array (``None`` when the dataset has no
 /// labels) and ``paths`` as written in the splits file. A file that cannot be read
-/// raises, or with ``skip_errors=True`` is left out with a warning.
+/// raises, or with ``skip_errors=True`` is left out with a warning. ``data_root`` as
+/// for ``dataset_entries``.
 #[pyfunction]
-#[pyo3(signature = (splits, split = "test", *, dims = None, threads = None, skip_errors = false))]
+#[pyo3(signature = (splits, split = "test", *, dims = None, threads = None, skip_errors = false, data_root = None))]
 fn read_inr_dataset<'py>(
     py: Python<'py>,
     splits: &Bound<'py, PyAny>,
@@ -1100,12 +1105,14 @@ fn read_inr_dataset<'py>(
     dims: Option<&Bound<'py, PyAny>>,
     threads: Option<usize>,
     skip_errors: bool,
+    data_root: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let threads = threads_or(runner::default_threads(), threads)?;
     let dims = dims_arg(dims)?;
     let splits = path_of(splits)?;
+    let data_root = data_root.map(path_of).transpose()?;
     let (entries, (dims, loaded, failed)) = detached(py, || {
-        let entries = list_entries(&splits, split)?;
+        let entries = list_entries(&splits, split, data_root.as_deref())?;
         let loaded = load_inrs(&entries, dims, threads)?;
         Ok((entries, loaded))
     })?;

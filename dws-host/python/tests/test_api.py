@@ -273,6 +273,36 @@ def test_inr_dataset(tmp_path):
         dws.read_inr_dataset(tmp_path / "splits.json", split="train")
 
 
+def test_inr_dataset_that_moved(tmp_path):
+    """Upstream's splits files hold absolute paths: a copied dataset is found by the
+    paths' trailing parts under the splits file's folder, or under ``data_root``."""
+    m = dws.Model.load(FIXTURES / "clf_sab_sum_5mats" / "model.dws")
+    rng = np.random.default_rng(2)
+    data = tmp_path / "copy" / "dataset"
+    (data / "inr").mkdir(parents=True)
+    old = []
+    for i in range(3):
+        write_inr(data / "inr" / f"{i}.safetensors", m, rng)
+        old.append(f"/home/alice/DWSNets/dataset/inr/{i}.safetensors")
+    splits = {"test": {"path": old, "label": [0, 1, 2]}}
+    (data / "splits.json").write_text(json.dumps(splits))
+    w, _, labels, paths = dws.read_inr_dataset(data / "splits.json")
+    assert paths == old and labels.tolist() == [0, 1, 2] and w[0].shape[0] == 3
+    # The splits file elsewhere: found under data_root only.
+    (tmp_path / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(dws.DwsError, match="/home/alice/DWSNets"):
+        dws.read_inr_dataset(tmp_path / "splits.json")
+    entries = dws.dataset_entries(tmp_path / "splits.json", data_root=tmp_path / "copy")
+    assert [e["path"] for e in entries] == old
+    assert entries[1]["file"] == str(data / "inr" / "1.safetensors")
+    w2, _, _, _ = dws.read_inr_dataset(tmp_path / "splits.json", data_root=tmp_path / "copy")
+    assert np.array_equal(w2[0], w[0])
+    from dws.ray import dataset_rows  # what dws.ray.score_dataset scores
+
+    rows = dataset_rows(tmp_path / "splits.json", data_root=tmp_path / "copy")
+    assert [r["file"] for r in rows] == [e["file"] for e in entries]
+
+
 def test_torch_in_torch_out():
     torch = pytest.importorskip("torch")
     m = dws.Model.load(FIXTURES / "dws_ds_mean_uneven" / "model.dws")

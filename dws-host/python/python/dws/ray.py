@@ -67,12 +67,16 @@ def _is_shard_list(inputs: Any) -> bool:
     return not isinstance(inputs, (str, bytes, os.PathLike))
 
 
-def dataset_rows(inputs: Any, split: str = "test") -> List[Dict[str, Any]]:
+def dataset_rows(
+    inputs: Any, split: str = "test", data_root: Optional[PathLike] = None
+) -> List[Dict[str, Any]]:
     """The rows :func:`score_dataset` scores, in dataset order.
 
     ``inputs`` is an upstream splits JSON or a folder of INR files (rows ``row``,
     ``path``, ``file``, ``label``), or a list of safetensors shard files, or a glob
-    pattern matching them (rows ``row``, ``shard``, ``index``).
+    pattern matching them (rows ``row``, ``shard``, ``index``). ``data_root`` is where
+    the files of a splits JSON are looked for when they are not where their paths say
+    (see :func:`dws.dataset_entries`).
     """
     if isinstance(inputs, (str, os.PathLike)) and any(c in os.fspath(inputs) for c in "*?["):
         import glob
@@ -89,7 +93,7 @@ def dataset_rows(inputs: Any, split: str = "test") -> List[Dict[str, Any]]:
             base = len(rows)
             rows.extend({"row": base + k, "shard": shard, "index": k} for k in range(n))
         return rows
-    entries = dataset_entries(inputs, split)
+    entries = dataset_entries(inputs, split, data_root=data_root)
     return [
         {
             "row": i,
@@ -227,6 +231,7 @@ def score_dataset(
     use_gpu: bool = False,
     *,
     split: str = "test",
+    data_root: Optional[PathLike] = None,
     format: str = "parquet",
     threads: Optional[int] = None,
     cpus_per_worker: float = 1,
@@ -250,6 +255,8 @@ def score_dataset(
         use_gpu: give every actor a GPU (``num_gpus=1``) and run on ``device="cuda"``;
             needs the dws-cuda backend (``dws.cuda_available()``).
         split: the split of a splits JSON.
+        data_root: where the files of a splits JSON are looked for when they are not
+            where their paths say (see :func:`dws.dataset_entries`).
         format: ``"parquet"`` or ``"csv"`` (CSV only for classifiers).
         threads: Rust threads per actor (default: ``cpus_per_worker``, at least 1).
         cpus_per_worker: CPUs Ray reserves for each actor.
@@ -290,7 +297,7 @@ def score_dataset(
     os.makedirs(out, exist_ok=True)
 
     start = time.perf_counter()
-    rows = dataset_rows(inputs, split)
+    rows = dataset_rows(inputs, split, data_root)
     if not rows:
         raise DwsError("the dataset is empty")
     if threads is None:
