@@ -7,6 +7,7 @@
 //! after the upstream classes and follow their branches.
 
 use crate::config::{Config, ModelKind, ReductionKind, SetLayerKind};
+use crate::fingerprint::Fingerprint;
 use crate::tensors::TensorMap;
 use anyhow::{bail, Result};
 use dws_core::plan::{
@@ -39,6 +40,7 @@ pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) 
     let (_, sd) = find_state_dict(config, sd)?;
     let sd: &TensorMap = &sd;
     let mut b = Builder {
+        config,
         sd,
         used: BTreeSet::new(),
         params: Vec::new(),
@@ -172,21 +174,28 @@ fn normalize(params: &mut Vec<f32>, stats: &TensorMap, dims: &[usize], f: usize)
             };
             for (stat, out) in [("mean", &mut mean), ("std", &mut std)] {
                 let key = format!("{kind}.{stat}.{i}");
-                let t = stats
-                    .get(&key)
-                    .ok_or_else(|| anyhow::anyhow!("statistics: missing `{key}`"))?;
+                let t = stats.get(&key).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "statistics: missing `{key}` (expected upstream's statistics.pth, as \
+                         experiments/mnist/compute_statistics.py saves it: \
+                         {{\"weights\": {{\"mean\": [...], \"std\": [...]}}, \"biases\": ...}} \
+                         with one tensor per layer)"
+                    )
+                })?;
                 if t.numel() != cells * f {
                     bail!("statistics: `{key}` has shape {:?}, expected {} elements ({} entries x {f} features)", t.shape, cells * f, cells);
                 }
                 let bad = |v: &f32| !v.is_finite() || (stat == "std" && *v == 0.0);
                 if let Some(at) = t.data.iter().position(bad) {
+                    let index: Vec<String> = t.index_of(at).iter().map(usize::to_string).collect();
                     bail!(
-                        "statistics: `{key}` holds {} at flat index {at}",
+                        "statistics: `{key}` holds {} at [{}]",
                         if stat == "std" {
                             "a standard deviation that is zero, NaN or infinite"
                         } else {
                             "a NaN, an infinity or a value beyond the f32 range"
-                        }
+                        },
+                        index.join(", ")
                     );
                 }
                 out.extend_from_slice(&t.data);
@@ -269,6 +278,8 @@ struct LayerCfg<'c> {
 const MAX_PROBLEMS: usize = 50;
 
 struct Builder<'a> {
+    /// The config being built (named in a failure's hint).
+    config: &'a Config,
     sd: &'a TensorMap,
     used: BTreeSet<String>,
     params: Vec<f32>,
@@ -298,9 +309,8 @@ impl Builder<'_> {
             };
         };
         self.used.insert(key.to_string());
-        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            self.problems
-                .push(format!("`{key}` holds a NaN, an infinity or a value beyond the f32 range at flat index {i}"));
+        if let Some(what) = t.non_finite() {
+            self.problems.push(format!("`{key}` holds {what}"));
         }
         if t.shape != shape {
             self.problems.push(format!(
@@ -334,9 +344,8 @@ impl Builder<'_> {
         match self.sd.get(key) {
             Some(t) if t.shape == [len] => {
                 self.used.insert(key.to_string());
-                if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                    self.problems
-                        .push(format!("`{key}` holds a NaN, an infinity or a value beyond the f32 range at flat index {i}"));
+                if let Some(what) = t.non_finite() {
+                    self.problems.push(format!("`{key}` holds {what}"));
                 }
                 t.data.iter().map(|&v| v as f64).collect()
             }
@@ -372,7 +381,8 @@ impl Builder<'_> {
 
     /// The error listing the problems found and the unused entries, at most
     /// [`MAX_PROBLEMS`] of them (unused entries only when the build got
-    /// through: a stopped one leaves most entries unused).
+    /// through: a stopped one leaves most entries unused), then the config keys
+    /// that the checkpoint's own structure contradicts ([`Fingerprint::hint`]).
     fn failure(self) -> anyhow::Error {
         let mut problems = self.problems;
         let swamped = problems.len() >= MAX_PROBLEMS;
@@ -392,6 +402,9 @@ impl Builder<'_> {
                 "... stopped after {MAX_PROBLEMS} problems{more}: check the sizes in the config \
                  (n_hidden, hidden_dim, weight_shapes) against the checkpoint"
             ));
+        }
+        if let Some(hint) = Fingerprint::hint(self.sd, self.config) {
+            problems.push(hint);
         }
         anyhow::anyhow!(
             "the state_dict does not fit the config:\n  {}",
@@ -1257,10 +1270,16 @@ mod tests {
         let (key, t) = sd.iter_mut().find(|(k, _)| k.ends_with("weight")).unwrap();
         let key = key.clone();
         t.data[3] = f32::INFINITY;
+        let t_index = t.index_of(3);
         let e = format!("{:#}", convert(&config, &sd, None).unwrap_err());
         assert!(
             e.contains(&format!(
-                "`{key}` holds a NaN, an infinity or a value beyond the f32 range at flat index 3"
+                "`{key}` holds an infinity (or a value beyond the f32 range) at [{}]",
+                t_index
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             "{e}"
         );
@@ -1298,7 +1317,7 @@ mod tests {
         bad.get_mut("biases.mean.0").unwrap().data[2] = f32::NAN;
         let e = format!("{:#}", convert(&config, &sd, Some(&bad)).unwrap_err());
         assert!(
-            e.contains("`biases.mean.0` holds a NaN") && e.contains("index 2"),
+            e.contains("`biases.mean.0` holds a NaN") && e.contains("at [2, 0]"),
             "{e}"
         );
     }

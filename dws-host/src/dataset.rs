@@ -316,7 +316,7 @@ pub fn inr_to_input(sd: &TensorMap, dims: &[u32], out: &mut [f32]) -> Result<()>
                 t.shape
             );
         }
-        check_finite(key, &t.data)?;
+        check_finite(key, t)?;
         // [out, in] -> [in, out] (one feature per entry).
         for r in 0..rows {
             for c in 0..cols {
@@ -334,18 +334,16 @@ pub fn inr_to_input(sd: &TensorMap, dims: &[u32], out: &mut [f32]) -> Result<()>
                 d(i + 1)
             );
         }
-        check_finite(key, &t.data)?;
+        check_finite(key, t)?;
         out[at..at + t.data.len()].copy_from_slice(&t.data);
         at += t.data.len();
     }
     Ok(())
 }
 
-fn check_finite(key: &str, data: &[f32]) -> Result<()> {
-    match data.iter().position(|v| !v.is_finite()) {
-        Some(i) => bail!(
-            "`{key}` holds a NaN, an infinity or a value beyond the f32 range at flat index {i}"
-        ),
+fn check_finite(key: &str, t: &tensors::Tensor) -> Result<()> {
+    match t.non_finite() {
+        Some(what) => bail!("`{key}` holds {what}"),
         None => Ok(()),
     }
 }

@@ -342,8 +342,8 @@ impl Progress {
             std::cmp::Ordering::Greater => return,
         };
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{msg}")),
-            None => eprintln!("{msg}"),
+            Some(bar) => bar.suspend(|| crate::stderr_line!("{msg}")),
+            None => crate::stderr_line!("{msg}"),
         }
     }
 
@@ -360,7 +360,7 @@ impl Progress {
                 let secs = now.duration_since(start).as_secs_f64();
                 let rate = done as f64 / secs.max(1e-9);
                 let eta = (self.total - done) as f64 / rate.max(1e-9);
-                eprintln!(
+                crate::stderr_line!(
                     "progress: {done}/{} files ({:.0}%), {rate:.0} files/s, about {eta:.0} s left",
                     self.total,
                     100.0 * done as f64 / self.total.max(1) as f64
@@ -471,37 +471,52 @@ impl Write for CsvOut {
     }
 }
 
-/// Whether `dws run`'s input is a dataset (a directory of INR files or a splits JSON)
-/// rather than a safetensors batch.
+/// Whether `dws run`'s input is a dataset (a directory of INR files, a splits JSON, or
+/// one INR file saved by torch: `.pth`, `.pt`) rather than a safetensors batch.
 pub fn is_dataset_input(path: &Path) -> bool {
-    path.is_dir()
-        || path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    path.is_dir() || has_extension(path, &["json"]) || is_torch_file(path)
 }
 
-/// The entries of a dataset input: a directory of INR files, or split `split` (default
-/// `test`) of a splits JSON whose files are looked for under `data_root` too (see
-/// [`dataset::resolve`]). A note goes to stderr when files were found elsewhere than
-/// their paths say.
+fn has_extension(path: &Path, any: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| any.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+fn is_torch_file(path: &Path) -> bool {
+    path.is_file() && has_extension(path, &["pth", "pt"])
+}
+
+/// The entries of a dataset input: a directory of INR files, one INR file, or split
+/// `split` (default `test`) of a splits JSON whose files are looked for under
+/// `data_root` too (see [`dataset::resolve`]). A note goes to stderr when files were
+/// found elsewhere than their paths say.
 pub fn dataset_entries(
     input: &Path,
     split: Option<&str>,
     data_root: Option<&Path>,
 ) -> Result<Vec<Entry>> {
-    if input.is_dir() {
+    if input.is_dir() || is_torch_file(input) {
         if split.is_some() || data_root.is_some() {
             bail!(
-                "--split and --data-root apply to a splits JSON, and {} is a directory",
+                "--split and --data-root apply to a splits JSON, and {} is not one",
                 input.display()
             );
         }
-        dataset::list_dir(input)
+        if input.is_dir() {
+            dataset::list_dir(input)
+        } else {
+            let path = input.to_string_lossy().into_owned();
+            Ok(vec![Entry {
+                path,
+                file: input.to_path_buf(),
+                label: None,
+            }])
+        }
     } else {
         let entries = dataset::read_splits(input, split.unwrap_or("test"), data_root)?;
         if let Some(note) = dataset::relocation_note(&entries) {
-            eprintln!("{note}");
+            crate::stderr_line!("{note}");
         }
         Ok(entries)
     }
@@ -533,7 +548,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
         .with_context(|| format!("{} cannot be evaluated", args.model.display()))?;
     let entries = dataset::read_splits(&args.splits, &args.split, args.data_root.as_deref())?;
     if let Some(note) = dataset::relocation_note(&entries) {
-        eprintln!("{note}");
+        crate::stderr_line!("{note}");
     }
     if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.label.is_none()) {
         bail!(
@@ -600,7 +615,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
         }
     }
     if args.output.as_deref() == Some(Path::new("-")) {
-        eprint!("{report}");
+        crate::stderr_line!("{}", report.trim_end_matches('\n'));
     } else {
         crate::output::print(format_args!("{report}"))?;
     }
@@ -650,7 +665,7 @@ pub fn run_dataset_command(
     } else {
         String::new()
     };
-    eprintln!(
+    crate::stderr_line!(
         "ran {}{skipped} -> {}",
         summary.timing(),
         if output == Path::new("-") {

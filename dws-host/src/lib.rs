@@ -22,6 +22,7 @@ pub mod convert;
 pub mod dataset;
 pub mod eval;
 pub mod fast;
+pub mod fingerprint;
 pub mod inspect;
 pub mod output;
 pub mod quantize;

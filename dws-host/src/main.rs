@@ -36,13 +36,14 @@ enum Command {
         output: PathBuf,
     },
     /// Run a model on a safetensors batch (weights.{i}, biases.{i}), a directory of INR
-    /// files or a splits JSON (see docs/datasets.md).
+    /// files, one INR file (.pth/.pt) or a splits JSON (see docs/datasets.md).
     Run {
         /// The .dws blob.
         model: PathBuf,
         /// Inputs: a safetensors file with weights.{i} [B, d_i, d_{i+1}, F] and biases.{i}
         /// [B, d_{i+1}, F]; or a directory of INR files (.pth/.pt/.safetensors, searched
-        /// recursively; labels unknown); or an upstream splits JSON (with --split).
+        /// recursively; labels unknown); or one INR file (.pth/.pt); or an upstream splits
+        /// JSON (with --split).
         inputs: PathBuf,
         /// Output: safetensors (logits [B, classes] or weights.{i}/biases.{i}) for a
         /// safetensors input; a predictions CSV for a dataset input (`-` for stdout).
@@ -182,7 +183,7 @@ fn seconds(s: &str) -> Result<f64, String> {
 
 fn main() {
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
+        dws_host::stderr_line!("error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -260,6 +261,17 @@ fn run(cli: Cli) -> Result<()> {
                      a safetensors input needs an output file"
                 );
             }
+            if output
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+            {
+                anyhow::bail!(
+                    "a safetensors input gives safetensors outputs (`logits`, or \
+                     `weights.{{i}}` / `biases.{{i}}`), not {}: a predictions CSV comes from a \
+                     dataset input (a folder of INR files, a splits JSON or a .pth INR file)",
+                    output.display()
+                );
+            }
             output::check_not_an_input(&output, &[&model, &inputs])?;
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
@@ -276,7 +288,7 @@ fn run(cli: Cli) -> Result<()> {
             let secs = start.elapsed().as_secs_f64();
             let named = weight_space::unflatten_outputs(&m, batch, &out)?;
             tensors::write_safetensors(&output, &named)?;
-            eprintln!(
+            dws_host::stderr_line!(
                 "ran {batch} inputs in {:.3} s ({:.0} inputs/s, {} engine) -> {}",
                 secs,
                 batch as f64 / secs.max(1e-9),
@@ -332,7 +344,7 @@ fn run(cli: Cli) -> Result<()> {
                     dws_host::dataset::read_splits(&calibration, split, data_root.as_deref())?;
                 entries.truncate(limit.unwrap_or(512));
                 if let Some(note) = dws_host::dataset::relocation_note(&entries) {
-                    eprintln!("{note}");
+                    dws_host::stderr_line!("{note}");
                 }
                 let loaded = dws_host::dataset::load_batch(
                     &entries,
@@ -341,10 +353,10 @@ fn run(cli: Cli) -> Result<()> {
                     runner::default_threads(),
                 );
                 for (i, e) in loaded.failed.iter().take(eval::LISTED_SKIPS) {
-                    eprintln!("{}", eval::skip_warning(&entries[*i], e));
+                    dws_host::stderr_line!("{}", eval::skip_warning(&entries[*i], e));
                 }
                 if let Some(more) = loaded.failed.len().checked_sub(eval::LISTED_SKIPS + 1) {
-                    eprintln!(
+                    dws_host::stderr_line!(
                         "warning: {} more calibration files cannot be read",
                         more + 1
                     );

@@ -103,6 +103,16 @@ pub fn check_not_an_input(output: &Path, inputs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// `eprintln!` that never panics: a line for a closed or full stderr is dropped (there
+/// is nowhere left to report it), and the command goes on. For the CLI's diagnostics.
+#[macro_export]
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `print!` that reports a closed or full stdout as an error instead of panicking.
 pub fn print(args: std::fmt::Arguments<'_>) -> Result<()> {
     let mut out = std::io::stdout().lock();

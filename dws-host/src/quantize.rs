@@ -823,7 +823,7 @@ pub fn run_cli(
     if model.precision() != Precision::F32 {
         bail!("the model is already int8");
     }
-    eprintln!("calibrating on {n} inputs ...");
+    crate::stderr_line!("calibrating on {n} inputs ...");
     let cal = calibrate(model, inputs)?;
     let q = quantize(model, &cal)?;
     crate::output::write(output, &q.blob)?;

@@ -47,6 +47,29 @@ impl Tensor {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+
+    /// The first element that is not finite, in words with its index: `a NaN at
+    /// [0, 3]`, `an infinity (or a value beyond the f32 range) at [2]`.
+    pub fn non_finite(&self) -> Option<String> {
+        let flat = self.data.iter().position(|v| !v.is_finite())?;
+        let what = if self.data[flat].is_nan() {
+            "a NaN"
+        } else {
+            "an infinity (or a value beyond the f32 range)"
+        };
+        let index: Vec<String> = self.index_of(flat).iter().map(usize::to_string).collect();
+        Some(format!("{what} at [{}]", index.join(", ")))
+    }
+
+    /// The index of element `flat` (row-major).
+    pub fn index_of(&self, mut flat: usize) -> Vec<usize> {
+        let mut index = vec![0; self.shape.len()];
+        for (i, &d) in self.shape.iter().enumerate().rev() {
+            index[i] = flat % d.max(1);
+            flat /= d.max(1);
+        }
+        index
+    }
 }
 
 /// Tensors by name, sorted.

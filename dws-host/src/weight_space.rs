@@ -25,9 +25,22 @@ pub fn flatten_inputs(model: &Model<'_>, tensors: &TensorMap) -> Result<(usize, 
     let mut batch = None;
     for (name, shape) in &shapes {
         let Some(t) = tensors.get(name) else {
+            let present: Vec<String> = tensors.keys().map(|k| format!("`{k}`")).collect();
+            let inr = tensors.keys().any(|k| k.ends_with(".weight"));
             bail!(
-                "input tensor `{name}` is missing (expected shape [B, {}])",
-                join(shape)
+                "input tensor `{name}` is missing (expected shape [B, {}]); the file has {}{}",
+                join(shape),
+                if present.is_empty() {
+                    "no tensors".to_string()
+                } else {
+                    present.join(", ")
+                },
+                if inr {
+                    " (one INR's state_dict? INR files are read from a folder, a splits JSON \
+                     or a .pth/.pt file: see docs/datasets.md)"
+                } else {
+                    ""
+                }
             );
         };
         if t.shape.len() != shape.len() + 1 || t.shape[1..] != shape[..] {
@@ -45,8 +58,10 @@ pub fn flatten_inputs(model: &Model<'_>, tensors: &TensorMap) -> Result<(usize, 
             ),
             _ => {}
         }
-        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            bail!("input tensor `{name}` holds a NaN, an infinity or a value beyond the f32 range at flat index {i}");
+        if let Some(what) = t.non_finite() {
+            bail!(
+                "input tensor `{name}` holds {what} (the first index is the input's in the batch)"
+            );
         }
     }
     for name in tensors.keys() {

@@ -98,3 +98,26 @@ fn cuda_engine_without_a_gpu_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists());
 }
+
+/// A safetensors input writes safetensors: a `.csv` output name is refused before
+/// anything is written (predictions CSVs come from dataset inputs).
+#[test]
+fn csv_output_for_a_safetensors_input_is_refused() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/paper_default");
+    let out = std::env::temp_dir().join(format!("dws-cli-csv-{}.csv", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_dws"))
+        .arg("run")
+        .arg(fixture.join("model.dws"))
+        .arg(fixture.join("inputs.safetensors"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("a predictions CSV comes from a dataset input"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

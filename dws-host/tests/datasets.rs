@@ -723,6 +723,27 @@ fn clear_errors() {
         "{}",
         r.stdout
     );
+
+    // One INR file runs as a dataset of one, with upstream's logits.
+    let want = expected("expected_logits.csv");
+    let (first, w) = want.iter().next().unwrap();
+    let r = dws(&["run", s(&model), s(&data().join(first)), "-o", "-"]);
+    assert!(r.ok, "{}", r.stderr);
+    let (_, rows) = parse_csv(&r.stdout, true);
+    assert_eq!(rows.len(), 1);
+    assert_close(&rows[0].logits, &w.logits, first);
+
+    // A closed or full stderr loses the message but neither panics nor changes the
+    // exit status.
+    let full = std::fs::File::options().write(true).open("/dev/full");
+    if let Ok(full) = full {
+        let status = Command::new(DWS)
+            .args(["eval", s(&model), "--splits", s(&splits), "--split", "nope"])
+            .stderr(full)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1));
+    }
 }
 
 /// A DWSModel (weight space in, weight space out) has no classes: a clear error.

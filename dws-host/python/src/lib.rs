@@ -579,7 +579,11 @@ impl Model {
         let b = batch.unwrap_or(1);
         let out = detached(py, || {
             if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
-                bail!("inputs hold a NaN or infinity at flat index {i}");
+                let at = match batch {
+                    Some(_) => format!("[{}, {}]", i / ilen, i % ilen),
+                    None => format!("[{i}]"),
+                };
+                bail!("inputs hold a NaN or infinity at {at}");
             }
             self.run_engine(&x.data, b, threads)
         })?;
