@@ -472,7 +472,8 @@ impl Write for CsvOut {
 }
 
 /// Whether `dws run`'s input is a dataset (a directory of INR files, a splits JSON, or
-/// one INR file saved by torch: `.pth`, `.pt`) rather than a safetensors batch.
+/// one INR file saved by torch: `.pth`, `.pt`) rather than a batch of tensors (a
+/// safetensors file, or a torch file that [`torch_batch`] reads).
 pub fn is_dataset_input(path: &Path) -> bool {
     path.is_dir() || has_extension(path, &["json"]) || is_torch_file(path)
 }
@@ -485,6 +486,18 @@ fn has_extension(path: &Path, any: &[&str]) -> bool {
 
 fn is_torch_file(path: &Path) -> bool {
     path.is_file() && has_extension(path, &["pth", "pt"])
+}
+
+/// A batch in `dws run`'s tensor format (`weights.{i}`, `biases.{i}`) saved by
+/// `torch.save` as a dict: its tensors; `None` for anything else (one INR file, a
+/// safetensors batch, a dataset).
+pub fn torch_batch(path: &Path) -> Option<crate::tensors::TensorMap> {
+    if !is_torch_file(path) {
+        return None;
+    }
+    crate::tensors::read_checkpoint(path)
+        .ok()
+        .filter(|t| t.contains_key("weights.0"))
 }
 
 /// The entries of a dataset input: a directory of INR files, one INR file, or split

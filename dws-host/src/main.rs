@@ -40,8 +40,8 @@ enum Command {
     Run {
         /// The .dws blob.
         model: PathBuf,
-        /// Inputs: a safetensors file with weights.{i} [B, d_i, d_{i+1}, F] and biases.{i}
-        /// [B, d_{i+1}, F]; or a directory of INR files (.pth/.pt/.safetensors, searched
+        /// Inputs: a safetensors file (or a torch.save'd dict) with weights.{i}
+        /// [B, d_i, d_{i+1}, F] and biases.{i} [B, d_{i+1}, F]; or a directory of INR files (.pth/.pt/.safetensors, searched
         /// recursively; labels unknown); or one INR file (.pth/.pt); or an upstream splits
         /// JSON (with --split).
         inputs: PathBuf,
@@ -235,7 +235,8 @@ fn run(cli: Cli) -> Result<()> {
             data_root,
             batch_size,
         } => {
-            if eval::is_dataset_input(&inputs) {
+            let torch_batch = eval::torch_batch(&inputs);
+            if torch_batch.is_none() && eval::is_dataset_input(&inputs) {
                 let options = eval::Options {
                     threads: threads.unwrap_or_else(runner::default_threads),
                     batch_size,
@@ -266,7 +267,7 @@ fn run(cli: Cli) -> Result<()> {
                 .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
             {
                 anyhow::bail!(
-                    "a safetensors input gives safetensors outputs (`logits`, or \
+                    "a batch of tensors gives safetensors outputs (`logits`, or \
                      `weights.{{i}}` / `biases.{{i}}`), not {}: a predictions CSV comes from a \
                      dataset input (a folder of INR files, a splits JSON or a .pth INR file)",
                     output.display()
@@ -275,7 +276,10 @@ fn run(cli: Cli) -> Result<()> {
             output::check_not_an_input(&output, &[&model, &inputs])?;
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
-            let tensors = tensors::read_safetensors(&inputs)?;
+            let tensors = match torch_batch {
+                Some(t) => t,
+                None => tensors::read_safetensors(&inputs)?,
+            };
             let (batch, data) = weight_space::flatten_inputs(&m, &tensors)
                 .with_context(|| format!("in inputs {}", inputs.display()))?;
             let engine = runner::BatchRunner::new(&m, engine)?;

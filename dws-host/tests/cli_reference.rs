@@ -121,3 +121,38 @@ fn csv_output_for_a_safetensors_input_is_refused() {
     );
     assert!(!out.exists());
 }
+
+/// A batch saved by `torch.save` as a dict of the same tensors runs like the safetensors
+/// batch, with the same outputs. `tests/data/torch_batch/inputs.pt` is
+/// `clf_sab_sum_5mats/inputs.safetensors` saved that way, in float64:
+/// `torch.save({k: v.double() for k, v in safetensors.torch.load_file(F).items()}, ...)`.
+#[test]
+fn a_torch_saved_batch_runs_like_the_safetensors_one() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clf_sab_sum_5mats");
+    let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch_batch/inputs.pt");
+    let tmp = std::env::temp_dir();
+    let outs = [
+        ("safetensors", fixture.join("inputs.safetensors")),
+        ("torch", torch),
+    ]
+    .map(|(name, input)| {
+        let out = tmp.join(format!("dws-cli-{name}-{}.safetensors", std::process::id()));
+        let run = Command::new(env!("CARGO_BIN_EXE_dws"))
+            .arg("run")
+            .arg(fixture.join("model.dws"))
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        bytes
+    });
+    assert_eq!(outs[0], outs[1]);
+}
