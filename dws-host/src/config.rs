@@ -143,7 +143,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config> {
         let c: Config = serde_json::from_str(text)
             .map_err(|e| {
-                // The one key that a state_dict cannot tell and upstream has no default for.
+                // No default upstream, and a state_dict does not tell the hidden widths.
                 if e.to_string().starts_with("missing field `weight_shapes`") {
                     anyhow::anyhow!(
                         "{e}: the shapes [d_in, d_out] of the input networks' weight \

@@ -30,30 +30,15 @@ pub struct Entry {
     pub file: PathBuf,
     /// The class label, if the dataset has one.
     pub label: Option<i64>,
-}
-
-impl Entry {
-    /// Whether the file was found somewhere else than the path as written says (by its
-    /// trailing parts under a data root or the splits file's folder: see [`resolve`]).
-    pub fn relocated(&self) -> bool {
-        !normal_parts(&self.file).ends_with(&normal_parts(Path::new(&self.path)))
-    }
-}
-
-/// The named parts of a path (no root, `.` or `..`).
-fn normal_parts(path: &Path) -> Vec<&std::ffi::OsStr> {
-    path.components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(part) => Some(part),
-            _ => None,
-        })
-        .collect()
+    /// Whether the file was found by the trailing parts of `path` under a data root or
+    /// the splits file's folder, not where `path` says (see [`resolve`]).
+    pub relocated: bool,
 }
 
 /// A note for the user when `entries` were read from somewhere else than their paths
 /// say: how many, and one example.
 pub fn relocation_note(entries: &[Entry]) -> Option<String> {
-    let moved: Vec<&Entry> = entries.iter().filter(|e| e.relocated()).collect();
+    let moved: Vec<&Entry> = entries.iter().filter(|e| e.relocated).collect();
     let first = moved.first()?;
     Some(format!(
         "note: {} of {} listed files are not where their paths say; each is read from the \
@@ -70,7 +55,9 @@ pub fn relocation_note(entries: &[Entry]) -> Option<String> {
 pub const INR_EXTENSIONS: [&str; 3] = ["pth", "pt", "safetensors"];
 
 /// Reads split `split` of an upstream splits JSON; each path is looked up as [`resolve`]
-/// says, with `data_root` (if any) before the splits file's folder.
+/// says, with `data_root` (if any) before the splits file's folder. Two paths that
+/// would be read from the same file, one of them found by its trailing parts, are an
+/// error (a data root that matches too little of the paths).
 ///
 /// `"label"` may be missing (labels unknown); when present it must have one integer
 /// (or integral number, or string of an integer, as upstream's `int(label)` accepts)
@@ -127,13 +114,43 @@ pub fn read_splits(splits: &Path, split: &str, data_root: Option<&Path>) -> Resu
                     })
                 })
                 .transpose()?;
+            let (file, relocated) = resolve(base, data_root, path);
             Ok(Entry {
                 path: path.to_string(),
-                file: resolve(base, data_root, path),
+                file,
                 label,
+                relocated,
             })
         })
-        .collect()
+        .collect::<Result<Vec<Entry>>>()
+        .and_then(|entries| {
+            check_distinct(&entries).map_err(|e| anyhow!(at(&e)))?;
+            Ok(entries)
+        })
+}
+
+/// An error when two different paths, one of them relocated, name the same file.
+fn check_distinct(entries: &[Entry]) -> std::result::Result<(), String> {
+    if !entries.iter().any(|e| e.relocated) {
+        return Ok(());
+    }
+    let mut seen: std::collections::HashMap<&Path, &Entry> = Default::default();
+    for e in entries {
+        match seen.insert(&e.file, e) {
+            Some(other) if other.path != e.path && (other.relocated || e.relocated) => {
+                return Err(format!(
+                    "`{}` and `{}` would both be read from {} (found by their trailing path \
+                     parts): pass --data-root with the folder that holds the paths' distinct \
+                     parts",
+                    other.path,
+                    e.path,
+                    e.file.display()
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_label(v: &Value) -> Option<i64> {
@@ -148,18 +165,18 @@ fn parse_label(v: &Value) -> Option<i64> {
     }
 }
 
-/// Where the file of a splits entry `path` is read from:
+/// Where the file of a splits entry `path` is read from, and whether it was relocated:
 ///
 /// 1. the path as written: an absolute path as it is, a relative one in `base` (the
 ///    splits file's folder), then in the current folder;
-/// 2. otherwise (a dataset that moved: upstream writes absolute paths), the longest
-///    trailing part of `path` that names a file under `data_root`, then under `base`:
-///    `/old/home/dataset/inrs/test/0_1.pth` is found as `ROOT/inrs/test/0_1.pth`, or as
-///    `ROOT/test/0_1.pth`, or as `ROOT/0_1.pth`.
+/// 2. otherwise (a dataset that moved: upstream writes absolute paths), relocated: the
+///    longest trailing part of `path`, at least the file and its folder, that names a
+///    file under `data_root` or else under `base`: `/old/home/dataset/inrs/test/0_1.pth`
+///    is found as `ROOT/inrs/test/0_1.pth`, or as `ROOT/test/0_1.pth`.
 ///
 /// When it is found nowhere, the candidate of step 1 is returned (and its read error
 /// names it).
-pub fn resolve(base: &Path, data_root: Option<&Path>, path: &str) -> PathBuf {
+pub fn resolve(base: &Path, data_root: Option<&Path>, path: &str) -> (PathBuf, bool) {
     let p = Path::new(path);
     let as_written = if p.is_absolute() {
         p.to_path_buf()
@@ -167,20 +184,33 @@ pub fn resolve(base: &Path, data_root: Option<&Path>, path: &str) -> PathBuf {
         base.join(p)
     };
     if as_written.exists() {
-        return as_written;
+        return (as_written, false);
     }
     if !p.is_absolute() && p.is_file() {
-        return p.to_path_buf();
+        return (p.to_path_buf(), false);
     }
     let parts = normal_parts(p);
-    data_root
-        .into_iter()
-        .chain([base])
-        .flat_map(|root| {
-            (0..parts.len()).map(|skip| root.join(parts[skip..].iter().collect::<PathBuf>()))
+    (parts.len().min(2)..=parts.len())
+        .rev()
+        .flat_map(|keep| {
+            let tail: PathBuf = parts[parts.len() - keep..].iter().collect();
+            data_root
+                .into_iter()
+                .chain([base])
+                .map(move |root| root.join(&tail))
         })
         .find(|candidate| candidate.is_file())
-        .unwrap_or(as_written)
+        .map_or((as_written, false), |found| (found, true))
+}
+
+/// The named parts of a path (no root, `.` or `..`).
+fn normal_parts(path: &Path) -> Vec<&std::ffi::OsStr> {
+    path.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(part) => Some(part),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every INR file (`.pth`, `.pt`, `.safetensors`) under `dir`, recursively, sorted by path;
@@ -202,6 +232,7 @@ pub fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
             path: file.to_string_lossy().into_owned(),
             file,
             label: None,
+            relocated: false,
         })
         .collect())
 }
@@ -542,16 +573,20 @@ mod tests {
     #[test]
     fn resolves_relative_paths() {
         let base = Path::new("/definitely/not/here");
-        assert_eq!(
-            resolve(base, None, "/abs/x.pth"),
-            PathBuf::from("/abs/x.pth")
-        );
-        assert_eq!(resolve(base, None, "x.pth"), base.join("x.pth"));
+        let as_is = |p: &str| (PathBuf::from(p), false);
+        assert_eq!(resolve(base, None, "/abs/x.pth"), as_is("/abs/x.pth"));
+        assert_eq!(resolve(base, None, "x.pth"), (base.join("x.pth"), false));
         // Found relative to the current folder only.
-        assert_eq!(
-            resolve(base, None, "Cargo.toml"),
-            PathBuf::from("Cargo.toml")
-        );
+        assert_eq!(resolve(base, None, "Cargo.toml"), as_is("Cargo.toml"));
+    }
+
+    fn splits(dir: &Path, paths: &[&str]) -> Result<Vec<Entry>> {
+        let file = dir.join("splits.json");
+        std::fs::write(
+            &file,
+            serde_json::json!({"test": {"path": paths}}).to_string(),
+        )?;
+        read_splits(&file, "test", None)
     }
 
     #[test]
@@ -560,42 +595,49 @@ mod tests {
         let data = dir.join("dataset");
         std::fs::create_dir_all(data.join("inrs/test"))?;
         std::fs::write(data.join("inrs/test/0_1.pth"), b"")?;
+        std::fs::write(data.join("inrs/test/1_1.pth"), b"")?;
         std::fs::write(dir.join("0_1.pth"), b"")?;
         let old = "/old/home/dataset/inrs/test/0_1.pth";
         // Under the splits file's folder, the longest trailing part wins.
-        let found = resolve(&data, None, old);
-        assert_eq!(found, data.join("inrs/test/0_1.pth"));
-        let entry = Entry {
-            path: old.into(),
-            file: found,
-            label: None,
-        };
-        assert!(entry.relocated());
-        let note = relocation_note(std::slice::from_ref(&entry)).unwrap();
-        assert!(note.contains("1 of 1") && note.contains(old), "{note}");
+        let found = (data.join("inrs/test/0_1.pth"), true);
+        assert_eq!(resolve(&data, None, old), found);
+        let entries = splits(&data, &[old, "/old/home/dataset/inrs/test/1_1.pth"])?;
+        assert!(entries.iter().all(|e| e.relocated));
+        let note = relocation_note(&entries).unwrap();
+        assert!(note.contains("2 of 2") && note.contains(old), "{note}");
         // A data root comes first; a relative path is looked up there too.
         assert_eq!(
             resolve(&data, Some(&dir), old),
-            dir.join("dataset/inrs/test/0_1.pth")
+            (dir.join("dataset/inrs/test/0_1.pth"), true)
         );
         assert_eq!(
             resolve(Path::new("/nowhere"), Some(&data), "inrs/test/0_1.pth"),
-            data.join("inrs/test/0_1.pth")
+            found
         );
-        // Found nowhere: the path as written, so that the read error names it.
+        // Never by the file name alone (`dir/0_1.pth` is not `.../test/0_1.pth`); found
+        // nowhere: the path as written, so that the read error names it.
         assert_eq!(
-            resolve(&data, None, "/old/x/9_9.pth"),
-            PathBuf::from("/old/x/9_9.pth")
+            resolve(&dir, None, "/old/x/0_1.pth"),
+            (PathBuf::from("/old/x/0_1.pth"), false)
+        );
+        // Two paths that would be read from one file: an error, not a wrong dataset.
+        std::fs::create_dir_all(data.join("checkpoints"))?;
+        std::fs::write(data.join("checkpoints/model.pth"), b"")?;
+        let e = splits(
+            &data,
+            &[
+                "/old/b/checkpoints/model.pth",
+                "/old/c/checkpoints/model.pth",
+            ],
+        );
+        let e = format!("{:#}", e.unwrap_err());
+        assert!(
+            e.contains("would both be read from") && e.contains("--data-root"),
+            "{e}"
         );
         // Not relocated when read where the path says.
-        for path in ["inrs/test/0_1.pth", "./inrs/test/0_1.pth"] {
-            let here = Entry {
-                path: path.into(),
-                file: resolve(&data, None, path),
-                label: None,
-            };
-            assert!(!here.relocated() && relocation_note(&[here]).is_none());
-        }
+        let here = splits(&data, &["inrs/test/0_1.pth", "./inrs/test/1_1.pth"])?;
+        assert!(here.iter().all(|e| !e.relocated) && relocation_note(&here).is_none());
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

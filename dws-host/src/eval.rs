@@ -524,6 +524,7 @@ pub fn dataset_entries(
                 path,
                 file: input.to_path_buf(),
                 label: None,
+                relocated: false,
             }])
         }
     } else {
@@ -657,6 +658,13 @@ pub fn run_dataset_command(
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
     {
+        if is_torch_file(input) {
+            bail!(
+                "{} holds no `weights.0` tensor, so it is read as one INR file, which writes a \
+                 predictions CSV, not safetensors: use e.g. `-o predictions.csv`",
+                input.display()
+            );
+        }
         bail!(
             "a dataset input writes a predictions CSV, not safetensors: use e.g. `-o predictions.csv`"
         );
@@ -712,6 +720,7 @@ mod tests {
             path: path.into(),
             file: path.into(),
             label,
+            relocated: false,
         };
         w.row(&e("x,y.pth", Some(1)), &[0.5, -1e-7], 0)?;
         w.row(&e("z.pth", None), &[1.0, 2.0], 1)?;

@@ -18,7 +18,8 @@
 //! * set attention (`.mab.`) or DeepSets (`.Gamma.`) set layers, a `down_sample` layer
 //!   (`input_dim_downsample` outputs), and the model's `skip` linear.
 //!
-//! `num_heads`, `reduction` and the input networks' hidden widths leave no trace.
+//! `num_heads`, `reduction` and the input networks' hidden widths `d_1..d_{L-1}` leave no
+//! trace.
 
 use crate::config::{Config, ModelKind, SetLayerKind};
 use crate::tensors::TensorMap;
@@ -252,24 +253,22 @@ impl Fingerprint {
     }
 }
 
-/// The class of the model in `sd` and the prefix its keys sit under: a classifier's
-/// head (`clf.layer.`) or else a `DWSModel`'s first layer (`layers.0.`, not inside
-/// another `layers.`).
+/// The class of the model in `sd` and the prefix its keys sit under, found by its first
+/// DWS layer (`layers.0.weight_to_weight.`: every DWS layer has that block). Under a
+/// prefix `P` that is a `DWSModel` at `P`; where `P` is `Q` + `layers.` and `Q` holds an
+/// invariant head (`clf.layer.0.weight`), a `DWSModelForClassification` at `Q`.
 fn find_root(sd: &TensorMap) -> Option<(ModelKind, &str)> {
-    let at_start = |key: &str, at: usize| at == 0 || key.as_bytes()[at - 1] == b'.';
-    let classifier = sd.keys().find_map(|k| {
-        let at = k.find("clf.layer.")?;
-        at_start(k, at).then(|| &k[..at])
-    });
-    if let Some(root) = classifier {
-        return Some((ModelKind::Classifier, root));
+    const FIRST_BLOCK: &str = "layers.0.weight_to_weight.";
+    let dws = sd.keys().find_map(|k| {
+        let at = k.find(FIRST_BLOCK)?;
+        (at == 0 || k.as_bytes()[at - 1] == b'.').then(|| &k[..at])
+    })?;
+    match dws.strip_suffix("layers.") {
+        Some(outer) if sd.contains_key(&format!("{outer}clf.layer.0.weight")) => {
+            Some((ModelKind::Classifier, outer))
+        }
+        _ => Some((ModelKind::Equivariant, dws)),
     }
-    sd.keys().find_map(|k| {
-        k.match_indices("layers.0.")
-            .map(|(at, _)| &k[..at])
-            .find(|root| at_start(k, root.len()) && !root.ends_with("layers."))
-            .map(|root| (ModelKind::Equivariant, root))
-    })
 }
 
 #[cfg(test)]
@@ -386,7 +385,10 @@ mod tests {
         );
         // A state_dict of something else tells nothing.
         assert_eq!(
-            Fingerprint::read(&sd(&[("seq.0.weight", &[3, 2])])),
+            Fingerprint::read(&sd(&[
+                ("seq.0.weight", &[3, 2]),
+                ("layers.0.weight", &[3, 2])
+            ])),
             Fingerprint::default()
         );
     }

@@ -41,12 +41,12 @@ enum Command {
         /// The .dws blob.
         model: PathBuf,
         /// Inputs: a safetensors file (or a torch.save'd dict) with weights.{i}
-        /// [B, d_i, d_{i+1}, F] and biases.{i} [B, d_{i+1}, F]; or a directory of INR files (.pth/.pt/.safetensors, searched
-        /// recursively; labels unknown); or one INR file (.pth/.pt); or an upstream splits
-        /// JSON (with --split).
+        /// [B, d_i, d_{i+1}, F] and biases.{i} [B, d_{i+1}, F]; or a directory of INR
+        /// files (.pth/.pt/.safetensors, searched recursively; labels unknown); or one INR
+        /// file (.pth/.pt); or an upstream splits JSON (with --split).
         inputs: PathBuf,
         /// Output: safetensors (logits [B, classes] or weights.{i}/biases.{i}) for a
-        /// safetensors input; a predictions CSV for a dataset input (`-` for stdout).
+        /// batch of tensors; a predictions CSV for a dataset input (`-` for stdout).
         #[arg(short, long)]
         output: PathBuf,
         /// Worker threads (default: all cores).
@@ -235,6 +235,9 @@ fn run(cli: Cli) -> Result<()> {
             data_root,
             batch_size,
         } => {
+            if !inputs.exists() {
+                anyhow::bail!("{}: no such file or folder", inputs.display());
+            }
             let torch_batch = eval::torch_batch(&inputs);
             if torch_batch.is_none() && eval::is_dataset_input(&inputs) {
                 let options = eval::Options {
@@ -359,10 +362,11 @@ fn run(cli: Cli) -> Result<()> {
                 for (i, e) in loaded.failed.iter().take(eval::LISTED_SKIPS) {
                     dws_host::stderr_line!("{}", eval::skip_warning(&entries[*i], e));
                 }
-                if let Some(more) = loaded.failed.len().checked_sub(eval::LISTED_SKIPS + 1) {
+                let more = loaded.failed.len().saturating_sub(eval::LISTED_SKIPS);
+                if more > 0 {
                     dws_host::stderr_line!(
-                        "warning: {} more calibration files cannot be read",
-                        more + 1
+                        "warning: {more} more calibration file{} cannot be read",
+                        if more == 1 { "" } else { "s" }
                     );
                 }
                 if loaded.ok.is_empty() {

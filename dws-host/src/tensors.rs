@@ -57,12 +57,20 @@ impl Tensor {
         } else {
             "an infinity (or a value beyond the f32 range)"
         };
+        if self.shape.is_empty() {
+            return Some(what.to_string());
+        }
         let index: Vec<String> = self.index_of(flat).iter().map(usize::to_string).collect();
         Some(format!("{what} at [{}]", index.join(", ")))
     }
 
-    /// The index of element `flat` (row-major).
+    /// The index of element `flat < numel()` (row-major).
     pub fn index_of(&self, mut flat: usize) -> Vec<usize> {
+        debug_assert!(
+            flat < self.numel(),
+            "element {flat} of a {:?} tensor",
+            self.shape
+        );
         let mut index = vec![0; self.shape.len()];
         for (i, &d) in self.shape.iter().enumerate().rev() {
             index[i] = flat % d.max(1);

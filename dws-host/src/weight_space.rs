@@ -25,7 +25,15 @@ pub fn flatten_inputs(model: &Model<'_>, tensors: &TensorMap) -> Result<(usize, 
     let mut batch = None;
     for (name, shape) in &shapes {
         let Some(t) = tensors.get(name) else {
-            let present: Vec<String> = tensors.keys().map(|k| format!("`{k}`")).collect();
+            const LISTED: usize = 10;
+            let mut present: Vec<String> = tensors
+                .keys()
+                .take(LISTED)
+                .map(|k| format!("`{k}`"))
+                .collect();
+            if tensors.len() > LISTED {
+                present.push(format!("... ({} more)", tensors.len() - LISTED));
+            }
             let inr = tensors.keys().any(|k| k.ends_with(".weight"));
             bail!(
                 "input tensor `{name}` is missing (expected shape [B, {}]); the file has {}{}",
@@ -60,7 +68,7 @@ pub fn flatten_inputs(model: &Model<'_>, tensors: &TensorMap) -> Result<(usize, 
         }
         if let Some(what) = t.non_finite() {
             bail!(
-                "input tensor `{name}` holds {what} (the first index is the input's in the batch)"
+                "input tensor `{name}` holds {what} (the first index is the input's position in the batch)"
             );
         }
     }

@@ -12,10 +12,10 @@ mutated key and no other. Not part of CI (it needs torch):
     python tests/reference/fuzz_hints.py --upstream /path/to/DWSNets --models 100
 
 Prints one line per wrong hint and a summary: ``named`` (the mutated key, alone),
-``wrong`` (another key named: a bug), ``other_error`` (the mutated config is itself
-invalid, so conversion stops before the state_dict), ``converted`` (the mutation
-made no difference to the state_dict's layout), ``no_hint`` (a fit failure without
-a hint).
+``wrong`` (another key named: a bug), ``no_hint`` (a fit failure without a hint: a
+gap), ``other_error`` (the mutated config is itself invalid, so conversion stops
+before the state_dict), ``converted`` (the mutation made no difference to the
+state_dict's layout). Exits non-zero on any ``wrong`` or ``no_hint``.
 """
 import argparse
 import json
@@ -120,7 +120,7 @@ def main():
                 else:
                     counts["other_error"] += 1
     print(counts)
-    return 1 if counts["wrong"] else 0
+    return 1 if counts["wrong"] or counts["no_hint"] else 0
 
 
 if __name__ == "__main__":

@@ -943,6 +943,12 @@ fn dataset_entries<'py>(
 
 fn list_entries(splits: &Path, split: &str, data_root: Option<&Path>) -> Res<Vec<Entry>> {
     if splits.is_dir() {
+        if data_root.is_some() {
+            bail!(
+                "data_root applies to a splits JSON, and {} is a folder",
+                splits.display()
+            );
+        }
         dataset::list_dir(splits)
     } else {
         dataset::read_splits(splits, split, data_root)
@@ -1077,6 +1083,7 @@ fn read_inr_files<'py>(
                 path: p.display().to_string(),
                 file: p,
                 label: None,
+                relocated: false,
             })
         })
         .collect::<PyResult<Vec<_>>>()?;

@@ -301,6 +301,11 @@ def test_inr_dataset_that_moved(tmp_path):
 
     rows = dataset_rows(tmp_path / "splits.json", data_root=tmp_path / "copy")
     assert [r["file"] for r in rows] == [e["file"] for e in entries]
+    # data_root is for splits files only, as in the CLI.
+    with pytest.raises(dws.DwsError, match="data_root applies to a splits JSON"):
+        dws.dataset_entries(data / "inr", data_root=tmp_path)
+    with pytest.raises(dws.DwsError, match="data_root applies to a splits JSON"):
+        dataset_rows([data / "inr" / "0.safetensors"], data_root=tmp_path)
 
 
 def test_torch_in_torch_out():

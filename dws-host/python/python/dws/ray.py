@@ -85,6 +85,8 @@ def dataset_rows(
         if not inputs:
             raise DwsError(f"no shard files match {inputs!r}")
     if _is_shard_list(inputs):
+        if data_root is not None:
+            raise DwsError("data_root applies to a splits JSON, not to safetensors shards")
         shards = [os.fspath(s) for s in inputs]
         if not shards:
             raise DwsError("no shard files given")
