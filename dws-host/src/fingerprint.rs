@@ -16,7 +16,8 @@
 //!   input networks' biases, or with `diagonal` only `i == j`; so they count the weight
 //!   matrices;
 //! * set attention (`.mab.`) or DeepSets (`.Gamma.`) set layers, a `down_sample` layer
-//!   (`input_dim_downsample` outputs), and the model's `skip` linear.
+//!   (`input_dim_downsample` outputs), the model's `skip` linear, a layer's `skip` MLP
+//!   (`add_layer_skip`, where layers are not down-sampled) and linear biases (`bias`).
 //!
 //! `num_heads`, `reduction` and the input networks' hidden widths `d_1..d_{L-1}` leave no
 //! trace.
@@ -43,8 +44,13 @@ pub struct Fingerprint {
     pub set_layer: Option<SetLayerKind>,
     /// Batch norm between the DWS layers (known once there are two layers).
     pub bn: Option<bool>,
+    /// Biases in the linear layers.
+    pub bias: Option<bool>,
     /// The model-level skip linear.
     pub add_skip: Option<bool>,
+    /// A skip MLP in every DWS layer (told only without down-sampling, whose layers
+    /// always have one).
+    pub add_layer_skip: Option<bool>,
     /// Weight matrices of the input networks (`weight_shapes.len()`).
     pub n_weights: Option<usize>,
     /// Only near-diagonal blocks.
@@ -117,6 +123,8 @@ impl Fingerprint {
             .flatten()
             .collect();
         if !lin_all.is_empty() {
+            let bias = format!("{at}weight_to_weight.layers.1_1.lin_all.0.bias");
+            f.bias = Some(sd.contains_key(&bias));
             f.n_fc_layers = Some(lin_all.len());
             f.input_features = lin_all[0].get(1).copied();
             f.hidden_dim = lin_all.last().and_then(|s| s.first().copied());
@@ -148,6 +156,10 @@ impl Fingerprint {
             .flatten()
             .collect();
         f.input_dim_downsample = Some(down.last().and_then(|s| s.first().copied()));
+        if down.is_empty() {
+            let layer_skip = format!("{at}skip.");
+            f.add_layer_skip = Some(sd.keys().any(|k| k.starts_with(&layer_skip)));
+        }
         let skip = shape(&format!("{dws}skip.weight"));
         f.add_skip = Some(skip.is_some());
         if let Some([_, fin]) = skip {
@@ -203,10 +215,16 @@ impl Fingerprint {
             self.set_layer.map(set_layer),
         );
         check("bn", c.bn.to_string(), self.bn.map(|b| b.to_string()));
+        check("bias", c.bias.to_string(), self.bias.map(|b| b.to_string()));
         check(
             "add_skip",
             c.add_skip.to_string(),
             self.add_skip.map(|b| b.to_string()),
+        );
+        check(
+            "add_layer_skip",
+            c.add_layer_skip.to_string(),
+            self.add_layer_skip.map(|b| b.to_string()),
         );
         check(
             "weight_shapes",
@@ -333,7 +351,9 @@ mod tests {
                 n_fc_layers: Some(2),
                 set_layer: Some(SetLayerKind::Sab),
                 bn: Some(true),
+                bias: Some(false),
                 add_skip: Some(true),
+                add_layer_skip: Some(false),
                 n_weights: Some(3),
                 diagonal: Some(false),
                 input_dim_downsample: Some(None),
@@ -351,6 +371,8 @@ mod tests {
                 &[6, 1],
             ),
             ("layers.0.down_sample.set_layer.Gamma.0.weight", &[3, 6]),
+            ("layers.0.weight_to_weight.layers.1_1.lin_all.0.bias", &[6]),
+            ("layers.0.skip.0.weight", &[6, 1]),
             (
                 "layers.0.weight_to_weight.layers.0_0.set_layer.set_layer.Gamma.0.weight",
                 &[6, 1],
@@ -367,7 +389,10 @@ mod tests {
         );
         assert_eq!(f.set_layer, Some(SetLayerKind::Ds));
         assert_eq!(f.input_dim_downsample, Some(Some(3)));
-        assert_eq!(f.add_skip, Some(false));
+        assert_eq!(
+            (f.add_skip, f.bias, f.add_layer_skip),
+            (Some(false), Some(true), None)
+        );
         let config = Config::parse(
             r#"{"model": "DWSModel", "weight_shapes": [[6, 4], [4, 4], [4, 2]],
                 "input_features": 1, "hidden_dim": 8, "n_hidden": 1, "bn": true,

@@ -40,6 +40,8 @@ def mutations(cfg):
         ("bn", not cfg["bn"]),
         ("set_layer", "ds" if cfg["set_layer"] == "sab" else "sab"),
         ("add_skip", not cfg["add_skip"]),
+        ("add_layer_skip", not cfg["add_layer_skip"]),
+        ("bias", not cfg["bias"]),
         ("n_fc_layers", cfg["n_fc_layers"] + 1),
         ("diagonal", not cfg["diagonal"]),
         ("input_dim_downsample", None if cfg["input_dim_downsample"] else 2),
