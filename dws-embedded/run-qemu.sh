@@ -91,9 +91,14 @@ elf_sizes() {
 echo "== building the firmware ($TARGET, release)"
 cd "$FW" # .cargo/config.toml here holds the target and the linker scripts
 export DWS_CODE_RESERVE="${DWS_CODE_RESERVE:-98304}" # = CODE_RESERVE in build.rs
+# The image holds the source paths of a few panic locations: remapped to fixed
+# prefixes, its size does not depend on where the checkout or ~/.cargo lies.
+# (`--config` arrays add to .cargo/config.toml's rustflags.)
+ROOT="$(cd "$HERE/.." && pwd)"
+REMAP="target.$TARGET.rustflags=[\"--remap-path-prefix=$ROOT=/dws\", \"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo\"]"
 for attempt in 1 2 3 4; do
   over=""
-  if cargo build --release 2>"$WORK/build.log"; then
+  if cargo build --release --config "$REMAP" 2>"$WORK/build.log"; then
     read -r text data bss < <(elf_sizes)
     [ $((text + data)) -le "$FLASH_LIMIT" ] && break
     over=$((text + data - FLASH_LIMIT))
