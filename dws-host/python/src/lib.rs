@@ -789,10 +789,75 @@ impl Model {
 // ----------------------------------------------------------------------------------
 // Functions.
 
-/// ``dws convert``: an upstream checkpoint (``.pt``/``.pth`` state_dict or
-/// ``.safetensors``) and its config (a JSON file, or a dict of the upstream
-/// constructor's keyword arguments plus ``"model"``) become a model, written to
-/// ``output`` when given. ``statistics`` is upstream's ``statistics.pth``.
+/// A checkpoint (or statistics) as ``dws.convert`` takes it: a file, or tensors in
+/// memory.
+enum Checkpoint {
+    File(PathBuf),
+    Tensors(TensorMap),
+}
+
+impl Checkpoint {
+    /// A path; or a module (its ``state_dict()``); or a mapping of tensors or arrays,
+    /// whose nested mappings and sequences (``statistics.pth`` holds ``{"weights":
+    /// {"mean": [...]}}``) are flattened with ``.`` the way a torch file is read.
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
+        let mut obj = obj.clone();
+        if obj.hasattr("state_dict")? && obj.getattr("state_dict")?.is_callable() {
+            obj = obj.call_method0("state_dict")?;
+        }
+        if !obj.hasattr("items")? {
+            return Ok(Checkpoint::File(path_of(&obj)?));
+        }
+        let mut out = TensorMap::new();
+        flatten_tensors("", &obj, &mut out)?;
+        Ok(Checkpoint::Tensors(out))
+    }
+
+    fn read(self) -> Res<TensorMap> {
+        match self {
+            Checkpoint::File(p) => tensors::read_checkpoint(&p),
+            Checkpoint::Tensors(t) => Ok(t),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Checkpoint::File(p) => p.display().to_string(),
+            Checkpoint::Tensors(_) => "the state_dict".to_string(),
+        }
+    }
+}
+
+/// Adds the tensors of `obj` (a mapping, a list or tuple, or an array) under `prefix`.
+fn flatten_tensors(prefix: &str, obj: &Bound<'_, PyAny>, out: &mut TensorMap) -> PyResult<()> {
+    let key = |k: String| match prefix {
+        "" => k,
+        p => format!("{p}.{k}"),
+    };
+    if obj.hasattr("items")? {
+        for item in obj.call_method0("items")?.try_iter()? {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
+            flatten_tensors(&key(k.str()?.to_string()), &v, out)?;
+        }
+    } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        for (i, v) in obj.try_iter()?.enumerate() {
+            flatten_tensors(&key(i.to_string()), &v?, out)?;
+        }
+    } else {
+        out.insert(
+            prefix.to_string(),
+            read_array(obj, &mut Kind::numpy(), &format!("`{prefix}`"))?,
+        );
+    }
+    Ok(())
+}
+
+/// ``dws convert``: an upstream checkpoint and its config (a JSON file, or a dict of
+/// the upstream constructor's keyword arguments plus ``"model"``) become a model,
+/// written to ``output`` when given. The checkpoint is a file (``.pt``/``.pth`` or
+/// ``.safetensors``, as for ``dws convert``), or in memory: the trained module itself
+/// or its ``state_dict()`` (torch tensors or NumPy arrays). ``statistics`` is
+/// upstream's ``statistics.pth``, a file or the loaded dict.
 #[pyfunction(name = "convert")]
 #[pyo3(signature = (checkpoint, config, output = None, statistics = None, *, threads = None))]
 fn convert_checkpoint(
@@ -803,8 +868,8 @@ fn convert_checkpoint(
     statistics: Option<&Bound<'_, PyAny>>,
     threads: Option<usize>,
 ) -> PyResult<Model> {
-    let checkpoint = path_of(checkpoint)?;
-    let statistics = statistics.map(path_of).transpose()?;
+    let checkpoint = Checkpoint::from_py(checkpoint)?;
+    let statistics = statistics.map(Checkpoint::from_py).transpose()?;
     let output = output.map(path_of).transpose()?;
     enum Cfg {
         File(PathBuf),
@@ -822,13 +887,11 @@ fn convert_checkpoint(
             Cfg::File(p) => Config::load(p)?,
             Cfg::Json(t) => Config::parse(t).context("in the config dict")?,
         };
-        let sd = tensors::read_checkpoint(&checkpoint)?;
-        let stats = statistics
-            .as_deref()
-            .map(tensors::read_checkpoint)
-            .transpose()?;
+        let what = checkpoint.name();
+        let sd = checkpoint.read()?;
+        let stats = statistics.map(Checkpoint::read).transpose()?;
         let plan = convert::convert(&cfg, &sd, stats.as_ref())
-            .with_context(|| format!("converting {}", checkpoint.display()))?;
+            .with_context(|| format!("converting {what}"))?;
         let bytes = encode(&plan)?;
         AlignedBlob::from_bytes(&bytes)
             .model()

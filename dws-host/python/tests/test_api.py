@@ -4,6 +4,7 @@ bit-exact against the core's golden outputs (case_int8.bin)."""
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,37 @@ def test_convert_writes_output(tmp_path):
     m = dws.convert(str(d / "model.pt"), str(d / "config.json"), output=str(out))
     assert out.read_bytes() == (d / "model.dws").read_bytes()
     assert m.path == str(out)
+
+
+def test_convert_in_memory(tmp_path):
+    """A state_dict (or the module) in memory converts like the file; so does a loaded
+    statistics dict, nested as upstream saves it."""
+    d = FIXTURES / "clf_sab_sum_5mats"
+    sd = dws.read_tensors(d / "model.pt")  # {name: float32 array}, as state_dict() holds
+    assert dws.convert(sd, d / "config.json").to_bytes() == (d / "model.dws").read_bytes()
+
+    class Module:  # anything with a state_dict() method, like an nn.Module
+        def state_dict(self):
+            return {k: v.astype(np.float64) for k, v in sd.items()}
+
+    assert dws.convert(Module(), d / "config.json").to_bytes() == (d / "model.dws").read_bytes()
+    digits = Path(FIXTURES).resolve().parents[1] / "examples" / "digits"
+    flat = dws.read_tensors(digits / "statistics.pth")  # weights.mean.0, ...
+    nested = {
+        kind: {stat: [flat[f"{kind}.{stat}.{i}"] for i in range(3)] for stat in ("mean", "std")}
+        for kind in ("weights", "biases")
+    }
+    from_file = dws.convert(
+        digits / "model.pt", digits / "config.json", statistics=digits / "statistics.pth"
+    )
+    in_memory = dws.convert(
+        dws.read_tensors(digits / "model.pt"), digits / "config.json", statistics=nested
+    )
+    assert in_memory.to_bytes() == from_file.to_bytes()
+    bad = dict(sd)
+    bad.pop(next(iter(bad)))
+    with pytest.raises(dws.DwsError, match="(?s)converting the state_dict: .*missing"):
+        dws.convert(bad, d / "config.json")
 
 
 def test_unbatched_threads_and_dtypes():
