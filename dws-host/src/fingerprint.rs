@@ -71,13 +71,8 @@ impl Fingerprint {
             return f;
         };
         f.model = Some(model);
-        let shape = |key: &str| sd.get(key).map(|t| t.shape.as_slice());
         if model == ModelKind::Classifier {
-            let head: Vec<&[usize]> = (0..)
-                .map(|j| shape(&format!("{root}clf.layer.{}.weight", 2 * j)))
-                .take_while(Option::is_some)
-                .flatten()
-                .collect();
+            let head = mlp_shapes(sd, &format!("{root}clf.layer"));
             f.n_out_fc = (!head.is_empty()).then_some(head.len());
             f.n_classes = head.last().and_then(|s| s.first().copied());
         }
@@ -112,16 +107,7 @@ impl Fingerprint {
             f.bn = Some(!norms.is_empty());
         }
         let at = format!("{dws}layers.{first}.");
-        let lin_all: Vec<&[usize]> = (0..)
-            .map(|j| {
-                shape(&format!(
-                    "{at}weight_to_weight.layers.1_1.lin_all.{}.weight",
-                    2 * j
-                ))
-            })
-            .take_while(Option::is_some)
-            .flatten()
-            .collect();
+        let lin_all = mlp_shapes(sd, &format!("{at}weight_to_weight.layers.1_1.lin_all"));
         if !lin_all.is_empty() {
             let bias = format!("{at}weight_to_weight.layers.1_1.lin_all.0.bias");
             f.bias = Some(sd.contains_key(&bias));
@@ -150,17 +136,15 @@ impl Fingerprint {
         } else {
             None
         };
-        let down: Vec<&[usize]> = (0..)
-            .map(|j| shape(&format!("{at}down_sample.set_layer.Gamma.{}.weight", 2 * j)))
-            .take_while(Option::is_some)
-            .flatten()
-            .collect();
+        let down = mlp_shapes(sd, &format!("{at}down_sample.set_layer.Gamma"));
         f.input_dim_downsample = Some(down.last().and_then(|s| s.first().copied()));
         if down.is_empty() {
             let layer_skip = format!("{at}skip.");
             f.add_layer_skip = Some(sd.keys().any(|k| k.starts_with(&layer_skip)));
         }
-        let skip = shape(&format!("{dws}skip.weight"));
+        let skip = sd
+            .get(&format!("{dws}skip.weight"))
+            .map(|t| t.shape.as_slice());
         f.add_skip = Some(skip.is_some());
         if let Some([_, fin]) = skip {
             f.input_features.get_or_insert(*fin);
@@ -269,6 +253,15 @@ impl Fingerprint {
         }
         Some(s)
     }
+}
+
+/// The weight shapes of upstream's MLP at `prefix` (a `Sequential` of linears with a
+/// ReLU between each two): `{prefix}.0.weight`, `{prefix}.2.weight`, ...
+fn mlp_shapes<'a>(sd: &'a TensorMap, prefix: &str) -> Vec<&'a [usize]> {
+    (0..)
+        .map_while(|j| sd.get(&format!("{prefix}.{}.weight", 2 * j)))
+        .map(|t| t.shape.as_slice())
+        .collect()
 }
 
 /// The class of the model in `sd` and the prefix its keys sit under, found by its first
