@@ -529,10 +529,16 @@ pub fn dataset_entries(
         }
     } else {
         let entries = dataset::read_splits(input, split.unwrap_or("test"), data_root)?;
-        if let Some(note) = dataset::relocation_note(&entries) {
-            crate::stderr_line!("{note}");
-        }
+        note_relocations(&entries);
         Ok(entries)
+    }
+}
+
+/// Prints [`dataset::relocation_note`] on stderr when `entries` were found elsewhere
+/// than their paths say.
+pub fn note_relocations(entries: &[Entry]) {
+    if let Some(note) = dataset::relocation_note(entries) {
+        crate::stderr_line!("{note}");
     }
 }
 
@@ -561,9 +567,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
     let classes = classifier_classes(&model)
         .with_context(|| format!("{} cannot be evaluated", args.model.display()))?;
     let entries = dataset::read_splits(&args.splits, &args.split, args.data_root.as_deref())?;
-    if let Some(note) = dataset::relocation_note(&entries) {
-        crate::stderr_line!("{note}");
-    }
+    note_relocations(&entries);
     if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.label.is_none()) {
         bail!(
             "{}: split `{}` has no label for entry {i} ({}): `dws eval` needs labels \

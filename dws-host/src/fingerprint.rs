@@ -155,14 +155,6 @@ impl Fingerprint {
     /// The config keys whose values this fingerprint contradicts, as
     /// `` `key`: the config says A, the checkpoint B ``.
     pub fn contradictions(&self, c: &Config) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut check = |key: &str, config: String, checkpoint: Option<String>| {
-            if let Some(ck) = checkpoint.filter(|ck| *ck != config) {
-                out.push(format!(
-                    "`{key}`: the config says {config}, the checkpoint {ck}"
-                ));
-            }
-        };
         let model = |m: ModelKind| match m {
             ModelKind::Classifier => "\"DWSModelForClassification\"".to_string(),
             ModelKind::Equivariant => "\"DWSModel\"".to_string(),
@@ -172,72 +164,65 @@ impl Fingerprint {
             SetLayerKind::Sab => "\"sab\"".to_string(),
         };
         let downsample = |d: Option<usize>| d.map_or("null".to_string(), |d| d.to_string());
-        check("model", model(c.model), self.model.map(model));
-        check(
-            "n_hidden",
-            c.n_hidden.to_string(),
-            self.n_hidden.map(|n| n.to_string()),
-        );
-        check(
-            "hidden_dim",
-            c.hidden_dim.to_string(),
-            self.hidden_dim.map(|n| n.to_string()),
-        );
-        check(
-            "input_features",
-            c.input_features.to_string(),
-            self.input_features.map(|n| n.to_string()),
-        );
-        check(
-            "n_fc_layers",
-            c.n_fc_layers.to_string(),
-            self.n_fc_layers.map(|n| n.to_string()),
-        );
-        check(
-            "set_layer",
-            set_layer(c.set_layer),
-            self.set_layer.map(set_layer),
-        );
-        check("bn", c.bn.to_string(), self.bn.map(|b| b.to_string()));
-        check("bias", c.bias.to_string(), self.bias.map(|b| b.to_string()));
-        check(
-            "add_skip",
-            c.add_skip.to_string(),
-            self.add_skip.map(|b| b.to_string()),
-        );
-        check(
-            "add_layer_skip",
-            c.add_layer_skip.to_string(),
-            self.add_layer_skip.map(|b| b.to_string()),
-        );
-        check(
-            "weight_shapes",
-            format!("{} weight matrices", c.weight_shapes.len()),
-            self.n_weights.map(|n| format!("{n} weight matrices")),
-        );
-        check(
-            "diagonal",
-            c.diagonal.to_string(),
-            self.diagonal.map(|b| b.to_string()),
-        );
-        check(
-            "input_dim_downsample",
-            downsample(c.input_dim_downsample),
-            self.input_dim_downsample.map(downsample),
-        );
+        let matrices = |n: usize| format!("{n} weight matrices");
+        let text = |v: Option<usize>| v.map(|n| n.to_string());
+        let flag = |v: Option<bool>| v.map(|b| b.to_string());
+        // (key, what the config says, what the checkpoint says if it tells)
+        let mut keys = vec![
+            ("model", model(c.model), self.model.map(model)),
+            ("n_hidden", c.n_hidden.to_string(), text(self.n_hidden)),
+            (
+                "hidden_dim",
+                c.hidden_dim.to_string(),
+                text(self.hidden_dim),
+            ),
+            (
+                "input_features",
+                c.input_features.to_string(),
+                text(self.input_features),
+            ),
+            (
+                "n_fc_layers",
+                c.n_fc_layers.to_string(),
+                text(self.n_fc_layers),
+            ),
+            (
+                "set_layer",
+                set_layer(c.set_layer),
+                self.set_layer.map(set_layer),
+            ),
+            ("bn", c.bn.to_string(), flag(self.bn)),
+            ("bias", c.bias.to_string(), flag(self.bias)),
+            ("add_skip", c.add_skip.to_string(), flag(self.add_skip)),
+            (
+                "add_layer_skip",
+                c.add_layer_skip.to_string(),
+                flag(self.add_layer_skip),
+            ),
+            (
+                "weight_shapes",
+                matrices(c.weight_shapes.len()),
+                self.n_weights.map(matrices),
+            ),
+            ("diagonal", c.diagonal.to_string(), flag(self.diagonal)),
+            (
+                "input_dim_downsample",
+                downsample(c.input_dim_downsample),
+                self.input_dim_downsample.map(downsample),
+            ),
+        ];
         if c.model == ModelKind::Classifier {
-            check(
-                "n_out_fc",
-                c.n_out_fc.to_string(),
-                self.n_out_fc.map(|n| n.to_string()),
-            );
-            check(
-                "n_classes",
-                c.n_classes.to_string(),
-                self.n_classes.map(|n| n.to_string()),
-            );
+            keys.push(("n_out_fc", c.n_out_fc.to_string(), text(self.n_out_fc)));
+            keys.push(("n_classes", c.n_classes.to_string(), text(self.n_classes)));
         }
-        out
+        keys.into_iter()
+            .filter_map(|(key, config, checkpoint)| {
+                let ck = checkpoint.filter(|ck| *ck != config)?;
+                Some(format!(
+                    "`{key}`: the config says {config}, the checkpoint {ck}"
+                ))
+            })
+            .collect()
     }
 
     /// A hint for a checkpoint that does not fit `config`: the config keys its

@@ -350,9 +350,7 @@ fn run(cli: Cli) -> Result<()> {
                 let mut entries =
                     dws_host::dataset::read_splits(&calibration, split, data_root.as_deref())?;
                 entries.truncate(limit.unwrap_or(512));
-                if let Some(note) = dws_host::dataset::relocation_note(&entries) {
-                    dws_host::stderr_line!("{note}");
-                }
+                eval::note_relocations(&entries);
                 let loaded = dws_host::dataset::load_batch(
                     &entries,
                     m.dims(),

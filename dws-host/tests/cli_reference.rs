@@ -3,7 +3,20 @@
 
 use dws_host::tensors::read_safetensors;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// `dws run MODEL INPUT -o OUT [extra...]`.
+fn dws_run(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dws"))
+        .arg("run")
+        .arg(model)
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn every_fixture_through_dws_convert_and_dws_run() {
@@ -75,15 +88,12 @@ fn every_fixture_through_dws_convert_and_dws_run() {
 fn cuda_engine_without_a_gpu_is_a_clear_error() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/paper_default");
     let out = std::env::temp_dir().join(format!("dws-cli-cuda-{}.safetensors", std::process::id()));
-    let run = Command::new(env!("CARGO_BIN_EXE_dws"))
-        .arg("run")
-        .arg(fixture.join("model.dws"))
-        .arg(fixture.join("inputs.safetensors"))
-        .arg("-o")
-        .arg(&out)
-        .args(["--engine", "cuda"])
-        .output()
-        .unwrap();
+    let run = dws_run(
+        &fixture.join("model.dws"),
+        &fixture.join("inputs.safetensors"),
+        &out,
+        &["--engine", "cuda"],
+    );
     if run.status.success() {
         // A GPU build on a machine with a GPU: the suite's GPU tests cover it.
         let _ = std::fs::remove_file(&out);
@@ -105,14 +115,12 @@ fn cuda_engine_without_a_gpu_is_a_clear_error() {
 fn csv_output_for_a_safetensors_input_is_refused() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/paper_default");
     let out = std::env::temp_dir().join(format!("dws-cli-csv-{}.csv", std::process::id()));
-    let run = Command::new(env!("CARGO_BIN_EXE_dws"))
-        .arg("run")
-        .arg(fixture.join("model.dws"))
-        .arg(fixture.join("inputs.safetensors"))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = dws_run(
+        &fixture.join("model.dws"),
+        &fixture.join("inputs.safetensors"),
+        &out,
+        &[],
+    );
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
     assert!(
@@ -137,14 +145,7 @@ fn a_torch_saved_batch_runs_like_the_safetensors_one() {
     ]
     .map(|(name, input)| {
         let out = tmp.join(format!("dws-cli-{name}-{}.safetensors", std::process::id()));
-        let run = Command::new(env!("CARGO_BIN_EXE_dws"))
-            .arg("run")
-            .arg(fixture.join("model.dws"))
-            .arg(&input)
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let run = dws_run(&fixture.join("model.dws"), &input, &out, &[]);
         assert!(
             run.status.success(),
             "{}",
