@@ -4,7 +4,7 @@
 //! offset  size  field
 //!      0     4  magic "DWSB"
 //!      4     2  format version (u16 LE)
-//!      6     2  flags (u16 LE): 0 = f32 model, 1 = int8 model
+//!      6     2  flags (u16 LE): 0 = f32 model, 1 = int8 model, 2 = 16x8 model
 //!      8     4  plan length in bytes (u32 LE)
 //!     12     4  parameter section length in bytes (u32 LE)
 //!     16     4  CRC-32 of every byte from offset 32 to the end (u32 LE)
@@ -12,19 +12,26 @@
 //!     32     .  plan: postcard `Spec`, then `Spec::ops` postcard `Op` records
 //!      .     .  zero padding up to a multiple of 16
 //!      .     .  parameters: little-endian f32 (f32 models), or int8
-//!               weights with i32/f32 arrays at 4-aligned offsets (int8 models)
+//!               weights with i32/f32 arrays at 4-aligned offsets (int8
+//!               models; 16x8 models add i64 arrays at 8-aligned offsets)
 //! ```
 //! The parameter section starts 16-byte aligned relative to the blob, so a blob
 //! stored at an aligned address (`include_bytes!` into an aligned static, a file
 //! read into an aligned buffer) is used in place.
+//!
+//! Format versions: 1 (f32 and int8 with one weight scale per tensor) and 2
+//! (adds per-channel weight scales and the 16x8 mode). This build writes 2 and
+//! reads both; an f32 plan is encoded the same way in both.
 
 use crate::crc::crc32;
 use crate::Error;
 
 /// The four bytes every blob starts with.
 pub const MAGIC: [u8; 4] = *b"DWSB";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 32;
 /// Alignment of the parameter section relative to the blob start.
@@ -36,8 +43,11 @@ pub const PARAM_ALIGN: usize = 16;
 pub enum Precision {
     /// f32 parameters and activations.
     F32,
-    /// int8 weights and activations, int32 accumulation (see `docs/int8.md`).
+    /// int8 weights and activations, int32 accumulation (see `docs/quantization.md`).
     Int8,
+    /// int16 activations, int8 weights, int32/int64 accumulation ("16x8",
+    /// see `docs/quantization.md`; format version 2).
+    Int16x8,
 }
 
 impl Precision {
@@ -46,6 +56,31 @@ impl Precision {
         match self {
             Precision::F32 => 0,
             Precision::Int8 => 1,
+            Precision::Int16x8 => 2,
+        }
+    }
+
+    /// The precision of header flags `flags`.
+    pub fn from_flags(flags: u16) -> Option<Self> {
+        match flags {
+            0 => Some(Precision::F32),
+            1 => Some(Precision::Int8),
+            2 => Some(Precision::Int16x8),
+            _ => None,
+        }
+    }
+
+    /// Whether the model runs on integers (int8 or 16x8).
+    pub fn is_quantized(self) -> bool {
+        self != Precision::F32
+    }
+
+    /// Its name: `f32`, `int8` or `16x8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+            Precision::Int16x8 => "16x8",
         }
     }
 }
@@ -53,6 +88,7 @@ impl Precision {
 /// A blob whose container has been checked: magic, version, lengths and checksum.
 #[derive(Debug, Clone, Copy)]
 pub struct BlobView<'a> {
+    version: u16,
     precision: Precision,
     plan: &'a [u8],
     params: &'a [u8],
@@ -94,13 +130,13 @@ impl<'a> BlobView<'a> {
             return Err(Error::BadMagic);
         }
         let version = read_u16(bytes, 4);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion(version));
         }
-        let precision = match read_u16(bytes, 6) {
-            0 => Precision::F32,
-            1 => Precision::Int8,
-            _ => return Err(Error::WrongPrecision),
+        let precision = match Precision::from_flags(read_u16(bytes, 6)) {
+            Some(Precision::Int16x8) if version < 2 => return Err(Error::WrongPrecision),
+            Some(p) => p,
+            None => return Err(Error::WrongPrecision),
         };
         let plan_len = read_u32(bytes, 8) as usize;
         let params_len = read_u32(bytes, 12) as usize;
@@ -116,10 +152,16 @@ impl<'a> BlobView<'a> {
             return Err(Error::Checksum);
         }
         Ok(BlobView {
+            version,
             precision,
             plan: &bytes[HEADER_LEN..HEADER_LEN + plan_len],
             params: &bytes[start..end],
         })
+    }
+
+    /// The format version the blob was written in.
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// The model's precision.

@@ -20,7 +20,8 @@ pub enum Error {
     Checksum,
     /// The blob has bytes after its last section.
     TrailingBytes,
-    /// The parameter section is not 4-byte aligned in memory; load the blob into an aligned buffer.
+    /// The parameter section is not 4-byte aligned in memory (8-byte for a
+    /// 16x8 model); load the blob into an aligned buffer.
     Misaligned,
     /// The plan section could not be decoded.
     Decode,
@@ -64,7 +65,10 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion(v) => write!(f, "unsupported blob format version {v}"),
             Error::Checksum => write!(f, "blob checksum mismatch (corrupted bytes)"),
             Error::TrailingBytes => write!(f, "blob has trailing bytes after its last section"),
-            Error::Misaligned => write!(f, "blob parameters are not 4-byte aligned in memory"),
+            Error::Misaligned => write!(
+                f,
+                "blob parameters are not aligned in memory (4 bytes; 8 for a 16x8 model)"
+            ),
             Error::Decode => write!(f, "blob plan could not be decoded"),
             Error::InvalidPlan(what) => write!(f, "invalid model plan: {what}"),
             Error::ParamOutOfBounds => write!(f, "parameter reference out of bounds"),

@@ -18,15 +18,15 @@
 //! * [`blob`]: the container (header, checksum, sections).
 //! * [`plan`]: what the model computes, as data shared by every backend.
 //! * [`Model`]: validation and the f32 forward pass.
-//! * [`int8`]: the int8 forward pass; its hot loops are an
-//!   [`int8::kernels::Int8Kernels`] implementation that a host may replace
-//!   ([`Model::run_int8_with`]) with one giving the same bits.
+//! * [`quantized`]: the int8 and 16x8 forward passes; their hot loops are a
+//!   [`quantized::Kernels`] implementation that a host may replace
+//!   ([`Model::run_quantized_with`]) with one giving the same bits.
 //!
 //! The core never allocates and never panics on any blob or input: every check
 //! happens in [`Model::new_checked`] and at the start of [`Model::run`].
 #![cfg_attr(not(test), no_std)]
 // Denied, not forbidden: the one exception is the `asm!` of the Armv7E-M DSP
-// dot product (`int8::kernels::dsp::mac4`, feature `dsp`), allowed there alone.
+// dot products (`quantized::dot::dsp`, feature `dsp`), allowed there alone.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -37,12 +37,12 @@ pub mod blob;
 pub mod case;
 mod crc;
 mod error;
-pub mod int8;
 pub mod kernels;
 mod model;
 pub mod observe;
 pub mod plan;
 pub mod quant;
+pub mod quantized;
 mod shape;
 pub mod validate;
 
@@ -59,14 +59,17 @@ use plan::Op;
 pub struct Ops<'a> {
     rest: &'a [u8],
     left: u32,
+    version: u16,
 }
 
 impl<'a> Ops<'a> {
-    /// `count` records starting at `bytes`.
-    pub fn new(bytes: &'a [u8], count: u32) -> Self {
+    /// `count` records starting at `bytes`, written in blob format `version`
+    /// (records of older versions are turned into the current ones).
+    pub fn new(bytes: &'a [u8], count: u32, version: u16) -> Self {
         Ops {
             rest: bytes,
             left: count,
+            version,
         }
     }
 
@@ -88,7 +91,7 @@ impl<'a> Ops<'a> {
         &mut self,
         tag: &[u8],
     ) -> Option<Result<T, Error>> {
-        if self.left == 0 || !self.rest.starts_with(tag) {
+        if self.left == 0 || self.version != blob::FORMAT_VERSION || !self.rest.starts_with(tag) {
             return None;
         }
         Some(self.decode(tag.len()))
@@ -117,6 +120,9 @@ impl Iterator for Ops<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
             return None;
+        }
+        if self.version == 1 {
+            return Some(self.decode::<quant::v1::Op>(0).map(Op::from));
         }
         Some(self.decode(0))
     }

@@ -1,8 +1,7 @@
-//! A validated model and its f32 forward pass (the int8 pass lives in [`crate::int8`]).
+//! A validated model and its f32 forward pass (the quantized passes live in
+//! [`crate::quantized`]).
 
 use crate::blob::{BlobView, Precision};
-use crate::int8::kernels::{Int8Kernels, Portable};
-use crate::int8::{run8, validate8, Input, Layout8, P8};
 use crate::kernels::block::run_block;
 use crate::kernels::linear::mlp_rows;
 use crate::kernels::reduce::reduce_into;
@@ -10,6 +9,7 @@ use crate::kernels::set_layer::set_layer;
 use crate::kernels::{relu, Params};
 use crate::observe::{NoObserve, Observe, Part, Stage, Tap};
 use crate::plan::{DwsLayer, Head, Linear, Op, SetLayer, Spec};
+use crate::quantized::{run_q, validate_q, Act, Input, Kernels, Portable, QLayout, QParams};
 use crate::shape::Shape;
 use crate::validate::{block_dims, check_spec, head_width, resample_tmp_len, validate, Layout};
 use crate::{Error, Ops};
@@ -24,8 +24,9 @@ pub struct Model<'a> {
     params: &'a [f32],
     bytes: &'a [u8],
     blob: &'a [u8],
+    version: u16,
     layout: Layout,
-    layout8: Layout8,
+    qlayout: QLayout,
 }
 
 /// Which buffer holds the current activations.
@@ -39,30 +40,42 @@ enum Cur {
 impl<'a> Model<'a> {
     /// Opens a blob: checks the container, decodes and validates the whole plan.
     ///
-    /// The parameter section must be 4-byte aligned in memory ([`Error::Misaligned`]).
+    /// The parameter section must be 4-byte aligned in memory, 8-byte aligned
+    /// for a 16x8 model ([`Error::Misaligned`]).
     pub fn new_checked(blob: &'a [u8]) -> Result<Self, Error> {
         let view = BlobView::new_checked(blob)?;
         let (spec, ops) =
             postcard::take_from_bytes::<Spec>(view.plan()).map_err(|_| Error::Decode)?;
         let shape = check_spec(&spec)?;
         let bytes = view.params();
-        if !(bytes.as_ptr() as usize).is_multiple_of(4) {
+        let precision = view.precision();
+        let align = if precision == Precision::Int16x8 {
+            8
+        } else {
+            4
+        };
+        if !(bytes.as_ptr() as usize).is_multiple_of(align) {
             return Err(Error::Misaligned);
         }
-        let precision = view.precision();
-        let (params, layout, layout8) = match precision {
+        let version = view.version();
+        let plan = Ops::new(ops, spec.ops, version);
+        let (params, layout, qlayout) = match precision {
             Precision::F32 => {
                 let params: &[f32] =
                     bytemuck::try_cast_slice(bytes).map_err(|_| Error::Truncated)?;
-                let layout = validate(&spec, &shape, Ops::new(ops, spec.ops), params.len())?;
-                (params, layout, Layout8::default())
+                let layout = validate(&spec, &shape, plan.clone(), params.len())?;
+                (params, layout, QLayout::default())
             }
             Precision::Int8 => {
-                let (layout, l8) = validate8(&spec, &shape, Ops::new(ops, spec.ops), bytes.len())?;
-                (&[][..], layout, l8)
+                let (layout, q) = validate_q::<i8>(&spec, &shape, plan.clone(), bytes)?;
+                (&[][..], layout, q)
+            }
+            Precision::Int16x8 => {
+                let (layout, q) = validate_q::<i16>(&spec, &shape, plan.clone(), bytes)?;
+                (&[][..], layout, q)
             }
         };
-        if !Ops::new(ops, spec.ops).rest_after_all()?.is_empty() {
+        if !plan.rest_after_all()?.is_empty() {
             return Err(Error::TrailingBytes);
         }
         Ok(Model {
@@ -73,8 +86,9 @@ impl<'a> Model<'a> {
             params,
             bytes,
             blob,
+            version,
             layout,
-            layout8,
+            qlayout,
         })
     }
 
@@ -90,10 +104,15 @@ impl<'a> Model<'a> {
 
     /// The plan's ops, decoded one at a time.
     pub fn ops(&self) -> Ops<'a> {
-        Ops::new(self.ops, self.spec.ops)
+        Ops::new(self.ops, self.spec.ops, self.version)
     }
 
-    /// The parameter section of an f32 model (empty for int8 models).
+    /// The blob format version the model was written in.
+    pub fn format_version(&self) -> u16 {
+        self.version
+    }
+
+    /// The parameter section of an f32 model (empty for quantized models).
     pub fn params(&self) -> &'a [f32] {
         self.params
     }
@@ -113,9 +132,9 @@ impl<'a> Model<'a> {
         self.precision
     }
 
-    /// Byte sizes of the int8 scratch regions (all zero for f32 models).
-    pub fn layout8(&self) -> &Layout8 {
-        &self.layout8
+    /// Byte sizes of the quantized scratch regions (all zero for f32 models).
+    pub fn qlayout(&self) -> &QLayout {
+        &self.qlayout
     }
 
     /// Elements of one input: the weight space flattened in upstream order.
@@ -132,7 +151,7 @@ impl<'a> Model<'a> {
     pub fn scratch_len(&self) -> usize {
         match self.precision {
             Precision::F32 => self.layout.scratch_len(),
-            Precision::Int8 => self.layout8.bytes().div_ceil(4),
+            Precision::Int8 | Precision::Int16x8 => self.qlayout.bytes().div_ceil(4),
         }
     }
 
@@ -159,45 +178,40 @@ impl<'a> Model<'a> {
     ) -> Result<&'o [f32], Error> {
         match self.precision {
             Precision::F32 => self.run_observed(input, scratch, output, &mut NoObserve),
-            Precision::Int8 => self.run_int8(
-                &mut Portable,
-                Input::F32(input),
-                input.len(),
-                scratch,
-                output,
-            ),
+            Precision::Int8 => self.run_q::<i8>(&mut Portable, Input::F32(input), scratch, output),
+            Precision::Int16x8 => {
+                self.run_q::<i16>(&mut Portable, Input::F32(input), scratch, output)
+            }
         }
     }
 
-    /// [`Model::run`] for an int8 model, with the hot loops run by `kernels`
-    /// (a host's SIMD [`Int8Kernels`]; the results are the same bits as with
-    /// [`Portable`], which [`Model::run`] uses).
-    pub fn run_int8_with<'o>(
+    /// [`Model::run`] for a quantized model whose activations are `A` (`i8`
+    /// for int8, `i16` for 16x8), with the hot loops run by `kernels` (a
+    /// host's SIMD [`Kernels`]; the results are the same bits as with
+    /// [`Portable`], which [`Model::run`] uses). [`Error::WrongPrecision`] for
+    /// a model of another precision.
+    pub fn run_quantized_with<'o, A: Act>(
         &self,
-        kernels: &mut impl Int8Kernels,
+        kernels: &mut impl Kernels<A>,
         input: &[f32],
         scratch: &mut [f32],
         output: &'o mut [f32],
     ) -> Result<&'o [f32], Error> {
-        if self.precision != Precision::Int8 {
-            return Err(Error::WrongPrecision);
-        }
-        self.run_int8(kernels, Input::F32(input), input.len(), scratch, output)
+        self.run_q(kernels, Input::F32(input), scratch, output)
     }
 
-    /// Runs an int8 model on an input that is already quantized: `input[i] *
-    /// scales[t]` is the value of element `i` of tensor `t` (one scale per
-    /// weight-space tensor, `W_0..W_{L-1}` then `b_0..b_{L-1}`).
-    pub fn run_quantized<'o>(
+    /// Runs a quantized model on an input that is already quantized:
+    /// `input[i] * scales[t]` is the value of element `i` of tensor `t` (one
+    /// scale per weight-space tensor, `W_0..W_{L-1}` then `b_0..b_{L-1}`).
+    /// `A` is the model's activation type: `i8` for an int8 model, `i16` for
+    /// a 16x8 model ([`Error::WrongPrecision`] otherwise).
+    pub fn run_quantized<'o, A: Act>(
         &self,
-        input: &[i8],
+        input: &[A],
         scales: &[f32],
         scratch: &mut [f32],
         output: &'o mut [f32],
     ) -> Result<&'o [f32], Error> {
-        if self.precision != Precision::Int8 {
-            return Err(Error::WrongPrecision);
-        }
         if scales.len() != self.shape.tensors() {
             return Err(Error::InputLength {
                 expected: self.shape.tensors(),
@@ -207,24 +221,29 @@ impl<'a> Model<'a> {
         if !scales.iter().all(|s| s.is_finite()) {
             return Err(Error::NonFiniteInput);
         }
-        self.run_int8(
+        self.run_q(
             &mut Portable,
-            Input::I8(input, scales),
-            input.len(),
+            Input::Quantized(input, scales),
             scratch,
             output,
         )
     }
 
-    fn run_int8<'o>(
+    fn run_q<'o, A: Act>(
         &self,
-        kernels: &mut impl Int8Kernels,
-        input: Input<'_>,
-        input_len: usize,
+        kernels: &mut impl Kernels<A>,
+        input: Input<'_, A>,
         scratch: &mut [f32],
         output: &'o mut [f32],
     ) -> Result<&'o [f32], Error> {
+        if self.precision != A::PRECISION {
+            return Err(Error::WrongPrecision);
+        }
         let lay = &self.layout;
+        let input_len = match input {
+            Input::F32(x) => x.len(),
+            Input::Quantized(q, _) => q.len(),
+        };
         if input_len != lay.input_len {
             return Err(Error::InputLength {
                 expected: lay.input_len,
@@ -251,17 +270,15 @@ impl<'a> Model<'a> {
         }
         let output = &mut output[..lay.output_len];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut scratch[..need]);
-        let p = P8(self.bytes);
-        let f = self.spec.input_features as usize;
-        run8(
+        run_q(
             kernels,
             &self.shape,
-            f,
+            self.spec.input_features as usize,
             self.ops(),
-            p,
-            &self.layout8,
+            QParams(self.bytes),
+            &self.qlayout,
             input,
-            &mut bytes[..self.layout8.bytes()],
+            &mut bytes[..self.qlayout.bytes()],
             output,
         )?;
         Ok(output)

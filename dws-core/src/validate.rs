@@ -69,14 +69,17 @@ pub(crate) enum Kind {
     F32,
     I8,
     I32,
+    I64,
 }
 
 /// Checks parameter references and layer shapes. In f32 plans references
-/// count f32 elements; in int8 plans `offset` is in bytes and `len` in
+/// count f32 elements; in quantized plans `offset` is in bytes and `len` in
 /// elements of the referenced type, aligned to its size.
 pub(crate) struct Checker {
     pub(crate) params_len: u64,
-    pub(crate) int8: bool,
+    pub(crate) quantized: bool,
+    /// The type of biases (and folded batch-norm offsets) in quantized plans.
+    pub(crate) wide: Kind,
 }
 
 impl Checker {
@@ -89,10 +92,11 @@ impl Checker {
             r.len as usize == len,
             "parameter length does not match its shape",
         )?;
-        let (start, size) = if self.int8 {
+        let (start, size) = if self.quantized {
             let size = match kind {
                 Kind::I8 => 1,
                 Kind::F32 | Kind::I32 => 4,
+                Kind::I64 => 8,
             };
             check(
                 (r.offset as u64).is_multiple_of(size),
@@ -113,7 +117,7 @@ impl Checker {
         check(l.fout >= 1, "linear with no outputs")?;
         self.param_of(l.weight, elems(l.fin as u64 * l.fout as u64)?, Kind::I8)?;
         if let Some(b) = l.bias {
-            self.param_of(b, l.fout as usize, Kind::I32)?;
+            self.param_of(b, l.fout as usize, self.wide)?;
         }
         Ok(l.fout as usize)
     }
@@ -331,7 +335,8 @@ pub fn check_spec(s: &Spec) -> Result<Shape, Error> {
 pub fn validate(s: &Spec, shape: &Shape, ops: Ops<'_>, params_len: usize) -> Result<Layout, Error> {
     let c = Checker {
         params_len: params_len as u64,
-        int8: false,
+        quantized: false,
+        wide: Kind::F32,
     };
     let cells = shape.total_cells();
     let tensors = shape.tensors();

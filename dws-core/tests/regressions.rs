@@ -8,7 +8,7 @@ use dws_core::plan::{
     Axis, Block, BlockKind, DwsLayer, Linear, Map, Mlp, Op, Output, ParamRef, Pool, Reduction,
     SetAxis, SetLayer, SetPooling, Spec,
 };
-use dws_core::quant::{BlockQ, MapQ, MlpQ, Quant, Requant};
+use dws_core::quant::{BlockQ, LinearQ, MapQ, MlpQ, Quant, Requant};
 use dws_core::{Error, Model};
 
 /// Encodes `spec` and `ops` into a blob with `params`, in a 16-aligned buffer.
@@ -135,7 +135,7 @@ fn multiply_add_count_saturates() {
 fn int8_accumulator_wraps() {
     // An int8 blob may hold any int32 bias: `dot_acc` overflowed with a bias near
     // i32::MAX (found by the `blob` fuzz target on quantized fixtures).
-    use dws_core::int8::kernels::dot_acc;
+    use dws_core::quantized::dot_acc;
     assert_eq!(
         dot_acc(&[127, 127], &[127, 127], i32::MAX),
         i32::MAX.wrapping_add(2 * 127 * 127)
@@ -229,7 +229,7 @@ fn int8_deepsets_difference_saturates() {
         layers: heapless::Vec::from_slice(&[l]).expect("one layer"),
     };
     let mlpq = |r: Requant| MlpQ {
-        layers: heapless::Vec::from_slice(&[r]).expect("one layer"),
+        layers: heapless::Vec::from_slice(&[LinearQ::Tensor(r)]).expect("one layer"),
     };
     let set = SetLayer::DeepSets {
         gamma: mlp(linear(0, 4)),
@@ -265,14 +265,14 @@ fn int8_attention_sums_saturate() {
         fc_o: l,
     };
     let map = MapQ::Attention {
-        q: ONE,
-        k: ONE,
-        v: ONE,
+        q: LinearQ::Tensor(ONE),
+        k: LinearQ::Tensor(ONE),
+        v: LinearQ::Tensor(ONE),
         score: ONE,
         o_q: HUGE,
         o_av: HUGE,
         y_o: HUGE,
-        y_fc: HUGE,
+        y_fc: LinearQ::Tensor(HUGE),
     };
     // Every projection: weight 1, bias 2^30, so Q = K = V = 127 and fc_o(O) > 0.
     let mut params = vec![0u8; 8];
@@ -298,7 +298,7 @@ fn misaligned_parameters_are_an_error() {
     }
     assert_eq!(
         Error::Misaligned.to_string(),
-        "blob parameters are not 4-byte aligned in memory"
+        "blob parameters are not aligned in memory (4 bytes; 8 for a 16x8 model)"
     );
 }
 

@@ -86,6 +86,20 @@ impl From<dws_core::quant::Requant> for Req {
     }
 }
 
+impl TryFrom<dws_core::quant::LinearQ> for Req {
+    type Error = crate::Error;
+    /// One multiplier for every output; per-channel multipliers are not
+    /// lowered yet.
+    fn try_from(q: dws_core::quant::LinearQ) -> Result<Self, crate::Error> {
+        match q {
+            dws_core::quant::LinearQ::Tensor(r) => Ok(r.into()),
+            dws_core::quant::LinearQ::Channel { .. } => Err(crate::Error::Unsupported(
+                "per-channel weight scales on the GPU".into(),
+            )),
+        }
+    }
+}
+
 impl Req {
     /// The exact identity (`m = 2^30, shift = 30`).
     pub const IDENTITY: Req = Req {

@@ -118,7 +118,7 @@ impl CudaModel {
         let program = lower_blob(blob)?;
         let module = match program.precision {
             Precision::F32 => kernels::Module::F32,
-            Precision::Int8 => kernels::Module::Int8,
+            Precision::Int8 | Precision::Int16x8 => kernels::Module::Int8,
         };
         let gpu = gpu::Gpu::new(options.device, options.tf32, &program.params, &[module])?;
         let (free, _) = gpu.memory()?;

@@ -36,7 +36,7 @@ use dws_core::kernels::block::Dims;
 use dws_core::plan::{
     Axis, Block, DwsLayer, Head, Linear, Map, Mlp, Op, Reduction, SetAxis, SetLayer, SetPooling,
 };
-use dws_core::quant::{MapQ, MlpQ, Quant, Requant};
+use dws_core::quant::{LogitScale, MapQ, MlpQ, Quant, Requant};
 use dws_core::validate::{block_dims, head_width};
 use dws_core::{Model, Shape};
 
@@ -344,6 +344,9 @@ impl<'a, 'b> Lowering<'a, 'b> {
         options: LowerOptions,
     ) -> Result<Self, Error> {
         let shape = model.shape();
+        if model.precision() == Precision::Int16x8 {
+            return Err(Error::Unsupported("16x8 models on the GPU".into()));
+        }
         let int8 = model.precision() == Precision::Int8;
         let elem = if int8 { 1 } else { 4 };
         let cells = shape.total_cells() as u64;
@@ -1274,7 +1277,12 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     else {
                         return Err(bad("head without its quantization"));
                     };
-                    return self.head8(h, pooled, mlp, *logit_scale, cur, feats);
+                    let LogitScale::Tensor(logit_scale) = *logit_scale else {
+                        return Err(Error::Unsupported(
+                            "per-channel weight scales on the GPU".into(),
+                        ));
+                    };
+                    return self.head8(h, pooled, mlp, logit_scale, cur, feats);
                 }
                 Op::Quant(Quant::Output { scales }) => {
                     let scales = self.push(scales.as_slice());
@@ -1349,7 +1357,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
         let mut h = x;
         for (k, l) in m.layers.iter().enumerate().take(n.saturating_sub(1)) {
             let out = self.w_alloc(rows * l.fout as u64);
-            let r = Req::from(q.layers[k]);
+            let r = Req::try_from(q.layers[k])?;
             self.linear8(l, h, rows, out, r, LIN8_OUT8, true, (NONE, 1), 0.0)?;
             h = out;
         }
@@ -1361,7 +1369,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
         let h = self.hidden8(m, q, x, rows)?;
         let last = m.layers.last().ok_or(bad("empty MLP"))?;
         let y = self.y_alloc(rows * last.fout as u64);
-        let r = Req::from(q.layers[m.layers.len() - 1]);
+        let r = Req::try_from(q.layers[m.layers.len() - 1])?;
         self.linear8(last, h, rows, y, r, LIN8_OUT8, false, (NONE, 1), 0.0)?;
         Ok(y)
     }
@@ -1417,13 +1425,13 @@ impl<'a, 'b> Lowering<'a, 'b> {
                 let lh = self.hidden8(lambda, lq, p, groups as u64)?;
                 let ll = lambda.layers.last().ok_or(bad("empty MLP"))?;
                 let lam = self.w_alloc(groups as u64 * ll.fout as u64 * 4);
-                let rl = Req::from(lq.layers[lambda.layers.len() - 1]);
+                let rl = Req::try_from(lq.layers[lambda.layers.len() - 1])?;
                 let g = groups as u64;
                 self.linear8(ll, lh, g, lam, rl, LIN8_REQ32, false, (NONE, 1), 0.0)?;
                 let gh = self.hidden8(gamma, gq, x, rows)?;
                 let gl = gamma.layers.last().ok_or(bad("empty MLP"))?;
                 let y = self.y_alloc(rows * gl.fout as u64);
-                let rg = Req::from(gq.layers[gamma.layers.len() - 1]);
+                let rg = Req::try_from(gq.layers[gamma.layers.len() - 1])?;
                 self.linear8(gl, gh, rows, y, rg, LIN8_SUB8, false, (lam, n), 0.0)?;
                 Ok(y)
             }
@@ -1450,7 +1458,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                 let mut qkv = [NONE; 3];
                 for (slot, (l, r)) in qkv.iter_mut().zip([(fc_q, rq), (fc_k, rk), (fc_v, rv)]) {
                     *slot = self.w_alloc(rows * dv as u64);
-                    let r = Req::from(*r);
+                    let r = Req::try_from(*r)?;
                     self.linear8(l, x, rows, *slot, r, LIN8_OUT8, false, (NONE, 1), 0.0)?;
                 }
                 let y = self.y_alloc(rows * dv as u64);
@@ -1471,7 +1479,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     o_q: Req::from(*o_q),
                     o_av: Req::from(*o_av),
                     y_o: Req::from(*y_o),
-                    y_fc: Req::from(*y_fc),
+                    y_fc: Req::try_from(*y_fc)?,
                 };
                 let set_smem = |hp: usize| 4 * (4 * n * dv + 2 * hp * n * n);
                 match self.heads_per_pass(*heads as usize, set_smem) {

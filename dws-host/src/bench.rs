@@ -15,13 +15,14 @@
 //!   int8 engine runs one input on two).
 
 use crate::fast::gemm::{gemm, Epi, PackedB};
-use crate::fast::int8::{HostInt8, Int8Engine};
+use crate::fast::quantized::{HostQ, QEngine};
 use crate::fast::{FastModel, FastOptions, Isa};
 use crate::runner::{BatchRunner, EngineKind};
 use anyhow::{bail, Result};
 use dws_core::blob::Precision;
-use dws_core::int8::kernels::Int8Kernels;
 use dws_core::quant::Requant;
+use dws_core::quant::Requants;
+use dws_core::quantized::{Act, Kernels};
 use dws_core::Model;
 use std::time::{Duration, Instant};
 
@@ -90,15 +91,19 @@ impl Engine for FastModel {
     }
 }
 
-impl Engine for Int8Engine<'_, '_> {
+impl Engine for QEngine<'_, '_> {
     fn name(&self) -> String {
-        format!("fast int8 (core executor, {} kernels)", self.isa().name())
+        format!(
+            "fast {} (core executor, {} kernels)",
+            self.precision().name(),
+            self.isa().name()
+        )
     }
     fn input_len(&self) -> usize {
-        Int8Engine::input_len(self)
+        QEngine::input_len(self)
     }
     fn output_len(&self) -> usize {
-        Int8Engine::output_len(self)
+        QEngine::output_len(self)
     }
     fn run(&self, inputs: &[f32], batch: usize, threads: usize, out: &mut [f32]) -> Result<()> {
         out.copy_from_slice(&self.run_batch(inputs, batch, threads)?);
@@ -133,8 +138,11 @@ pub enum Peak {
     F32,
     /// int8 x int8 -> int32 multiply-adds, requantized to int8: the host's
     /// int8 linear kernel on non-negative inputs, its fastest path
-    /// ([`int8_gemm_peak`]).
+    /// ([`quantized_gemm_peak`]).
     Int8,
+    /// int16 x int8 multiply-adds, requantized to int16: the host's 16x8
+    /// linear kernel on non-negative inputs ([`quantized_gemm_peak`]).
+    Int16x8,
 }
 
 impl Peak {
@@ -143,6 +151,7 @@ impl Peak {
         match precision {
             Precision::F32 => Peak::F32,
             Precision::Int8 => Peak::Int8,
+            Precision::Int16x8 => Peak::Int16x8,
         }
     }
 
@@ -150,7 +159,8 @@ impl Peak {
     pub fn measure(self, threads: usize, secs: f64) -> f64 {
         match self {
             Peak::F32 => gemm_peak(threads, secs),
-            Peak::Int8 => int8_gemm_peak(threads, secs),
+            Peak::Int8 => quantized_gemm_peak::<i8>(threads, secs),
+            Peak::Int16x8 => quantized_gemm_peak::<i16>(threads, secs),
         }
     }
 
@@ -159,7 +169,7 @@ impl Peak {
     pub fn ops(self) -> &'static str {
         match self {
             Peak::F32 => "FLOP",
-            Peak::Int8 => "OP",
+            Peak::Int8 | Peak::Int16x8 => "OP",
         }
     }
 
@@ -170,6 +180,9 @@ impl Peak {
             Peak::Int8 => {
                 "512x512x512 int8 to int8, the int8 kernels' linear on non-negative inputs"
             }
+            Peak::Int16x8 => {
+                "512x512x512 int16 x int8 to int16, the 16x8 kernels' linear on non-negative inputs"
+            }
         }
     }
 
@@ -178,6 +191,7 @@ impl Peak {
         match self {
             Peak::F32 => "f32",
             Peak::Int8 => "int8",
+            Peak::Int16x8 => "16x8",
         }
     }
 }
@@ -431,29 +445,35 @@ pub fn gemm_peak(threads: usize, secs: f64) -> f64 {
     timed_rates(2.0 * (N * N * N) as f64, secs, run)
 }
 
-/// Median GOP/s (2 per multiply-add) of a `512 x 512 x 512` int8 GEMM with
-/// int8 outputs through the host's int8 kernels ([`Int8Kernels::linear8`]) on
-/// non-negative inputs, rows split over `threads` threads, timed for about
-/// `secs`.
-pub fn int8_gemm_peak(threads: usize, secs: f64) -> f64 {
+/// Median GOP/s (2 per multiply-add) of a `512 x 512 x 512` GEMM of int8
+/// weights and activations `A` (int8 or int16) with outputs of `A`, through
+/// the host's kernels ([`Kernels::linear_q`]) on non-negative inputs, rows
+/// split over `threads` threads, timed for about `secs`.
+pub fn quantized_gemm_peak<A: Act>(threads: usize, secs: f64) -> f64
+where
+    HostQ: Kernels<A>,
+{
     const N: usize = 512;
-    // Inputs in 0..=127 (as after a ReLU), weights in -127..=127 (the
+    // Inputs in 0..=MAX (as after a ReLU), weights in -127..=127 (the
     // synthetic values are in [-0.5, 0.5)).
-    let bytes = |seed: u64, f: fn(f32) -> f32| -> Vec<i8> {
-        let v = synthetic_inputs(N * N, 1, seed);
-        v.iter().map(|&v| (f(v) * 254.0) as i8).collect()
-    };
-    let (x, w) = (bytes(7, f32::abs), bytes(11, |v| v));
-    let bias = vec![1i32; N];
-    // Sums of up to 512 * 127^2 scaled to int8.
-    let r = Requant {
+    let x: Vec<A> = synthetic_inputs(N * N, 1, 7)
+        .iter()
+        .map(|&v| A::sat((v.abs() * 2.0 * A::MAX as f32) as i32))
+        .collect();
+    let w: Vec<i8> = synthetic_inputs(N * N, 1, 11)
+        .iter()
+        .map(|&v| (v * 254.0) as i8)
+        .collect();
+    let bias = vec![bytemuck::Zeroable::zeroed(); N];
+    // Sums of up to 512 * MAX * 127 scaled to the activation range.
+    let r = Requants::One(Requant {
         m: 1 << 30,
-        shift: 44,
-    };
+        shift: 44 + if A::MAX > 127 { 8 } else { 0 },
+    });
     let threads = threads.clamp(1, N);
     let rows = N.div_ceil(threads);
-    let mut kernels: Vec<HostInt8> = (0..threads).map(|_| HostInt8::new(Isa::detect())).collect();
-    let mut y = vec![0i8; N * N];
+    let mut kernels: Vec<HostQ> = (0..threads).map(|_| HostQ::new(Isa::detect())).collect();
+    let mut y: Vec<A> = std::iter::repeat_n(A::default(), N * N).collect();
     let mut run = |reps: usize| -> f64 {
         let t = Instant::now();
         std::thread::scope(|s| {
@@ -462,7 +482,17 @@ pub fn int8_gemm_peak(threads: usize, secs: f64) -> f64 {
                 let (w, bias) = (&w, &bias);
                 s.spawn(move || {
                     for _ in 0..reps {
-                        k.linear8(w, Some(bias), N, N, xi, xi.len() / N, r, -127, yi);
+                        k.linear_q(
+                            w,
+                            Some(bias),
+                            N,
+                            N,
+                            xi,
+                            xi.len() / N,
+                            r,
+                            A::sat(-A::MAX),
+                            yi,
+                        );
                     }
                 });
             }
@@ -535,7 +565,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
             };
             bench(&FastModel::with_options(&m, opts)?, macs, &cfg)?
         }
-        EngineKind::Fast => bench(&Int8Engine::new(&m, Isa::detect())?, macs, &cfg)?,
+        EngineKind::Fast => bench(&QEngine::new(&m, Isa::detect())?, macs, &cfg)?,
         EngineKind::Core => bench(&CoreEngine(&m), macs, &cfg)?,
         EngineKind::Cuda => {
             let gpu = BatchRunner::new(&m, EngineKind::Cuda)?;
@@ -552,7 +582,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
     } else {
         let size = match m.precision() {
             Precision::F32 => format!("{} parameters", m.params().len()),
-            Precision::Int8 => format!("int8, {} parameter bytes", m.param_bytes().len()),
+            p => format!("{}, {} parameter bytes", p.name(), m.param_bytes().len()),
         };
         crate::output::print(format_args!(
             "model:       {} ({size})\n{}",
@@ -583,7 +613,7 @@ mod tests {
 
     #[test]
     fn int8_reports_measure_an_int8_peak_in_operations() {
-        let peak = int8_gemm_peak(1, 0.0);
+        let peak = quantized_gemm_peak::<i8>(1, 0.0);
         assert!(peak.is_finite() && peak > 0.0);
         let report = BenchReport {
             engine: "int8".into(),

@@ -28,6 +28,9 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
         dws_core::blob::Precision::Int8 => {
             "int8 (int8 weights and activations, int32 accumulators)"
         }
+        dws_core::blob::Precision::Int16x8 => {
+            "16x8 (int8 weights, int16 activations, int32/int64 accumulators)"
+        }
     };
     let _ = writeln!(s, "precision:        {precision}");
     let mut layer = 0;
@@ -104,6 +107,10 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
             "{} bytes (int8 weights, int32 biases, requantization)",
             model.param_bytes().len()
         ),
+        dws_core::blob::Precision::Int16x8 => format!(
+            "{} bytes (int8 weights, int64 biases, requantization)",
+            model.param_bytes().len()
+        ),
     };
     let _ = writeln!(s, "parameters:       {params}");
     let _ = writeln!(s, "blob bytes:       {blob_bytes}");
@@ -113,12 +120,12 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
         model.scratch_len() * 4,
         model.scratch_len()
     );
-    if model.precision() == dws_core::blob::Precision::Int8 {
-        let l8 = model.layout8();
+    if model.precision().is_quantized() {
+        let l8 = model.qlayout();
         let _ = writeln!(
             s,
-            "  int8 regions:   input {} + activations 2 x {} + resample {} + block outputs {} + accumulator row {} + temporaries {}",
-            l8.x0, l8.act, l8.down + l8.up, l8.ystore, l8.accrow, l8.tmp
+            "  {} regions:   input {} + activations 2 x {} + resample {} + block outputs {} + accumulator row {} + temporaries {}",
+            model.precision().name(), l8.x0, l8.act, l8.down + l8.up, l8.ystore, l8.accrow, l8.tmp
         );
         let _ = writeln!(
             s,

@@ -9,7 +9,7 @@
 //! arithmetic is specified in `docs/int8.md`.
 
 use crate::blob_io::{encode_parts, AlignedBlob};
-use crate::fast::int8::Int8Engine;
+use crate::fast::quantized::QEngine;
 use crate::fast::Isa;
 use anyhow::{anyhow, bail, Context, Result};
 use dws_core::blob::Precision;
@@ -17,7 +17,7 @@ use dws_core::observe::{Observe, Part, Site, Stage};
 use dws_core::plan::{
     Block, DwsLayer, Linear, Map, Mlp, Op, Output, ParamRef, Reduction, SetLayer, SetPooling, Spec,
 };
-use dws_core::quant::{BlockQ, MapQ, MlpQ, Quant, Requant, ResampleQ};
+use dws_core::quant::{BlockQ, LinearQ, LogitScale, MapQ, MlpQ, Quant, Requant, ResampleQ};
 use dws_core::Model;
 use std::collections::{BTreeMap, HashMap};
 
@@ -298,7 +298,9 @@ impl Writer<'_> {
                 hidden(k as u8)?
             };
             let _ = out.layers.push(ql);
-            let _ = q.layers.push(requant(acc as f64 / to as f64)?);
+            let _ = q
+                .layers
+                .push(LinearQ::Tensor(requant(acc as f64 / to as f64)?));
             last_acc = acc;
             s = to;
         }
@@ -391,14 +393,14 @@ impl Writer<'_> {
                 let (fv, av) = self.linear(fc_v, s_x);
                 let (fo, ao) = self.linear(fc_o, s_o);
                 let q = MapQ::Attention {
-                    q: requant(aq as f64 / s_q as f64)?,
-                    k: requant(ak as f64 / s_k as f64)?,
-                    v: requant(av as f64 / s_v as f64)?,
+                    q: LinearQ::Tensor(requant(aq as f64 / s_q as f64)?),
+                    k: LinearQ::Tensor(requant(ak as f64 / s_k as f64)?),
+                    v: LinearQ::Tensor(requant(av as f64 / s_v as f64)?),
                     score: requant(s_q as f64 * s_k as f64 / dv.sqrt() * 256.0)?,
                     o_q: requant(s_q as f64 / s_o as f64)?,
                     o_av: requant(s_v as f64 / (32768.0 * s_o as f64))?,
                     y_o: requant(s_o as f64 / s_y as f64)?,
-                    y_fc: requant(ao as f64 / s_y as f64)?,
+                    y_fc: LinearQ::Tensor(requant(ao as f64 / s_y as f64)?),
                 };
                 (
                     SetLayer::Attention {
@@ -582,7 +584,7 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Quantized> {
                 out.push(Op::Quant(Quant::Head {
                     pooled,
                     mlp: mq,
-                    logit_scale,
+                    logit_scale: LogitScale::Tensor(logit_scale),
                 }));
             }
             Op::Block(_) | Op::Quant(_) => bail!("malformed f32 plan (op {i})"),
@@ -795,7 +797,7 @@ pub fn layer_report(
         let (fm, qm) = (fa.model()?, qa.model()?);
         let n = inputs.len() / fm.input_len();
         let yf = run_f32(&fm, inputs, n, crate::runner::default_threads())?;
-        let yq = Int8Engine::new(&qm, Isa::detect())?.run_batch(
+        let yq = QEngine::new(&qm, Isa::detect())?.run_batch(
             inputs,
             n,
             crate::runner::default_threads(),
@@ -843,7 +845,7 @@ pub fn run_cli(
     let qm = qa.model()?;
     let threads = crate::runner::default_threads();
     let yf = run_f32(model, inputs, n, threads)?;
-    let yq = Int8Engine::new(&qm, Isa::detect())?.run_batch(inputs, n, threads)?;
+    let yq = QEngine::new(&qm, Isa::detect())?.run_batch(inputs, n, threads)?;
     print(format_args!("  output        {:7.2} dB\n", sqnr(&yf, &yq)))?;
     if let Output::Logits { classes } = model.spec().output {
         let c = classes as usize;

@@ -3,11 +3,11 @@
 //! [`run_batch`] runs the core (one input at a time per thread);
 //! [`BatchRunner`] / [`run_batch_with`] route to the engine chosen with
 //! [`EngineKind`]: by default the [`fast`](crate::fast) batched f32 engine, or
-//! for int8 blobs the core's executor with the host's SIMD kernels
-//! ([`fast::int8`](crate::fast::int8)); the core alone when asked; or an
+//! for quantized blobs the core's executor with the host's SIMD kernels
+//! ([`fast::quantized`](crate::fast::quantized)); the core alone when asked; or an
 //! NVIDIA GPU through `dws-cuda` in a dws built with the `cuda` feature.
 
-use crate::fast::int8::Int8Engine;
+use crate::fast::quantized::QEngine;
 use crate::fast::{FastModel, Isa};
 use anyhow::{anyhow, Result};
 use dws_core::blob::Precision;
@@ -18,8 +18,8 @@ use dws_core::Model;
 pub enum EngineKind {
     /// The core's reference executor, one input at a time per thread.
     Core,
-    /// The batched f32 engine (`dws_host::fast`); for int8 blobs, the core's
-    /// executor with the host's SIMD kernels (`dws_host::fast::int8`).
+    /// The batched f32 engine (`dws_host::fast`); for quantized blobs, the
+    /// core's executor with the host's SIMD kernels (`dws_host::fast::quantized`).
     #[default]
     #[value(alias = "cpu")]
     Fast,
@@ -34,8 +34,8 @@ pub enum BatchRunner<'m, 'a> {
     Core(&'m Model<'a>),
     /// The fast engine.
     Fast(FastModel),
-    /// The core's int8 executor with the host's SIMD kernels.
-    Int8(Int8Engine<'m, 'a>),
+    /// The core's quantized executor with the host's SIMD kernels.
+    Quantized(QEngine<'m, 'a>),
     /// The GPU (device 0), loaded once; calls are serialized.
     #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
     Cuda(Box<std::sync::Mutex<dws_cuda::CudaModel>>),
@@ -48,7 +48,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
             EngineKind::Fast if model.precision() == Precision::F32 => {
                 BatchRunner::Fast(FastModel::new(model)?)
             }
-            EngineKind::Fast => BatchRunner::Int8(Int8Engine::new(model, Isa::detect())?),
+            EngineKind::Fast => BatchRunner::Quantized(QEngine::new(model, Isa::detect())?),
             EngineKind::Cuda => cuda_runner(model)?,
             _ => BatchRunner::Core(model),
         })
@@ -59,7 +59,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => run_batch(m, inputs, batch, threads),
             BatchRunner::Fast(f) => f.run_batch(inputs, batch, threads),
-            BatchRunner::Int8(e) => e.run_batch(inputs, batch, threads),
+            BatchRunner::Quantized(e) => e.run_batch(inputs, batch, threads),
             #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(g) => {
                 let mut g = g
@@ -75,7 +75,10 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(_) => "core",
             BatchRunner::Fast(_) => "fast",
-            BatchRunner::Int8(_) => "fast-int8",
+            BatchRunner::Quantized(e) => match e.precision() {
+                Precision::Int16x8 => "fast-16x8",
+                _ => "fast-int8",
+            },
             #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(_) => "cuda",
         }
@@ -86,7 +89,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => m.input_len(),
             BatchRunner::Fast(f) => f.input_len(),
-            BatchRunner::Int8(e) => e.input_len(),
+            BatchRunner::Quantized(e) => e.input_len(),
             #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(g) => g.lock().unwrap_or_else(|p| p.into_inner()).input_len(),
         }
@@ -97,7 +100,7 @@ impl<'m, 'a> BatchRunner<'m, 'a> {
         match self {
             BatchRunner::Core(m) => m.output_len(),
             BatchRunner::Fast(f) => f.output_len(),
-            BatchRunner::Int8(e) => e.output_len(),
+            BatchRunner::Quantized(e) => e.output_len(),
             #[cfg(any(feature = "cuda-13000", feature = "cuda-12080"))]
             BatchRunner::Cuda(g) => g.lock().unwrap_or_else(|p| p.into_inner()).output_len(),
         }

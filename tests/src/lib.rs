@@ -341,7 +341,7 @@ impl Backend for Int8HostBackend {
     fn run(&mut self, f: &Fixture, blob: &[u8]) -> Result<Vec<f32>> {
         let blob = AlignedBlob::from_bytes(blob);
         let m = blob.model()?;
-        let engine = dws_host::fast::int8::Int8Engine::new(&m, self.isa)?;
+        let engine = dws_host::fast::quantized::QEngine::new(&m, self.isa)?;
         if !self.one_at_a_time {
             return engine.run_batch(&f.inputs, f.batch, self.threads);
         }

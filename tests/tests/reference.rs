@@ -1,8 +1,8 @@
 //! The reference suite over the in-process backends, its negative control,
 //! the permutation properties and the freshness of the committed case files.
 
-use dws_core::int8::kernels::Int8Kernels;
 use dws_core::plan::{Op, Output};
+use dws_core::quantized::{Act, Kernels};
 use dws_host::blob_io::{decode, encode, AlignedBlob};
 use dws_host::fast::{FastModel, FastOptions, Isa};
 use dws_reference::permute::{HiddenPermutation, SplitMix};
@@ -127,7 +127,7 @@ fn int8_host_kernels_match_the_golden_outputs_bit_for_bit() {
     }
     // One input on two threads needs two cores (which CI has).
     let m = fixtures[0].int8_blob.model().unwrap();
-    let engine = dws_host::fast::int8::Int8Engine::new(&m, Isa::detect()).unwrap();
+    let engine = dws_host::fast::quantized::QEngine::new(&m, Isa::detect()).unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(engine.pairs(1, 2), cores >= 2);
 }
@@ -142,15 +142,15 @@ struct Split {
     reversed: bool,
 }
 
-impl Int8Kernels for Split {
+impl<A: Act> Kernels<A> for Split {
     fn parallel(&self) -> bool {
         true
     }
 
-    fn join<A, B, RA, RB>(&mut self, scratch: &mut [u8], a: A, b: B) -> (RA, RB)
+    fn join<F, G, RA, RB>(&mut self, scratch: &mut [u8], a: F, b: G) -> (RA, RB)
     where
-        A: FnOnce(&mut Self, &mut [u8]) -> RA + Send,
-        B: FnOnce(&mut Self, &mut [u8]) -> RB + Send,
+        F: FnOnce(&mut Self, &mut [u8]) -> RA + Send,
+        G: FnOnce(&mut Self, &mut [u8]) -> RB + Send,
         RA: Send,
         RB: Send,
     {
@@ -159,9 +159,9 @@ impl Int8Kernels for Split {
             scratch.fill(0xa5);
             return (ra, b(self, scratch));
         }
-        // A 4-aligned part of a byte buffer, as the executor needs.
-        let mut other = vec![0xa5u8; scratch.len() + 4];
-        let at = other.as_ptr().align_offset(4);
+        // An 8-aligned part of a byte buffer, as the executor needs.
+        let mut other = vec![0xa5u8; scratch.len() + 8];
+        let at = other.as_ptr().align_offset(8);
         let rb = b(self, &mut other[at..at + scratch.len()]);
         scratch.fill(0x5a);
         (a(self, scratch), rb)
@@ -179,7 +179,7 @@ fn int8_parts_in_either_order_give_the_same_bits() {
         for x in f.inputs.chunks(m.input_len()) {
             m.run(x, &mut scratch, &mut want).unwrap();
             for reversed in [true, false] {
-                m.run_int8_with(&mut Split { reversed }, x, &mut scratch, &mut got)
+                m.run_quantized_with::<i8>(&mut Split { reversed }, x, &mut scratch, &mut got)
                     .unwrap();
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{} reversed {reversed}", f.name);
@@ -227,6 +227,42 @@ fn int8_is_bit_identical_under_hidden_permutations_and_batch_positions() {
                 "{}",
                 f.name
             );
+        }
+    }
+}
+
+/// Blobs that earlier versions of dws wrote in format 1 (int8 with one weight
+/// scale per tensor; kept in `tests/fixtures/format1` with their golden
+/// outputs) still open and give the same bits on the core and the host.
+#[test]
+fn format1_int8_blobs_run_unchanged() {
+    let dir = dws_reference::fixtures_dir().join("format1");
+    for name in [
+        "clf_ds_fc2_out2",
+        "clf_sab_heads4_mean",
+        "dws_downsample_ds",
+    ] {
+        let blob = AlignedBlob::read(&dir.join(format!("{name}.int8.dws"))).unwrap();
+        let m = blob.model().unwrap();
+        assert_eq!(m.format_version(), 1, "{name}");
+        let case = std::fs::read(dir.join(format!("{name}.case_int8.bin"))).unwrap();
+        let case = dws_core::case::CaseRepr::new_checked(&case).unwrap();
+        let batch = case.batch as usize;
+        let mut inputs = vec![0f32; batch * m.input_len()];
+        for (k, x) in inputs.chunks_mut(m.input_len()).enumerate() {
+            case.input(k, x).unwrap();
+        }
+        let mut core = vec![0f32; batch * m.output_len()];
+        let mut scratch = vec![0f32; m.scratch_len()];
+        for (x, y) in inputs
+            .chunks(m.input_len())
+            .zip(core.chunks_mut(m.output_len()))
+        {
+            m.run(x, &mut scratch, y).unwrap();
+        }
+        let host = dws_host::runner::run_batch(&m, &inputs, batch, 2).unwrap();
+        for out in [core, host] {
+            dws_reference::check_outputs(&case, &out).unwrap();
         }
     }
 }

@@ -39,7 +39,7 @@
 #include <stdint.h>
 
 // The blob format version this library reads (`dws_blob_format_version()`).
-#define DWS_BLOB_FORMAT_VERSION 1
+#define DWS_BLOB_FORMAT_VERSION 2
 
 // Size in 8-byte words of `dws_model` storage.
 #define DWS_MODEL_WORDS 96
@@ -57,6 +57,12 @@
 // flags 1, written by `dws quantize`). `dws_run_f32` quantizes its f32 input
 // at the boundary and returns f32 outputs.
 #define DWS_PRECISION_I8 1
+
+// Model arithmetic "16x8": int8 weights, int16 activations, int32/int64
+// accumulation (blob flags 2, written by `dws quantize --activations int16`).
+// `dws_run_f32` quantizes its f32 input at the boundary and returns f32
+// outputs; `dws_run_i16` takes int16 input.
+#define DWS_PRECISION_I16X8 2
 
 // Size in 8-byte words of `dws_case` storage.
 #define DWS_CASE_WORDS 48
@@ -112,7 +118,7 @@ typedef struct dws_info {
     uint32_t num_classes;
     // Features per output entry of a weight-space model, 0 for a classifier.
     uint32_t output_features;
-    // `DWS_PRECISION_F32` or `DWS_PRECISION_I8`.
+    // `DWS_PRECISION_F32`, `DWS_PRECISION_I8` or `DWS_PRECISION_I16X8`.
     uint32_t precision;
 } dws_info;
 
@@ -331,9 +337,9 @@ dws_status dws_model_info(const struct dws_model *model, struct dws_info *info);
 
 // Runs one inference with f32 input and output.
 //
-// On an f32 model this is the f32 forward pass; on an int8 model
-// (`DWS_PRECISION_I8`) the input is quantized at the boundary and the integer
-// path runs, bit-exact with every other dws backend.
+// On an f32 model this is the f32 forward pass; on an int8 or 16x8 model
+// (`DWS_PRECISION_I8`, `DWS_PRECISION_I16X8`) the input is quantized at the
+// boundary and the integer path runs, bit-exact with every other dws backend.
 //
 // # Parameters
 // - `model`: an opened model.
@@ -376,11 +382,12 @@ dws_status dws_run_f32(const struct dws_model *model,
 //
 // Element `i` of weight-space tensor `t` has the value `input[i] * scales[t]`;
 // tensors are ordered `W_0..W_{L-1}`, then `b_0..b_{L-1}`. The input is brought
-// to the model's own input scales at the boundary (see `docs/int8.md`), then the
-// integer path runs, bit-exact with every dws backend.
+// to the model's own input scales at the boundary (see `docs/quantization.md`),
+// then the integer path runs, bit-exact with every dws backend.
 //
 // # Parameters
-// - `model`: an opened int8 model (`DWS_ERR_WRONG_PRECISION` for an f32 model).
+// - `model`: an opened int8 model (`DWS_ERR_WRONG_PRECISION` for an f32 or
+//   16x8 model; a 16x8 model takes `dws_run_i16`).
 // - `input`: `input_len` int8 values in the layout of `dws_run_f32`'s input; read only.
 // - `input_len`: must equal `dws_model_input_len(model)` (`DWS_ERR_INPUT_LENGTH`).
 // - `scales`: one finite scale per weight-space tensor (`2 * num_weight_matrices`
@@ -407,6 +414,30 @@ dws_status dws_run_i8(const struct dws_model *model,
                       size_t scratch_len,
                       float *output,
                       size_t output_len);
+
+// Runs one inference of a 16x8 model on an input that is already quantized
+// to int16: `dws_run_i8` for int16 values.
+//
+// # Parameters
+// - `model`: an opened 16x8 model (`DWS_ERR_WRONG_PRECISION` otherwise).
+// - `input`: `input_len` int16 values (2-byte aligned, `DWS_ERR_MISALIGNED`)
+//   in the layout of `dws_run_f32`'s input; read only.
+// - the rest as for `dws_run_i8`.
+//
+// # Returns
+// As `dws_run_i8`.
+//
+// # Safety
+// As `dws_run_i8`, with `input` pointing to `input_len` readable int16 values.
+dws_status dws_run_i16(const struct dws_model *model,
+                       const int16_t *input,
+                       size_t input_len,
+                       const float *scales,
+                       size_t n_scales,
+                       float *scratch,
+                       size_t scratch_len,
+                       float *output,
+                       size_t output_len);
 
 // Opens a reference case file (`case.bin` or `case_int8.bin`, a postcard
 // `dws_core::case::CaseRepr`).

@@ -24,6 +24,7 @@ use core::{ptr, slice};
 use dws_core::blob::Precision;
 use dws_core::case::CaseRepr;
 use dws_core::plan::Output;
+use dws_core::quantized::Act;
 use dws_core::{Error, Model};
 
 // ---------------------------------------------------------------------------
@@ -157,7 +158,7 @@ pub extern "C" fn dws_status_string(status: dws_status) -> *const c_char {
 // ---------------------------------------------------------------------------
 
 /// The blob format version this library reads (`dws_blob_format_version()`).
-pub const DWS_BLOB_FORMAT_VERSION: u16 = 1;
+pub const DWS_BLOB_FORMAT_VERSION: u16 = 2;
 const _: () = assert!(DWS_BLOB_FORMAT_VERSION == dws_core::blob::FORMAT_VERSION);
 
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
@@ -455,6 +456,11 @@ pub const DWS_PRECISION_F32: u32 = 0;
 /// flags 1, written by `dws quantize`). `dws_run_f32` quantizes its f32 input
 /// at the boundary and returns f32 outputs.
 pub const DWS_PRECISION_I8: u32 = 1;
+/// Model arithmetic "16x8": int8 weights, int16 activations, int32/int64
+/// accumulation (blob flags 2, written by `dws quantize --activations int16`).
+/// `dws_run_f32` quantizes its f32 input at the boundary and returns f32
+/// outputs; `dws_run_i16` takes int16 input.
+pub const DWS_PRECISION_I16X8: u32 = 2;
 
 /// What an opened model computes and needs (`dws_model_info` fills it in).
 #[repr(C)]
@@ -485,7 +491,7 @@ pub struct dws_info {
     pub num_classes: u32,
     /// Features per output entry of a weight-space model, 0 for a classifier.
     pub output_features: u32,
-    /// `DWS_PRECISION_F32` or `DWS_PRECISION_I8`.
+    /// `DWS_PRECISION_F32`, `DWS_PRECISION_I8` or `DWS_PRECISION_I16X8`.
     pub precision: u32,
 }
 
@@ -544,6 +550,7 @@ pub unsafe extern "C" fn dws_model_info(
         precision: match m.precision() {
             Precision::F32 => DWS_PRECISION_F32,
             Precision::Int8 => DWS_PRECISION_I8,
+            Precision::Int16x8 => DWS_PRECISION_I16X8,
         },
     };
     // SAFETY: `info` is non-null and aligned (checked above) and points to writable
@@ -554,9 +561,9 @@ pub unsafe extern "C" fn dws_model_info(
 
 /// Runs one inference with f32 input and output.
 ///
-/// On an f32 model this is the f32 forward pass; on an int8 model
-/// (`DWS_PRECISION_I8`) the input is quantized at the boundary and the integer
-/// path runs, bit-exact with every other dws backend.
+/// On an f32 model this is the f32 forward pass; on an int8 or 16x8 model
+/// (`DWS_PRECISION_I8`, `DWS_PRECISION_I16X8`) the input is quantized at the
+/// boundary and the integer path runs, bit-exact with every other dws backend.
 ///
 /// # Parameters
 /// - `model`: an opened model.
@@ -667,11 +674,12 @@ unsafe fn run_f32(
 ///
 /// Element `i` of weight-space tensor `t` has the value `input[i] * scales[t]`;
 /// tensors are ordered `W_0..W_{L-1}`, then `b_0..b_{L-1}`. The input is brought
-/// to the model's own input scales at the boundary (see `docs/int8.md`), then the
-/// integer path runs, bit-exact with every dws backend.
+/// to the model's own input scales at the boundary (see `docs/quantization.md`),
+/// then the integer path runs, bit-exact with every dws backend.
 ///
 /// # Parameters
-/// - `model`: an opened int8 model (`DWS_ERR_WRONG_PRECISION` for an f32 model).
+/// - `model`: an opened int8 model (`DWS_ERR_WRONG_PRECISION` for an f32 or
+///   16x8 model; a 16x8 model takes `dws_run_i16`).
 /// - `input`: `input_len` int8 values in the layout of `dws_run_f32`'s input; read only.
 /// - `input_len`: must equal `dws_model_input_len(model)` (`DWS_ERR_INPUT_LENGTH`).
 /// - `scales`: one finite scale per weight-space tensor (`2 * num_weight_matrices`
@@ -703,7 +711,7 @@ pub unsafe extern "C" fn dws_run_i8(
 ) -> dws_status {
     // SAFETY: forwarded caller contract.
     status(unsafe {
-        run_i8(
+        run_q(
             model,
             input,
             input_len,
@@ -717,14 +725,56 @@ pub unsafe extern "C" fn dws_run_i8(
     })
 }
 
-/// `dws_run_i8` with `?`.
+/// Runs one inference of a 16x8 model on an input that is already quantized
+/// to int16: `dws_run_i8` for int16 values.
+///
+/// # Parameters
+/// - `model`: an opened 16x8 model (`DWS_ERR_WRONG_PRECISION` otherwise).
+/// - `input`: `input_len` int16 values (2-byte aligned, `DWS_ERR_MISALIGNED`)
+///   in the layout of `dws_run_f32`'s input; read only.
+/// - the rest as for `dws_run_i8`.
+///
+/// # Returns
+/// As `dws_run_i8`.
 ///
 /// # Safety
-/// As `dws_run_i8`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_i8(
+/// As `dws_run_i8`, with `input` pointing to `input_len` readable int16 values.
+#[no_mangle]
+pub unsafe extern "C" fn dws_run_i16(
     model: *const dws_model,
-    input: *const i8,
+    input: *const i16,
+    input_len: usize,
+    scales: *const f32,
+    n_scales: usize,
+    scratch: *mut f32,
+    scratch_len: usize,
+    output: *mut f32,
+    output_len: usize,
+) -> dws_status {
+    // SAFETY: forwarded caller contract.
+    status(unsafe {
+        run_q(
+            model,
+            input,
+            input_len,
+            scales,
+            n_scales,
+            scratch,
+            scratch_len,
+            output,
+            output_len,
+        )
+    })
+}
+
+/// `dws_run_i8` and `dws_run_i16` with `?`: a quantized input of `A`.
+///
+/// # Safety
+/// As `dws_run_i8`, with `input` pointing to `input_len` readable values of `A`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_q<A: Act>(
+    model: *const dws_model,
+    input: *const A,
     input_len: usize,
     scales: *const f32,
     n_scales: usize,
@@ -738,8 +788,11 @@ unsafe fn run_i8(
     if input.is_null() || scales.is_null() || scratch.is_null() || output.is_null() {
         return Err(DWS_ERR_NULL);
     }
-    if m.precision() != dws_core::blob::Precision::Int8 {
+    if m.precision() != A::PRECISION {
         return Err(DWS_ERR_WRONG_PRECISION);
+    }
+    if !input.is_aligned() {
+        return Err(DWS_ERR_MISALIGNED);
     }
     let (ni, ns, no) = (m.input_len(), m.scratch_len(), m.output_len());
     if input_len != ni {
@@ -754,6 +807,10 @@ unsafe fn run_i8(
     if n_scales != 2 * m.spec().dims.len().saturating_sub(1) {
         return Err(DWS_ERR_INPUT_LENGTH);
     }
+    if !fits::<A>(ni) {
+        return Err(DWS_ERR_INVALID_ARGUMENT);
+    }
+    let a = size_of::<A>();
     let (scratch_c, output_c) = (scratch.cast_const(), output.cast_const());
     let (input_b, scratch_b, output_b, scales_b) = (
         input.cast::<u8>(),
@@ -761,8 +818,8 @@ unsafe fn run_i8(
         output_c.cast::<u8>(),
         scales.cast::<u8>(),
     );
-    if overlaps(input_b, ni, scratch_b, 4 * ns)
-        || overlaps(input_b, ni, output_b, 4 * no)
+    if overlaps(input_b, a * ni, scratch_b, 4 * ns)
+        || overlaps(input_b, a * ni, output_b, 4 * no)
         || overlaps(scratch_c, ns, output_c, no)
         || overlaps(scales_b, 4 * n_scales, scratch_b, 4 * ns)
         || overlaps(scales_b, 4 * n_scales, output_b, 4 * no)
@@ -771,11 +828,9 @@ unsafe fn run_i8(
     {
         return Err(DWS_ERR_OVERLAP);
     }
-    if !fits::<i8>(ni) {
-        return Err(DWS_ERR_INVALID_ARGUMENT);
-    }
-    // SAFETY: `input` is non-null (checked) and points to `input_len == ni`
-    // readable bytes (caller contract); i8 has alignment 1; `ni <= isize::MAX` (checked).
+    // SAFETY: `input` is non-null and aligned (checked) and points to
+    // `input_len == ni` readable values (caller contract); `ni * size_of::<A>()
+    // <= isize::MAX` (checked).
     let input = unsafe { slice::from_raw_parts(input, ni) };
     // SAFETY: the caller provides `n_scales` readable floats at `scales`, and
     // `scratch_len >= ns` and `output_len >= no` writable floats at `scratch` and

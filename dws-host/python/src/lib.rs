@@ -15,7 +15,7 @@ use dws_core::plan::Output;
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
 use dws_host::dataset::{self, Entry};
-use dws_host::fast::int8::{Int8Engine, Int8Spares};
+use dws_host::fast::quantized::{QEngine, QSpares};
 use dws_host::fast::{FastModel, Isa};
 use dws_host::tensors::{self, Tensor, TensorMap};
 use dws_host::{convert, inspect, quantize, runner, weight_space};
@@ -371,8 +371,8 @@ struct Model {
     params: usize,
     /// The batched f32 engine (packed once here); `None` for int8 models and on the GPU.
     fast: Option<FastModel>,
-    /// The int8 kernels (with their packed weights) kept between calls.
-    int8_spares: Arc<Int8Spares>,
+    /// The quantized kernels (with their packed weights) kept between calls.
+    q_spares: Arc<QSpares>,
     /// The model on the GPU (`device="cuda"`).
     gpu: Option<gpu::Gpu>,
 }
@@ -402,7 +402,7 @@ impl Model {
             device: if gpu.is_some() { "cuda" } else { "cpu" }.into(),
             gpu,
             fast,
-            int8_spares: Arc::default(),
+            q_spares: Arc::default(),
             threads,
             path,
             dims: m.dims().to_vec(),
@@ -415,7 +415,7 @@ impl Model {
             macs: m.layout().macs,
             params: match m.precision() {
                 Precision::F32 => m.params().len(),
-                Precision::Int8 => m.param_bytes().len(),
+                Precision::Int8 | Precision::Int16x8 => m.param_bytes().len(),
             },
             loaded,
         })
@@ -442,8 +442,8 @@ impl Model {
             (Some(g), _) => gpu::run(g, data, batch),
             (None, Some(f)) => f.run_batch(data, batch, threads),
             (None, None) => {
-                let spares = Arc::clone(&self.int8_spares);
-                Int8Engine::with_spares(self.core(), Isa::detect(), spares)?
+                let spares = Arc::clone(&self.q_spares);
+                QEngine::with_spares(self.core(), Isa::detect(), spares)?
                     .run_batch(data, batch, threads)
             }
         }
@@ -705,12 +705,13 @@ impl Model {
         }
     }
 
-    /// ``"f32"`` or ``"int8"``.
+    /// ``"f32"``, ``"int8"`` or ``"16x8"``.
     #[getter]
     fn precision(&self) -> &'static str {
         match self.precision {
             Precision::F32 => "f32",
             Precision::Int8 => "int8",
+            Precision::Int16x8 => "16x8",
         }
     }
 

@@ -20,9 +20,9 @@
 pub mod attention;
 mod exec;
 pub mod gemm;
-pub mod int8;
 mod ops;
 mod prepare;
+pub mod quantized;
 pub mod simd;
 
 use anyhow::{anyhow, bail, Result};

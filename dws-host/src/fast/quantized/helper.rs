@@ -1,5 +1,5 @@
 //! A second thread for one input at a time: it runs the second part of every
-//! [`Int8Kernels::join`](dws_core::int8::kernels::Int8Kernels::join) while the
+//! [`Kernels::join`](dws_core::quantized::Kernels::join) while the
 //! calling thread runs the first, so that a single input uses two cores.
 //!
 //! The executor joins twice per destination tensor of every layer (the blocks'
@@ -11,7 +11,7 @@
 //! takes it back and runs it itself, so a busy machine costs at most the
 //! one-thread time, not the wait for the helper.
 
-use super::HostInt8;
+use super::HostQ;
 use crate::fast::Isa;
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -21,7 +21,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 /// The second part of a join, borrowing data that lives for `'j`.
-type Part<'j> = Box<dyn FnOnce(&mut HostInt8, &mut [u8]) + Send + 'j>;
+type Part<'j> = Box<dyn FnOnce(&mut HostQ, &mut [u8]) + Send + 'j>;
 
 /// A part as the helper holds it (see the SAFETY comment in [`Helper::run`]).
 type Job = Part<'static>;
@@ -88,7 +88,7 @@ impl Helper {
         let serving = Arc::clone(&shared);
         let t = thread::Builder::new()
             .name("dws-int8-helper".into())
-            .spawn(move || serving.serve(&mut HostInt8::new(isa)))
+            .spawn(move || serving.serve(&mut HostQ::new(isa)))
             .ok()?;
         let _ = shared.thread.set(t.thread().clone());
         Some(Helper {
@@ -110,10 +110,10 @@ impl Helper {
     /// `here` is done, `there` runs here after it, with `k` and `scratch`.
     pub fn run<'j, R>(
         &mut self,
-        k: &mut HostInt8,
+        k: &mut HostQ,
         scratch: &mut [u8],
-        there: impl FnOnce(&mut HostInt8, &mut [u8]) + Send + 'j,
-        here: impl FnOnce(&mut HostInt8, &mut [u8]) -> R,
+        there: impl FnOnce(&mut HostQ, &mut [u8]) + Send + 'j,
+        here: impl FnOnce(&mut HostQ, &mut [u8]) -> R,
     ) -> R {
         let bytes = scratch.len();
         let shared = &*self.shared;
@@ -172,8 +172,9 @@ impl Drop for Helper {
 
 impl Shared {
     /// The helper thread's loop: runs each job, until the handle is dropped.
-    fn serve(&self, k: &mut HostInt8) {
-        let mut scratch: Vec<u32> = Vec::new();
+    fn serve(&self, k: &mut HostQ) {
+        // 8-aligned, as a 16x8 executor's scratch must be.
+        let mut scratch: Vec<u64> = Vec::new();
         loop {
             wait_for(
                 || self.state.load(Ordering::Acquire) == READY || self.quit.load(Ordering::Acquire),
@@ -194,7 +195,7 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             if let Some((job, bytes)) = job {
-                scratch.resize(bytes.div_ceil(4), 0);
+                scratch.resize(bytes.div_ceil(8), 0);
                 let s = &mut bytemuck::cast_slice_mut(&mut scratch)[..bytes];
                 // The job is consumed (dropped) here, before DONE, even if it panics.
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| job(k, s))) {
@@ -257,10 +258,20 @@ impl Drop for Wait<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dws_core::int8::kernels::Int8Kernels;
+    use dws_core::quantized::Kernels;
 
-    fn paired() -> HostInt8 {
-        let mut k = HostInt8::new(Isa::detect());
+    /// `Kernels::join` of the int8 kernels (the 16x8 ones run the same code).
+    fn join<RA: Send, RB: Send>(
+        k: &mut HostQ,
+        scratch: &mut [u8],
+        a: impl FnOnce(&mut HostQ, &mut [u8]) -> RA + Send,
+        b: impl FnOnce(&mut HostQ, &mut [u8]) -> RB + Send,
+    ) -> (RA, RB) {
+        Kernels::<i8>::join(k, scratch, a, b)
+    }
+
+    fn paired() -> HostQ {
+        let mut k = HostQ::new(Isa::detect());
         k.helper = Some(Helper::spawn(Isa::detect()).expect("a helper thread"));
         k
     }
@@ -273,7 +284,8 @@ mod tests {
         let mut scratch = vec![0u8; 64];
         let main = thread::current().id();
         for round in 0..20u8 {
-            let (a, b) = k.join(
+            let (a, b) = join(
+                &mut k,
                 &mut scratch,
                 |_, s| {
                     s.fill(round);
@@ -303,7 +315,8 @@ mod tests {
             if round % 10 == 0 {
                 thread::sleep(SPIN * 3); // the helper parks
             }
-            let (a, b) = k.join(
+            let (a, b) = join(
+                &mut k,
                 &mut scratch,
                 |_, s| (thread::current().id(), s.len()),
                 |_, s| {
@@ -326,11 +339,13 @@ mod tests {
     fn a_join_inside_a_part_runs_on_the_calling_thread() {
         let mut k = paired();
         let mut scratch = vec![0u8; 8];
-        let (inner, ()) = k.join(
+        let (inner, ()) = join(
+            &mut k,
             &mut scratch,
             |k, s| {
                 let here = thread::current().id();
-                let (x, y) = k.join(
+                let (x, y) = join(
+                    k,
                     s,
                     |_, _| thread::current().id(),
                     |_, _| thread::current().id(),
@@ -347,7 +362,8 @@ mod tests {
         let mut k = paired();
         let mut scratch = vec![0u8; 8];
         let caught = catch_unwind(AssertUnwindSafe(|| {
-            k.join(
+            join(
+                &mut k,
                 &mut scratch,
                 |_, _| 1,
                 |_, _| -> i32 { panic!("in the second part") },
@@ -355,6 +371,6 @@ mod tests {
         }));
         assert!(caught.is_err());
         assert!(k.helper.is_some());
-        assert_eq!(k.join(&mut scratch, |_, _| 1, |_, _| 2), (1, 2));
+        assert_eq!(join(&mut k, &mut scratch, |_, _| 1, |_, _| 2), (1, 2));
     }
 }

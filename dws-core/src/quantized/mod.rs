@@ -1,53 +1,98 @@
-//! The int8 path: validation and memory layout of int8 plans, and their executor.
+//! The quantized paths (int8 and 16x8): validation and memory layout of
+//! quantized plans, and their executor.
 //!
-//! An int8 plan is an f32 plan whose ops are each followed by a
-//! [`Quant`] record, with int8 weights, int32 biases and fixed-point
-//! requantizations; `docs/int8.md` specifies the arithmetic. The executor
-//! streams every DWS layer destination tensor by destination tensor and row by
-//! row, so it never holds an int32 accumulator per tensor.
+//! A quantized plan is an f32 plan whose ops are each followed by a
+//! [`Quant`] record, with int8 weights, integer biases and fixed-point
+//! requantizations; `docs/quantization.md` specifies the arithmetic. Both
+//! modes share every line of the executor and kernels, written over the
+//! activation type ([`Act`]: `i8` or `i16`). The executor streams every DWS
+//! layer destination tensor by destination tensor and row by row, so it never
+//! holds an accumulator per tensor.
 
+mod act;
 mod exec;
 pub mod kernels;
 
-pub(crate) use exec::run8;
+pub use act::{dot_acc, Accum, Act};
+pub(crate) use exec::run_q;
 pub use exec::Input;
+pub use kernels::{AttentionQ, Kernels, Portable};
 
 use crate::kernels::block::{block_macs, Dims};
 use crate::kernels::linear::mlp_macs;
 use crate::plan::{DwsLayer, Map, Mlp, Op, Output, ParamRef, SetAxis, SetLayer, Spec, MAX_TENSORS};
-use crate::quant::{MapQ, MlpQ, Quant, Requant};
+use crate::quant::{LinearQ, LogitScale, MapQ, MlpQ, Quant, Requant, Requants};
 use crate::shape::Shape;
 use crate::validate::{block_dims, elems, head_width, Checker, Kind, Layout};
 use crate::{Error, Ops};
-use kernels::{mlp8_tmp_len, set8_tmp_len};
+use core::mem::size_of;
+use kernels::{mlp_tmp_len, pad, set_tmp_len};
 
 /// Most blocks that target one tensor in one layer.
 pub const MAX_GROUP: usize = 64;
 
-/// The parameter section of an int8 model: refs are byte offsets.
-#[derive(Debug, Clone, Copy)]
-pub struct P8<'a>(pub &'a [u8]);
+/// Most entries of one weight-space tensor in a 16x8 plan: sums of that many
+/// int16 values (pooling) fit in int32.
+pub const MAX_CELLS_16X8: usize = 1 << 16;
 
-impl<'a> P8<'a> {
+/// The alignment of every scratch region of `A`'s mode (4 bytes; 8 in 16x8
+/// mode, whose scores are `i64`).
+pub fn align<A: Act>() -> usize {
+    core::mem::align_of::<A::Acc>().max(4)
+}
+
+/// The parameter section of a quantized model: refs are byte offsets.
+#[derive(Debug, Clone, Copy)]
+pub struct QParams<'a>(pub &'a [u8]);
+
+impl<'a> QParams<'a> {
+    fn bytes(&self, r: ParamRef, size: usize) -> &'a [u8] {
+        &self.0[r.offset as usize..r.offset as usize + size * r.len as usize]
+    }
+
     /// int8 values.
     pub fn i8s(&self, r: ParamRef) -> &'a [i8] {
-        bytemuck::cast_slice(&self.0[r.offset as usize..r.offset as usize + r.len as usize])
+        bytemuck::cast_slice(self.bytes(r, 1))
     }
 
     /// int32 values (4-aligned, checked at validation).
     pub fn i32s(&self, r: ParamRef) -> &'a [i32] {
-        bytemuck::cast_slice(&self.0[r.offset as usize..r.offset as usize + 4 * r.len as usize])
+        bytemuck::cast_slice(self.bytes(r, 4))
     }
 
     /// f32 values (4-aligned, checked at validation).
     pub fn f32s(&self, r: ParamRef) -> &'a [f32] {
-        bytemuck::cast_slice(&self.0[r.offset as usize..r.offset as usize + 4 * r.len as usize])
+        bytemuck::cast_slice(self.bytes(r, 4))
+    }
+
+    /// Biases or offsets of `A`'s mode (aligned to their size, checked at validation).
+    pub fn wides<A: Act>(&self, r: ParamRef) -> &'a [A::Wide] {
+        bytemuck::cast_slice(self.bytes(r, size_of::<A::Wide>()))
+    }
+
+    /// The requantizations of a linear layer.
+    pub fn requants(&self, q: &LinearQ) -> Requants<'a> {
+        match *q {
+            LinearQ::Tensor(r) => Requants::One(r),
+            LinearQ::Channel { m, shift } => Requants::Channel {
+                m: self.i32s(m),
+                shift,
+            },
+        }
+    }
+
+    /// The real value of one unit of logit `o`.
+    pub fn logit_scale(&self, s: &LogitScale, o: usize) -> f32 {
+        match *s {
+            LogitScale::Tensor(v) => v,
+            LogitScale::Channel(r) => self.f32s(r)[o],
+        }
     }
 }
 
-/// Byte sizes of the int8 scratch regions (each a multiple of 4).
+/// Byte sizes of the quantized scratch regions (each a multiple of [`align`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Layout8 {
+pub struct QLayout {
     /// The quantized input.
     pub x0: usize,
     /// Each of the two activation buffers.
@@ -62,17 +107,23 @@ pub struct Layout8 {
     pub accrow: usize,
     /// Temporaries of one step.
     pub tmp: usize,
+    /// Bytes before the first region to align a 4-aligned scratch to
+    /// [`align`] (4 in 16x8 mode, 0 in int8 mode).
+    pub slack: usize,
 }
 
-impl Layout8 {
+impl QLayout {
     /// Total bytes.
     pub fn bytes(&self) -> usize {
-        self.x0 + 2 * self.act + self.down + self.up + self.ystore + self.accrow + self.tmp
+        self.slack
+            + self.x0
+            + 2 * self.act
+            + self.down
+            + self.up
+            + self.ystore
+            + self.accrow
+            + self.tmp
     }
-}
-
-fn pad(n: usize) -> usize {
-    n.next_multiple_of(4)
 }
 
 fn check(cond: bool, what: &'static str) -> Result<(), Error> {
@@ -90,25 +141,44 @@ fn requants_ok(r: &[Requant]) -> Result<(), Error> {
     )
 }
 
-fn mlpq_ok(m: &Mlp, q: &MlpQ) -> Result<(), Error> {
+/// Checks a linear layer's requantization against its `fout` outputs.
+fn linearq_ok(c: &Checker, p: &[u8], q: &LinearQ, fout: u32) -> Result<(), Error> {
+    match *q {
+        LinearQ::Tensor(r) => requants_ok(&[r]),
+        LinearQ::Channel { m, shift } => {
+            c.param_of(m, fout as usize, Kind::I32)?;
+            let ms: &[i32] =
+                bytemuck::cast_slice(&p[m.offset as usize..m.offset as usize + 4 * m.len as usize]);
+            check(
+                (1..=62).contains(&shift) && ms.iter().all(|m| *m >= 0),
+                "malformed requantization multiplier",
+            )
+        }
+    }
+}
+
+fn mlpq_ok(c: &Checker, p: &[u8], m: &Mlp, q: &MlpQ) -> Result<(), Error> {
     check(
         q.layers.len() == m.layers.len(),
         "MLP quantization does not match the MLP",
     )?;
-    requants_ok(&q.layers)
+    m.layers
+        .iter()
+        .zip(&q.layers)
+        .try_for_each(|(l, q)| linearq_ok(c, p, q, l.fout))
 }
 
-fn mapq_ok(map: &Map, q: &MapQ) -> Result<(), Error> {
+fn mapq_ok(c: &Checker, p: &[u8], map: &Map, q: &MapQ) -> Result<(), Error> {
     match (map, q) {
-        (Map::Mlp(m), MapQ::Mlp(mq)) => mlpq_ok(m, mq),
-        (Map::Set(s), q) => setq_ok(s, q),
+        (Map::Mlp(m), MapQ::Mlp(mq)) => mlpq_ok(c, p, m, mq),
+        (Map::Set(s), q) => setq_ok(c, p, s, q),
         _ => Err(Error::InvalidPlan(
             "map quantization does not match the map",
         )),
     }
 }
 
-fn setq_ok(s: &SetLayer, q: &MapQ) -> Result<(), Error> {
+fn setq_ok(c: &Checker, p: &[u8], s: &SetLayer, q: &MapQ) -> Result<(), Error> {
     match (s, q) {
         (
             SetLayer::DeepSets { gamma, lambda, .. },
@@ -119,12 +189,18 @@ fn setq_ok(s: &SetLayer, q: &MapQ) -> Result<(), Error> {
                 lambda: l,
             },
         ) => {
-            mlpq_ok(gamma, g)?;
-            mlpq_ok(lambda, l)?;
+            mlpq_ok(c, p, gamma, g)?;
+            mlpq_ok(c, p, lambda, l)?;
             requants_ok(&[*pooled, *score])
         }
         (
-            SetLayer::Attention { .. },
+            SetLayer::Attention {
+                fc_q,
+                fc_k,
+                fc_v,
+                fc_o,
+                ..
+            },
             MapQ::Attention {
                 q,
                 k,
@@ -135,38 +211,48 @@ fn setq_ok(s: &SetLayer, q: &MapQ) -> Result<(), Error> {
                 y_o,
                 y_fc,
             },
-        ) => requants_ok(&[*q, *k, *v, *score, *o_q, *o_av, *y_o, *y_fc]),
+        ) => {
+            linearq_ok(c, p, q, fc_q.fout)?;
+            linearq_ok(c, p, k, fc_k.fout)?;
+            linearq_ok(c, p, v, fc_v.fout)?;
+            linearq_ok(c, p, y_fc, fc_o.fout)?;
+            requants_ok(&[*score, *o_q, *o_av, *y_o])
+        }
         _ => Err(Error::InvalidPlan(
             "set layer quantization does not match the set layer",
         )),
     }
 }
 
-fn next_quant(ops: &mut Ops<'_>) -> Result<Quant, Error> {
+pub(crate) fn next_quant(ops: &mut Ops<'_>) -> Result<Quant, Error> {
     match ops.next() {
         Some(Ok(Op::Quant(q))) => Ok(q),
         Some(Err(e)) => Err(e),
-        _ => Err(Error::InvalidPlan("int8 plan lacks a quantization record")),
+        _ => Err(Error::InvalidPlan(
+            "quantized plan lacks a quantization record",
+        )),
     }
 }
 
 /// Bytes to compute a block's map output (everything but the output itself).
-pub(crate) fn block8_tmp(map: &Map, d: &Dims) -> usize {
-    pad(d.n * d.k)
+pub(crate) fn block_tmp<A: Act>(map: &Map, d: &Dims) -> usize {
+    pad::<A>(d.n * d.k * size_of::<A>())
         + match map {
-            Map::Mlp(m) => pad(mlp8_tmp_len(m, d.n)),
-            Map::Set(s) => set8_tmp_len(s, d.n, d.k),
+            Map::Mlp(m) => pad::<A>(mlp_tmp_len::<A>(m, d.n)),
+            Map::Set(s) => set_tmp_len::<A>(s, d.n, d.k),
         }
 }
 
 /// Bytes to run a cell-wise block on one destination row of `cols` entries.
-pub(crate) fn cells8_tmp(m: &Mlp, cols: usize, fin: usize, fout: usize) -> usize {
-    pad(cols * fin) + pad(mlp8_tmp_len(m, cols)) + pad(cols * fout)
+pub(crate) fn cells_tmp<A: Act>(m: &Mlp, cols: usize, fin: usize, fout: usize) -> usize {
+    let a = size_of::<A>();
+    pad::<A>(cols * fin * a) + pad::<A>(mlp_tmp_len::<A>(m, cols)) + pad::<A>(cols * fout * a)
 }
 
 /// Bytes to resample `W_0` per feature with a set layer (`din -> dout` rows over `d1`).
-pub(crate) fn resample8_tmp(s: &SetLayer, din: usize, dout: usize, d1: usize) -> usize {
-    pad(d1 * din) + pad(d1 * dout) + set8_tmp_len(s, d1, din)
+pub(crate) fn resample_tmp<A: Act>(s: &SetLayer, din: usize, dout: usize, d1: usize) -> usize {
+    let a = size_of::<A>();
+    pad::<A>(d1 * din * a) + pad::<A>(d1 * dout * a) + set_tmp_len::<A>(s, d1, din)
 }
 
 /// Whether a block maps every entry on its own (computed row by row).
@@ -174,26 +260,40 @@ pub(crate) fn is_cellwise(b: &crate::plan::Block) -> bool {
     b.set_axis == SetAxis::Cells
 }
 
-/// Validates an int8 plan and computes its layout.
-pub(crate) fn validate8(
+/// Validates a quantized plan with activations `A` over the parameter
+/// section `p` and computes its layout.
+pub(crate) fn validate_q<A: Act>(
     s: &Spec,
     shape: &Shape,
     mut ops: Ops<'_>,
-    params_len: usize,
-) -> Result<(Layout, Layout8), Error> {
+    p: &[u8],
+) -> Result<(Layout, QLayout), Error> {
     let c = Checker {
-        params_len: params_len as u64,
-        int8: true,
+        params_len: p.len() as u64,
+        quantized: true,
+        wide: if size_of::<A::Wide>() == 8 {
+            Kind::I64
+        } else {
+            Kind::I32
+        },
     };
+    let a = size_of::<A>();
     let t = shape.tensors();
     let cells = shape.total_cells();
+    if A::MAX > 127 {
+        check(
+            (0..t).all(|i| shape.cells(i) <= MAX_CELLS_16X8),
+            "a 16x8 plan's tensors have at most 65,536 entries",
+        )?;
+    }
     let mut lay = Layout {
         input_len: cells * s.input_features as usize,
         ..Layout::default()
     };
-    let mut l8 = Layout8 {
-        x0: pad(lay.input_len),
-        ..Layout8::default()
+    let mut l8 = QLayout {
+        x0: pad::<A>(lay.input_len * a),
+        slack: align::<A>() - 4,
+        ..QLayout::default()
     };
     let mut feats = s.input_features as usize;
     let mut seen_dws = false;
@@ -215,7 +315,7 @@ pub(crate) fn validate8(
         if !input_done {
             let Op::Quant(Quant::Input { scales }) = &op else {
                 return Err(Error::InvalidPlan(
-                    "int8 plan must start with the input scales",
+                    "quantized plan must start with the input scales",
                 ));
             };
             check(scales.len() == t, "one input scale per tensor")?;
@@ -235,8 +335,9 @@ pub(crate) fn validate8(
                 };
                 check(out.len() == t, "one output requantization per tensor")?;
                 requants_ok(&out)?;
-                layer8(
+                layer_q::<A>(
                     &c,
+                    p,
                     &l,
                     resample.as_ref(),
                     shape,
@@ -245,7 +346,9 @@ pub(crate) fn validate8(
                     &mut l8,
                 )?;
                 feats = l.fout as usize;
-                l8.act = l8.act.max(pad(elems(cells as u64 * feats as u64)?));
+                l8.act = l8
+                    .act
+                    .max(pad::<A>(elems(cells as u64 * feats as u64)? * a));
                 lay.act_len = l8.act;
                 lay.dws_layers += 1;
                 seen_dws = true;
@@ -253,7 +356,7 @@ pub(crate) fn validate8(
             Op::Affine { scale, shift } => {
                 check(seen_dws, "affine before the first DWS layer")?;
                 c.param_of(scale, t * feats, Kind::I32)?;
-                c.param_of(shift, t * feats, Kind::I32)?;
+                c.param_of(shift, t * feats, c.wide)?;
                 let Quant::Affine { shift } = next_quant(&mut ops)? else {
                     return Err(Error::InvalidPlan("affine without its quantization"));
                 };
@@ -268,7 +371,7 @@ pub(crate) fn validate8(
                 )?;
                 c.param_of(l.weight, (l.fin * l.fout) as usize, Kind::I8)?;
                 if let Some(b) = l.bias {
-                    c.param_of(b, t * feats, Kind::I32)?;
+                    c.param_of(b, t * feats, c.wide)?;
                 }
                 let Quant::Skip { cur, lin } = next_quant(&mut ops)? else {
                     return Err(Error::InvalidPlan("skip without its quantization"));
@@ -300,15 +403,24 @@ pub(crate) fn validate8(
                     "one head requantization per pooled segment",
                 )?;
                 requants_ok(&pooled)?;
-                mlpq_ok(&h.mlp, &mlp)?;
-                check(logit_scale.is_finite(), "logit scale is not finite")?;
+                mlpq_ok(&c, p, &h.mlp, &mlp)?;
+                let finite = match logit_scale {
+                    LogitScale::Tensor(v) => v.is_finite(),
+                    LogitScale::Channel(r) => {
+                        c.param_of(r, out, Kind::F32)?;
+                        QParams(p).f32s(r).iter().all(|v| v.is_finite())
+                    }
+                };
+                check(finite, "logit scale is not finite")?;
                 check(
                     matches!(s.output, Output::Logits { classes } if classes as usize == out),
                     "head width differs from the class count",
                 )?;
-                l8.tmp = l8
-                    .tmp
-                    .max(pad(width) + 4 * feats + pad(mlp8_tmp_len(&h.mlp, 1)));
+                l8.tmp = l8.tmp.max(
+                    pad::<A>(width * a)
+                        + pad::<A>(4 * feats)
+                        + pad::<A>(mlp_tmp_len::<A>(&h.mlp, 1)),
+                );
                 lay.macs = lay.macs.saturating_add(mlp_macs(&h.mlp, 1));
                 lay.output_len = out;
                 done = true;
@@ -333,21 +445,24 @@ pub(crate) fn validate8(
             Op::Quant(_) => return Err(Error::InvalidPlan("unexpected quantization record")),
         }
     }
-    check(done, "int8 plan does not end with its output")?;
+    check(done, "quantized plan does not end with its output")?;
     Ok((lay, l8))
 }
 
 /// Validates one DWS layer's blocks (reading them from `ops`) and grows the layout.
-fn layer8(
+#[allow(clippy::too_many_arguments)]
+fn layer_q<A: Act>(
     c: &Checker,
+    p: &[u8],
     l: &DwsLayer,
     rq: Option<&crate::quant::ResampleQ>,
     shape: &Shape,
     ops: &mut Ops<'_>,
     lay: &mut Layout,
-    l8: &mut Layout8,
+    l8: &mut QLayout,
 ) -> Result<(), Error> {
     let (fin, fout) = (l.fin as usize, l.fout as usize);
+    let a = size_of::<A>();
     let inner = match (&l.resample, rq) {
         (Some(r), Some(q)) => {
             let (d0, d1, ds) = (shape.dim(0), shape.dim(1), r.rows as usize);
@@ -358,24 +473,28 @@ fn layer8(
             )?;
             check(c.set_layer(&r.up, ds)? == d0, "up-sampling width mismatch")?;
             check(c.mlp(&r.skip, fin)? == fout, "resample skip width mismatch")?;
-            setq_ok(&r.down, &q.down)?;
-            setq_ok(&r.up, &q.up)?;
-            mlpq_ok(&r.skip, &q.skip)?;
+            setq_ok(c, p, &r.down, &q.down)?;
+            setq_ok(c, p, &r.up, &q.up)?;
+            mlpq_ok(c, p, &r.skip, &q.skip)?;
             requants_ok(&[q.out_up, q.out_skip])?;
             check(
                 matches!(r.down, SetLayer::DeepSets { .. })
                     && matches!(r.up, SetLayer::DeepSets { .. }),
                 "resampling needs DeepSets layers",
             )?;
-            l8.down = l8.down.max(pad(elems(ds as u64 * d1 as u64 * fin as u64)?));
-            l8.up = l8.up.max(pad(elems(ds as u64 * d1 as u64 * fout as u64)?));
+            l8.down = l8
+                .down
+                .max(pad::<A>(elems(ds as u64 * d1 as u64 * fin as u64)? * a));
+            l8.up = l8
+                .up
+                .max(pad::<A>(elems(ds as u64 * d1 as u64 * fout as u64)? * a));
             elems(d0 as u64 * d1 as u64 * fout.max(fin) as u64)?;
-            let skip = pad(d1 * fin) + pad(mlp8_tmp_len(&r.skip, d1));
+            let skip = pad::<A>(d1 * fin * a) + pad::<A>(mlp_tmp_len::<A>(&r.skip, d1));
             l8.tmp = l8
                 .tmp
                 .max(skip)
-                .max(resample8_tmp(&r.down, d0, ds, d1))
-                .max(resample8_tmp(&r.up, ds, d0, d1));
+                .max(resample_tmp::<A>(&r.down, d0, ds, d1))
+                .max(resample_tmp::<A>(&r.up, ds, d0, d1));
             lay.macs = lay.macs.saturating_add(mlp_macs(&r.skip, d0 * d1));
             shape.with_w0_rows(ds)
         }
@@ -408,11 +527,11 @@ fn layer8(
             out == d.kout,
             "block output width does not match the destination",
         )?;
-        mapq_ok(&b.map, &bq.map)?;
+        mapq_ok(c, p, &b.map, &bq.map)?;
         requants_ok(&[bq.x, bq.contrib])?;
         let j = b.dst as usize;
         if group != Some(j) {
-            check(!seen[j], "int8 blocks must be grouped by destination")?;
+            check(!seen[j], "quantized blocks must be grouped by destination")?;
             seen[j] = true;
             group = Some(j);
             group_len = 0;
@@ -424,7 +543,9 @@ fn layer8(
             "too many blocks for one destination",
         )?;
         let (_, cols) = inner.grid(j);
-        l8.accrow = l8.accrow.max(4 * elems(cols as u64 * fout as u64)?);
+        l8.accrow = l8
+            .accrow
+            .max(pad::<A>(4 * elems(cols as u64 * fout as u64)?));
         elems((d.n as u64).saturating_mul(d.k as u64 + d.kout as u64))?;
         if is_cellwise(&b) {
             let Map::Mlp(m) = &b.map else {
@@ -434,11 +555,11 @@ fn layer8(
                 b.src == b.dst && b.place == SetAxis::Cells && !b.pool.rows && !b.pool.cols,
                 "malformed cell-wise block",
             )?;
-            l8.tmp = l8.tmp.max(cells8_tmp(m, cols, fin, fout));
+            l8.tmp = l8.tmp.max(cells_tmp::<A>(m, cols, fin, fout));
         } else {
-            ystore += pad(d.n * d.kout);
+            ystore += pad::<A>(d.n * d.kout * a);
             l8.ystore = l8.ystore.max(ystore);
-            l8.tmp = l8.tmp.max(block8_tmp(&b.map, &d));
+            l8.tmp = l8.tmp.max(block_tmp::<A>(&b.map, &d));
         }
         lay.macs = lay.macs.saturating_add(block_macs(&b, &d));
         lay.blocks += 1;

@@ -1,27 +1,27 @@
-//! The int8 executor (see `docs/int8.md`).
+//! The quantized executor (see `docs/quantization.md`), one for both modes.
 
-use super::kernels::{
-    dot_acc, mlp8, mlp8_hidden, mlp8_tmp_len, pool_rows, set8, take_i32, Int8Kernels,
-};
-use super::{is_cellwise, next_quant, Layout8, P8};
+use super::act::{Accum, Act};
+use super::kernels::{mlp, mlp_hidden, mlp_tmp_len, pad, pool_rows, set_layer, take, Kernels};
+use super::{is_cellwise, next_quant, QLayout, QParams};
 use crate::kernels::block::{source_range, Dims};
 use crate::plan::{
     Axis, Block, DwsLayer, Head, Linear, Map, Mlp, Op, Reduction, SetAxis, SetLayer,
 };
-use crate::quant::{sat8, BlockQ, MapQ, Quant, Requant, ResampleQ};
+use crate::quant::{BlockQ, LogitScale, MapQ, Quant, Requant, ResampleQ};
 use crate::shape::Shape;
 use crate::validate::block_dims;
 use crate::{Error, Ops};
+use core::mem::size_of;
 use core::ops::Range;
 
-/// The input of an int8 run.
+/// The input of a quantized run.
 #[derive(Debug, Clone, Copy)]
-pub enum Input<'i> {
+pub enum Input<'i, A> {
     /// f32 values, quantized with the model's input scales.
     F32(&'i [f32]),
     /// Already quantized values with one scale per tensor (dequantized, normalized
     /// if the model normalizes, and requantized to the model's input scales).
-    I8(&'i [i8], &'i [f32]),
+    Quantized(&'i [A], &'i [f32]),
 }
 
 /// One scratch region carved off the front of `buf`.
@@ -29,23 +29,37 @@ fn carve(buf: &mut [u8], n: usize) -> (&mut [u8], &mut [u8]) {
     buf.split_at_mut(n)
 }
 
-fn as_i8(b: &mut [u8]) -> &mut [i8] {
+/// A region as activations (its length is a multiple of their size).
+fn acts<A: Act>(b: &mut [u8]) -> &mut [A] {
     bytemuck::cast_slice_mut(b)
 }
 
-/// Runs an int8 plan. The caller checked lengths; `scratch` holds `l8.bytes()` bytes.
+/// The first `n` activations of a region.
+fn acts_n<A: Act>(b: &mut [u8], n: usize) -> &mut [A] {
+    &mut acts::<A>(b)[..n]
+}
+
+/// Runs a quantized plan. The caller checked lengths; `scratch` holds
+/// `l8.bytes()` bytes starting 4-aligned.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn run8(
-    k: &mut impl Int8Kernels,
+pub(crate) fn run_q<A: Act>(
+    k: &mut impl Kernels<A>,
     shape: &Shape,
     input_features: usize,
     ops: Ops<'_>,
-    p: P8<'_>,
-    l8: &Layout8,
-    input: Input<'_>,
+    p: QParams<'_>,
+    l8: &QLayout,
+    input: Input<'_, A>,
     scratch: &mut [u8],
     output: &mut [f32],
 ) -> Result<(), Error> {
+    // Align the regions: `slack` covers the distance to the next multiple of
+    // the mode's alignment.
+    let skip = scratch
+        .as_ptr()
+        .align_offset(super::align::<A>())
+        .min(l8.slack);
+    let scratch = &mut scratch[skip..l8.bytes() - l8.slack + skip];
     let (x0, rest) = carve(scratch, l8.x0);
     let (a, rest) = carve(rest, l8.act);
     let (b, rest) = carve(rest, l8.act);
@@ -53,10 +67,10 @@ pub(crate) fn run8(
     let (up, rest) = carve(rest, l8.up);
     let (ystore, rest) = carve(rest, l8.ystore);
     // The accumulator row and the temporaries, one region: what each part of a
-    // layer's work needs (`Int8Kernels::join`).
+    // layer's work needs (`Kernels::join`).
     let work = &mut rest[..l8.accrow + l8.tmp];
-    let (x0, a, b) = (as_i8(x0), as_i8(a), as_i8(b));
-    let (down, up, ystore) = (as_i8(down), as_i8(up), as_i8(ystore));
+    let (x0, a, b) = (acts::<A>(x0), acts::<A>(a), acts::<A>(b));
+    let (down, up, ystore) = (acts::<A>(down), acts::<A>(up), acts::<A>(ystore));
 
     let mut ops = ops;
     let mut norm = None;
@@ -74,7 +88,7 @@ pub(crate) fn run8(
                 let Quant::Layer { out, resample } = next_quant(&mut ops)? else {
                     return Err(Error::InvalidPlan("DWS layer without its quantization"));
                 };
-                let (src, dst): (&[i8], &mut [i8]) = match cur_is_a {
+                let (src, dst): (&[A], &mut [A]) = match cur_is_a {
                     None => (&*x0, &mut *a),
                     Some(true) => (&*a, &mut *b),
                     Some(false) => (&*b, &mut *a),
@@ -109,7 +123,7 @@ pub(crate) fn run8(
                     return Err(Error::InvalidPlan("affine without its quantization"));
                 };
                 let x = &mut current(cur_is_a, a, b)[..cells * feats];
-                let (mult, off) = (p.i32s(scale), p.i32s(offset));
+                let (mult, off) = (p.i32s(scale), p.wides::<A>(offset));
                 let ab = (&mult[..t_count * feats], &off[..t_count * feats]);
                 // The entries in two halves.
                 let (lo, hi) = x.split_at_mut(cells / 2 * feats);
@@ -121,7 +135,7 @@ pub(crate) fn run8(
             }
             Op::Relu => {
                 for v in current(cur_is_a, a, b)[..cells * feats].iter_mut() {
-                    *v = (*v).max(0);
+                    *v = (*v).max(A::default());
                 }
             }
             Op::InputSkip(l) => {
@@ -131,19 +145,19 @@ pub(crate) fn run8(
                 let x = current(cur_is_a, a, b);
                 let (fin, fout) = (l.fin as usize, l.fout as usize);
                 let w = p.i8s(l.weight);
-                let bias = l.bias.map(|r| p.i32s(r));
+                let bias = l.bias.map(|r| p.wides::<A>(r));
                 for t in 0..t_count {
                     let (ai, ao) = (shape.offset(t, fin), shape.offset(t, fout));
                     for e in 0..shape.cells(t) {
                         let xi = &x0[ai + e * fin..ai + (e + 1) * fin];
                         for o in 0..fout {
-                            let acc = dot_acc(
+                            let acc = A::dot(
                                 &w[o * fin..(o + 1) * fin],
                                 xi,
-                                bias.map_or(0, |b| b[t * fout + o]),
+                                bias.map_or(A::Acc::default(), |b| A::wide(b[t * fout + o])),
                             );
                             let v = &mut x[ao + e * fout + o];
-                            *v = sat8(cur[t].apply(*v as i32).saturating_add(lin[t].apply(acc)));
+                            *v = A::sat(cur[t].apply(v.get()).saturating_add(acc.requant(lin[t])));
                         }
                     }
                 }
@@ -165,7 +179,7 @@ pub(crate) fn run8(
                     &h,
                     &pooled,
                     &mlp,
-                    logit_scale,
+                    &logit_scale,
                     x,
                     feats,
                     output,
@@ -179,7 +193,7 @@ pub(crate) fn run8(
                     let at = shape.offset(t, feats);
                     let n = shape.cells(t) * feats;
                     for (o, v) in output[at..at + n].iter_mut().zip(&x[at..at + n]) {
-                        *o = *v as f32 * scales[t];
+                        *o = v.get() as f32 * scales[t];
                     }
                 }
                 return Ok(());
@@ -187,10 +201,12 @@ pub(crate) fn run8(
             Op::Block(_) | Op::Quant(_) => return Err(Error::InvalidPlan("unexpected record")),
         }
     }
-    Err(Error::InvalidPlan("int8 plan does not end with its output"))
+    Err(Error::InvalidPlan(
+        "quantized plan does not end with its output",
+    ))
 }
 
-fn current<'s>(cur_is_a: Option<bool>, a: &'s mut [i8], b: &'s mut [i8]) -> &'s mut [i8] {
+fn current<'s, A>(cur_is_a: Option<bool>, a: &'s mut [A], b: &'s mut [A]) -> &'s mut [A] {
     if cur_is_a == Some(false) {
         b
     } else {
@@ -200,14 +216,14 @@ fn current<'s>(cur_is_a: Option<bool>, a: &'s mut [i8], b: &'s mut [i8]) -> &'s 
 
 /// The folded batch norm `(mult, off)` (per tensor and feature) on the
 /// entries of `x`, which start at entry `first` of the weight space.
-fn affine_entries(
-    k: &mut impl Int8Kernels,
+fn affine_entries<A: Act>(
+    k: &mut impl Kernels<A>,
     shape: &Shape,
     feats: usize,
-    (mult, off): (&[i32], &[i32]),
+    (mult, off): (&[i32], &[A::Wide]),
     shift: u8,
     first: usize,
-    x: &mut [i8],
+    x: &mut [A],
 ) {
     let end = first + x.len() / feats.max(1);
     let mut start = 0;
@@ -223,36 +239,38 @@ fn affine_entries(
     }
 }
 
-/// The input boundary: f32 (or dequantized int8) values, normalized when the
-/// model has statistics, rounded to the input scales (round half away from zero).
-fn quantize_input(
+/// The input boundary: f32 (or dequantized) values, normalized when the
+/// model has statistics, rounded to the input scales (round half away from
+/// zero) and saturated to `-MAX..=MAX`.
+fn quantize_input<A: Act>(
     shape: &Shape,
     f: usize,
-    input: Input<'_>,
+    input: Input<'_, A>,
     norm: Option<(&[f32], &[f32])>,
     scales: &[f32],
-    x0: &mut [i8],
+    x0: &mut [A],
 ) {
+    let max = A::MAX as f32;
     for t in 0..shape.tensors() {
         let at = shape.offset(t, f);
         for i in at..at + shape.cells(t) * f {
             let mut v = match input {
                 Input::F32(x) => x[i],
-                Input::I8(q, s) => q[i] as f32 * s[t],
+                Input::Quantized(q, s) => q[i].get() as f32 * s[t],
             };
             if let Some((mean, std)) = norm {
                 v = (v - mean[i]) / std[i];
             }
-            x0[i] = libm::roundf(v / scales[t]).clamp(-127.0, 127.0) as i8;
+            x0[i] = A::sat(libm::roundf(v / scales[t]).clamp(-max, max) as i32);
         }
     }
 }
 
 /// Scratch regions of a DWS layer.
-struct Bufs<'s> {
-    down: &'s mut [i8],
-    up: &'s mut [i8],
-    ystore: &'s mut [i8],
+struct Bufs<'s, A> {
+    down: &'s mut [A],
+    up: &'s mut [A],
+    ystore: &'s mut [A],
     /// An accumulator row (the first `accrow` bytes) and the temporaries.
     work: &'s mut [u8],
     accrow: usize,
@@ -430,17 +448,17 @@ fn next_block(ops: &mut Ops<'_>) -> Result<(Block, BlockQ), Error> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn layer<'a, K: Int8Kernels>(
+fn layer<'a, A: Act, K: Kernels<A>>(
     k: &mut K,
     shape: &Shape,
-    p: P8<'_>,
+    p: QParams<'_>,
     l: &DwsLayer,
     out: &[Requant],
     rq: Option<&ResampleQ>,
     ops: &mut Ops<'a>,
-    src: &[i8],
-    dst: &mut [i8],
-    bufs: Bufs<'_>,
+    src: &[A],
+    dst: &mut [A],
+    bufs: Bufs<'_, A>,
 ) -> Result<(), Error> {
     let Bufs {
         down,
@@ -463,7 +481,8 @@ fn layer<'a, K: Int8Kernels>(
             for row in 0..d0 {
                 let x = &src[row * d1 * fin..(row + 1) * d1 * fin];
                 let y = &mut dst[row * d1 * fout..(row + 1) * d1 * fout];
-                mlp8(
+                let skip_tmp = mlp_tmp_len::<A>(&r.skip, d1);
+                mlp(
                     k,
                     &r.skip,
                     &q.skip,
@@ -471,10 +490,10 @@ fn layer<'a, K: Int8Kernels>(
                     x,
                     d1,
                     y,
-                    as_i8(&mut tmp[..mlp8_tmp_len(&r.skip, d1)]),
+                    acts::<A>(&mut tmp[..skip_tmp]),
                 );
             }
-            resample8(
+            resample_w0(
                 k,
                 &r.down,
                 &q.down,
@@ -493,7 +512,7 @@ fn layer<'a, K: Int8Kernels>(
         None => *shape,
     };
     let down = &*down;
-    let source = |t: usize| -> &[i8] {
+    let source = |t: usize| -> &[A] {
         if resample.is_some() && t == 0 {
             &down[..inner.cells(0) * fin]
         } else {
@@ -571,14 +590,14 @@ fn layer<'a, K: Int8Kernels>(
         // Phase 2: destination rows, one int32 accumulator row at a time, in
         // two halves.
         let (rows, cols) = inner.grid(j);
-        let out_j: &mut [i8] = if resample.is_some() && j == 0 {
+        let out_j: &mut [A] = if resample.is_some() && j == 0 {
             &mut up[..inner.cells(0) * fout]
         } else {
             let at = shape.offset(j, fout);
             &mut dst[at..at + shape.cells(j) * fout]
         };
         let ystore = &*ystore;
-        let run = |k: &mut K, rs: Range<usize>, out_rows: &mut [i8], w: &mut [u8]| {
+        let run = |k: &mut K, rs: Range<usize>, out_rows: &mut [A], w: &mut [u8]| {
             dst_rows(k, &ctx, &contribs, ystore, out[j], (rs, cols), out_rows, w)
         };
         let h = rows / 2;
@@ -598,7 +617,7 @@ fn layer<'a, K: Int8Kernels>(
     if let Some((r, q)) = resample {
         let ds = r.rows as usize;
         let w0 = &mut dst[..d0 * d1 * fout];
-        resample8(
+        resample_w0(
             k,
             &r.up,
             &q.up,
@@ -618,7 +637,7 @@ fn layer<'a, K: Int8Kernels>(
 
 /// What the parts of a layer's work share.
 struct Ctx<'c, S> {
-    p: P8<'c>,
+    p: QParams<'c>,
     reduction: Reduction,
     /// The grid the blocks see (`W_0` down-sampled where the layer resamples).
     inner: &'c Shape,
@@ -630,13 +649,13 @@ struct Ctx<'c, S> {
 
 /// Maps part `part` of the stored blocks of `cs` (see [`split_stored`]) into
 /// `y`, the block output store from offset `base` on.
-fn map_blocks<'s, S: Fn(usize) -> &'s [i8]>(
-    k: &mut impl Int8Kernels,
+fn map_blocks<'s, A: Act, S: Fn(usize) -> &'s [A]>(
+    k: &mut impl Kernels<A>,
     ctx: &Ctx<'_, S>,
     cs: &[Contrib<'_>],
     part: usize,
     base: usize,
-    y: &mut [i8],
+    y: &mut [A],
     tmp: &mut [u8],
 ) -> Result<(), Error> {
     for c in cs {
@@ -679,22 +698,22 @@ fn map_blocks<'s, S: Fn(usize) -> &'s [i8]>(
 /// int32 row (the first bytes of `work`; the temporaries after it), then
 /// requantized with `r_out`.
 #[allow(clippy::too_many_arguments)]
-fn dst_rows<'s, S: Fn(usize) -> &'s [i8]>(
-    k: &mut impl Int8Kernels,
+fn dst_rows<'s, A: Act, S: Fn(usize) -> &'s [A]>(
+    k: &mut impl Kernels<A>,
     ctx: &Ctx<'_, S>,
     contribs: &[Contrib<'_>],
-    ystore: &[i8],
+    ystore: &[A],
     r_out: Requant,
     (rows, cols): (Range<usize>, usize),
-    out_rows: &mut [i8],
+    out_rows: &mut [A],
     work: &mut [u8],
 ) -> Result<(), Error> {
     let (fin, fout) = (ctx.fin, ctx.fout);
     if cols * fout == 0 {
         return Ok(());
     }
-    let (acc, tmp) = work.split_at_mut(cols * fout * 4);
-    let acc: &mut [i32] = bytemuck::cast_slice_mut(acc);
+    let (acc, tmp) = take::<A, i32>(work, cols * fout);
+    let a = size_of::<A>();
     for (r, out_row) in rows.zip(out_rows.chunks_exact_mut(cols * fout)) {
         acc.fill(0);
         for c in contribs {
@@ -728,21 +747,13 @@ fn dst_rows<'s, S: Fn(usize) -> &'s [i8]>(
                     let Map::Mlp(m) = &blk.map else { continue };
                     let MapQ::Mlp(mq) = &bq.map else { continue };
                     let s = (ctx.source)(blk.src as usize);
-                    let (x, rest) = tmp.split_at_mut((cols * fin).next_multiple_of(4));
-                    let x = &mut as_i8(x)[..cols * fin];
-                    k.requant_i8(&s[r * cols * fin..(r + 1) * cols * fin], bq.x, x);
-                    let (y, rest) = rest.split_at_mut((cols * fout).next_multiple_of(4));
-                    let y = &mut as_i8(y)[..cols * fout];
-                    mlp8(
-                        k,
-                        m,
-                        mq,
-                        ctx.p,
-                        x,
-                        cols,
-                        y,
-                        as_i8(&mut rest[..mlp8_tmp_len(m, cols)]),
-                    );
+                    let (x, rest) = tmp.split_at_mut(pad::<A>(cols * fin * a));
+                    let x = acts_n::<A>(x, cols * fin);
+                    k.requant_act(&s[r * cols * fin..(r + 1) * cols * fin], bq.x, x);
+                    let (y, rest) = rest.split_at_mut(pad::<A>(cols * fout * a));
+                    let y = acts_n::<A>(y, cols * fout);
+                    let mlp_tmp = mlp_tmp_len::<A>(m, cols);
+                    mlp(k, m, mq, ctx.p, x, cols, y, acts::<A>(&mut rest[..mlp_tmp]));
                     k.add_requant(acc, y, fout, fout, bq.contrib);
                 }
             }
@@ -755,17 +766,17 @@ fn dst_rows<'s, S: Fn(usize) -> &'s [i8]>(
 /// Gathers and maps one (not cell-wise) block: its output rows `rows` (of
 /// `0..d.n`) into `y` (`[rows.len(), kout]`).
 #[allow(clippy::too_many_arguments)]
-fn map_block(
-    k: &mut impl Int8Kernels,
+fn map_block<A: Act>(
+    k: &mut impl Kernels<A>,
     b: &Block,
     q: &BlockQ,
-    p: P8<'_>,
+    p: QParams<'_>,
     red: Reduction,
-    src: &[i8],
+    src: &[A],
     d: &Dims,
     f: usize,
     rows: Range<usize>,
-    y: &mut [i8],
+    y: &mut [A],
     tmp: &mut [u8],
 ) {
     // A set layer needs every row it is applied to; an MLP only its own.
@@ -774,21 +785,24 @@ fn map_block(
         Map::Mlp(_) => rows.clone(),
     };
     let len = gathered.len() * d.k;
-    let (x, rest) = tmp.split_at_mut(len.next_multiple_of(4));
-    let x = &mut as_i8(x)[..len];
-    gather8(k, b, q.x, red, src, d, f, gathered, x);
+    let (x, rest) = tmp.split_at_mut(pad::<A>(len * size_of::<A>()));
+    let x = acts_n::<A>(x, len);
+    gather(k, b, q.x, red, src, d, f, gathered, x);
     match (&b.map, &q.map) {
-        (Map::Mlp(m), MapQ::Mlp(mq)) => mlp8(
-            k,
-            m,
-            mq,
-            p,
-            x,
-            rows.len(),
-            y,
-            as_i8(&mut rest[..mlp8_tmp_len(m, rows.len())]),
-        ),
-        (Map::Set(s), q) => set8(k, s, q, p, x, d.n, d.k, rows, y, rest),
+        (Map::Mlp(m), MapQ::Mlp(mq)) => {
+            let mlp_tmp = mlp_tmp_len::<A>(m, rows.len());
+            mlp(
+                k,
+                m,
+                mq,
+                p,
+                x,
+                rows.len(),
+                y,
+                acts::<A>(&mut rest[..mlp_tmp]),
+            )
+        }
+        (Map::Set(s), q) => set_layer(k, s, q, p, x, d.n, d.k, rows, y, rest),
         _ => {}
     }
 }
@@ -796,16 +810,16 @@ fn map_block(
 /// Gathers the rows `rows` of `X[n, m * f]` into `x`: pooled entries reduced
 /// in int32, then requantized.
 #[allow(clippy::too_many_arguments)]
-fn gather8(
-    k: &mut impl Int8Kernels,
+fn gather<A: Act>(
+    k: &mut impl Kernels<A>,
     b: &Block,
     rq: Requant,
     red: Reduction,
-    src: &[i8],
+    src: &[A],
     d: &Dims,
     f: usize,
     rows: Range<usize>,
-    x: &mut [i8],
+    x: &mut [A],
 ) {
     let (src_rows, cols) = d.src;
     let pc = if b.pool.cols { 1 } else { cols };
@@ -823,38 +837,39 @@ fn gather8(
 /// Resamples `W_0` (`[din, d1, f]`) to `[dout, d1, f]` per feature. Without
 /// `combine` the result is stored; with it, `out = R_up(result) + R_skip(out)`.
 #[allow(clippy::too_many_arguments)]
-fn resample8(
-    k: &mut impl Int8Kernels,
+fn resample_w0<A: Act>(
+    k: &mut impl Kernels<A>,
     s: &SetLayer,
     q: &MapQ,
-    p: P8<'_>,
-    w0: &[i8],
+    p: QParams<'_>,
+    w0: &[A],
     din: usize,
     dout: usize,
     d1: usize,
     f: usize,
-    out: &mut [i8],
+    out: &mut [A],
     tmp: &mut [u8],
     combine: Option<(Requant, Requant)>,
 ) {
-    let (x, rest) = tmp.split_at_mut((d1 * din).next_multiple_of(4));
-    let (y, rest) = rest.split_at_mut((d1 * dout).next_multiple_of(4));
-    let (x, y) = (&mut as_i8(x)[..d1 * din], &mut as_i8(y)[..d1 * dout]);
+    let a = size_of::<A>();
+    let (x, rest) = tmp.split_at_mut(pad::<A>(d1 * din * a));
+    let (y, rest) = rest.split_at_mut(pad::<A>(d1 * dout * a));
+    let (x, y) = (acts_n::<A>(x, d1 * din), acts_n::<A>(y, d1 * dout));
     for ch in 0..f {
         for n in 0..d1 {
             for j in 0..din {
                 x[n * din + j] = w0[(j * d1 + n) * f + ch];
             }
         }
-        set8(k, s, q, p, x, d1, din, 0..d1, y, rest);
+        set_layer(k, s, q, p, x, d1, din, 0..d1, y, rest);
         for n in 0..d1 {
             for r in 0..dout {
                 let o = &mut out[(r * d1 + n) * f + ch];
-                let v = y[n * dout + r] as i32;
+                let v = y[n * dout + r];
                 *o = match combine {
-                    None => v as i8,
+                    None => v,
                     Some((r_up, r_skip)) => {
-                        sat8(r_up.apply(v).saturating_add(r_skip.apply(*o as i32)))
+                        A::sat(r_up.apply(v.get()).saturating_add(r_skip.apply(o.get())))
                     }
                 };
             }
@@ -865,30 +880,29 @@ fn resample8(
 /// The invariant head: pooled segments requantized to the head scale, the MLP,
 /// and the last layer's accumulators scaled to f32 logits.
 #[allow(clippy::too_many_arguments)]
-fn head(
-    k: &mut impl Int8Kernels,
+fn head<A: Act>(
+    k: &mut impl Kernels<A>,
     shape: &Shape,
-    p: P8<'_>,
+    p: QParams<'_>,
     h: &Head,
     pooled: &[Requant],
-    mlp: &crate::quant::MlpQ,
-    logit_scale: f32,
-    x: &[i8],
+    mq: &crate::quant::MlpQ,
+    logit_scale: &LogitScale,
+    x: &[A],
     f: usize,
     output: &mut [f32],
     tmp: &mut [u8],
 ) {
     let l = shape.layers();
     let width = crate::validate::head_width(shape, f);
-    let (v, rest) = tmp.split_at_mut(width.next_multiple_of(4));
-    let v = &mut as_i8(v)[..width];
-    let (acc, rest) = take_i32(rest, f);
+    let (v, rest) = take::<A, A>(tmp, width);
+    let (acc, rest) = take::<A, i32>(rest, f);
     let tensor = |t: usize| &x[shape.offset(t, f)..shape.offset(t, f) + shape.cells(t) * f];
     let mut pos = 0;
     let mut seg = 0;
-    let emit = |acc: &[i32], r: Requant, v: &mut [i8], pos: &mut usize| {
+    let emit = |acc: &[i32], r: Requant, v: &mut [A], pos: &mut usize| {
         for a in acc {
-            v[*pos] = sat8(r.apply(*a));
+            v[*pos] = A::sat(r.apply(*a));
             *pos += 1;
         }
     };
@@ -913,7 +927,7 @@ fn head(
     let wl = tensor(l - 1);
     for c in 0..dl {
         acc.fill(if h.reduction == Reduction::Max {
-            -128
+            i32::MIN
         } else {
             0
         });
@@ -923,9 +937,9 @@ fn head(
                 .zip(&wl[(r * dl + c) * f..(r * dl + c + 1) * f])
             {
                 *a = if h.reduction == Reduction::Max {
-                    (*a).max(*s as i32)
+                    (*a).max(s.get())
                 } else {
-                    *a + *s as i32
+                    a.wrapping_add(s.get())
                 };
             }
         }
@@ -939,26 +953,20 @@ fn head(
     }
     for chunk in tensor(2 * l - 1).chunks(f) {
         for (a, s) in acc.iter_mut().zip(chunk) {
-            *a = *s as i32;
+            *a = s.get();
         }
         emit(acc, pooled[seg], v, &mut pos);
     }
     let n = h.mlp.layers.len();
-    let hidden = mlp8_hidden(
-        k,
-        &h.mlp,
-        mlp,
-        p,
-        v,
-        1,
-        as_i8(&mut rest[..mlp8_tmp_len(&h.mlp, 1)]),
-    );
+    let mlp_tmp = mlp_tmp_len::<A>(&h.mlp, 1);
+    let hidden = mlp_hidden(k, &h.mlp, mq, p, v, 1, acts::<A>(&mut rest[..mlp_tmp]));
     let last = &h.mlp.layers[n - 1];
     let (w, fin) = (p.i8s(last.weight), last.fin as usize);
-    let b = last.bias.map(|r| p.i32s(r));
+    let b = last.bias.map(|r| p.wides::<A>(r));
     for (o, out) in output.iter_mut().enumerate().take(last.fout as usize) {
-        *out =
-            dot_acc(&w[o * fin..(o + 1) * fin], hidden, b.map_or(0, |b| b[o])) as f32 * logit_scale;
+        let bias = b.map_or(A::Acc::default(), |b| A::wide(b[o]));
+        let acc = A::dot(&w[o * fin..(o + 1) * fin], hidden, bias);
+        *out = acc.to_f32() * p.logit_scale(logit_scale, o);
     }
 }
 
@@ -1002,7 +1010,7 @@ mod tests {
         let block_q = BlockQ {
             x: one,
             map: MapQ::Mlp(MlpQ {
-                layers: heapless::Vec::from_slice(&[one]).unwrap(),
+                layers: heapless::Vec::from_slice(&[crate::quant::LinearQ::Tensor(one)]).unwrap(),
             }),
             contrib: one,
         };

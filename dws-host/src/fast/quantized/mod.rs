@@ -1,14 +1,14 @@
-//! int8 models on the host: the core's int8 executor with SIMD kernels.
+//! Quantized models (int8 and 16x8) on the host: the core's executor with SIMD kernels.
 //!
-//! The core's executor ([`Model::run_int8_with`]) walks the plan one input at a
-//! time, as on a microcontroller; its hot loops ([`Int8Kernels`]: the linears,
+//! The core's executor ([`Model::run_quantized_with`]) walks the plan one input at a
+//! time, as on a microcontroller; its hot loops ([`Kernels`]: the linears,
 //! the attention of set attention blocks, the block contributions) run here in
 //! the [`avx2`] kernels where the CPU has AVX2 and FMA, else in the core's
 //! portable ones. Both give the same bits (the reference suite checks every
-//! int8 fixture against the core's golden outputs, and the tests below check
+//! quantized fixture against the core's golden outputs, and the tests below check
 //! each kernel on random and extreme values). The batch is split over threads;
 //! with at least two threads per input, each input also runs on two: the
-//! executor's [`Int8Kernels::join`] hands half of each step to a helper
+//! executor's [`Kernels::join`] hands half of each step to a helper
 //! thread (`helper.rs`).
 
 pub mod avx2;
@@ -16,42 +16,42 @@ mod helper;
 
 use super::Isa;
 use anyhow::{bail, Result};
-use avx2::Avx2Int8;
+use avx2::Avx2Q;
 use dws_core::blob::Precision;
-use dws_core::int8::kernels::{AttentionQ, Int8Kernels, Portable};
 use dws_core::plan::Reduction;
-use dws_core::quant::Requant;
+use dws_core::quant::{Requant, Requants};
+use dws_core::quantized::{AttentionQ, Kernels, Portable};
 use dws_core::Model;
 use helper::Helper;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The int8 kernels of one worker thread, and the helper thread that runs
-/// half of each of its joins, if it has one.
+/// The quantized kernels of one worker thread, and the helper thread that
+/// runs half of each of its joins, if it has one.
 #[derive(Debug)]
-pub struct HostInt8 {
-    kernels: Kernels,
+pub struct HostQ {
+    kernels: Isas,
     helper: Option<Helper>,
 }
 
 /// The instruction set's kernels.
 #[derive(Debug)]
-enum Kernels {
+enum Isas {
     /// The core's own.
     Portable,
     /// AVX2 (only constructed on a CPU that has it).
-    Avx2(Box<Avx2Int8>),
+    Avx2(Box<Avx2Q>),
 }
 
-impl HostInt8 {
+impl HostQ {
     /// The kernels for `isa`, or the portable ones if this CPU lacks it.
     pub fn new(isa: Isa) -> Self {
-        let kernels = match (isa, Avx2Int8::new()) {
-            (Isa::Avx2Fma, Some(k)) => Kernels::Avx2(Box::new(k)),
-            _ => Kernels::Portable,
+        let kernels = match (isa, Avx2Q::new()) {
+            (Isa::Avx2Fma, Some(k)) => Isas::Avx2(Box::new(k)),
+            _ => Isas::Portable,
         };
-        HostInt8 {
+        HostQ {
             kernels,
             helper: None,
         }
@@ -60,13 +60,14 @@ impl HostInt8 {
     /// The instruction set in use.
     pub fn isa(&self) -> Isa {
         match self.kernels {
-            Kernels::Portable => Isa::Portable,
-            Kernels::Avx2(_) => Isa::Avx2Fma,
+            Isas::Portable => Isa::Portable,
+            Isas::Avx2(_) => Isa::Avx2Fma,
         }
     }
 }
 
-impl Int8Kernels for HostInt8 {
+/// Delegates every kernel to the instruction set's implementation.
+impl Kernels<i8> for HostQ {
     fn linear(
         &mut self,
         w: &[i8],
@@ -78,12 +79,12 @@ impl Int8Kernels for HostInt8 {
         out: impl FnMut(usize, usize, i32),
     ) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.linear(w, b, fin, fout, x, rows, out),
-            Kernels::Avx2(k) => k.linear(w, b, fin, fout, x, rows, out),
+            Isas::Portable => Portable.linear(w, b, fin, fout, x, rows, out),
+            Isas::Avx2(k) => k.linear(w, b, fin, fout, x, rows, out),
         }
     }
 
-    fn linear8(
+    fn linear_q(
         &mut self,
         w: &[i8],
         b: Option<&[i32]>,
@@ -91,13 +92,13 @@ impl Int8Kernels for HostInt8 {
         fout: usize,
         x: &[i8],
         rows: usize,
-        r: Requant,
+        r: Requants<'_>,
         lo: i8,
         y: &mut [i8],
     ) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.linear8(w, b, fin, fout, x, rows, r, lo, y),
-            Kernels::Avx2(k) => k.linear8(w, b, fin, fout, x, rows, r, lo, y),
+            Isas::Portable => Portable.linear_q(w, b, fin, fout, x, rows, r, lo, y),
+            Isas::Avx2(k) => k.linear_q(w, b, fin, fout, x, rows, r, lo, y),
         }
     }
 
@@ -109,19 +110,19 @@ impl Int8Kernels for HostInt8 {
         x: &[i8],
         rows: usize,
         r_o: Requant,
-        r_fc: Requant,
+        r_fc: Requants<'_>,
         y: &mut [i8],
     ) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y),
-            Kernels::Avx2(k) => k.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y),
+            Isas::Portable => Portable.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y),
+            Isas::Avx2(k) => k.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y),
         }
     }
 
     fn affine(&mut self, x: &mut [i8], mult: &[i32], off: &[i32], shift: u8) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.affine(x, mult, off, shift),
-            Kernels::Avx2(k) => k.affine(x, mult, off, shift),
+            Isas::Portable => Portable.affine(x, mult, off, shift),
+            Isas::Avx2(k) => k.affine(x, mult, off, shift),
         }
     }
 
@@ -134,33 +135,33 @@ impl Int8Kernels for HostInt8 {
         heads: usize,
         r: AttentionQ,
         scores: &mut [i32],
-        e: &mut [u32],
+        p: &mut [u32],
         av: &mut [i32],
     ) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.attention(qm, km, vm, dv, heads, r, scores, e, av),
-            Kernels::Avx2(k) => k.attention(qm, km, vm, dv, heads, r, scores, e, av),
+            Isas::Portable => Portable.attention(qm, km, vm, dv, heads, r, scores, p, av),
+            Isas::Avx2(k) => k.attention(qm, km, vm, dv, heads, r, scores, p, av),
         }
     }
 
     fn add_requant(&mut self, acc: &mut [i32], y: &[i8], width: usize, step: usize, r: Requant) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.add_requant(acc, y, width, step, r),
-            Kernels::Avx2(k) => k.add_requant(acc, y, width, step, r),
+            Isas::Portable => Portable.add_requant(acc, y, width, step, r),
+            Isas::Avx2(k) => k.add_requant(acc, y, width, step, r),
         }
     }
 
     fn requant(&mut self, acc: &[i32], r: Requant, out: &mut [i8]) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.requant(acc, r, out),
-            Kernels::Avx2(k) => k.requant(acc, r, out),
+            Isas::Portable => Kernels::<i8>::requant(&mut Portable, acc, r, out),
+            Isas::Avx2(k) => Kernels::<i8>::requant(k.as_mut(), acc, r, out),
         }
     }
 
-    fn requant_i8(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
+    fn requant_act(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.requant_i8(x, r, out),
-            Kernels::Avx2(k) => k.requant_i8(x, r, out),
+            Isas::Portable => Portable.requant_act(x, r, out),
+            Isas::Avx2(k) => k.requant_act(x, r, out),
         }
     }
 
@@ -175,18 +176,49 @@ impl Int8Kernels for HostInt8 {
         out: &mut [i8],
     ) {
         match &mut self.kernels {
-            Kernels::Portable => Portable.pool(red, src, cols, rows, cs, r, out),
-            Kernels::Avx2(k) => k.pool(red, src, cols, rows, cs, r, out),
+            Isas::Portable => Portable.pool(red, src, cols, rows, cs, r, out),
+            Isas::Avx2(k) => k.pool(red, src, cols, rows, cs, r, out),
         }
     }
+
     fn parallel(&self) -> bool {
         self.helper.is_some()
     }
 
-    fn join<A, B, RA, RB>(&mut self, scratch: &mut [u8], a: A, b: B) -> (RA, RB)
+    fn join<F, G, RA, RB>(&mut self, scratch: &mut [u8], a: F, b: G) -> (RA, RB)
     where
-        A: FnOnce(&mut Self, &mut [u8]) -> RA + Send,
-        B: FnOnce(&mut Self, &mut [u8]) -> RB + Send,
+        F: FnOnce(&mut Self, &mut [u8]) -> RA + Send,
+        G: FnOnce(&mut Self, &mut [u8]) -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        self.join_parts(scratch, a, b)
+    }
+}
+
+/// 16x8: the portable definitions (the trait's), with the helper thread's joins.
+impl Kernels<i16> for HostQ {
+    fn parallel(&self) -> bool {
+        self.helper.is_some()
+    }
+
+    fn join<F, G, RA, RB>(&mut self, scratch: &mut [u8], a: F, b: G) -> (RA, RB)
+    where
+        F: FnOnce(&mut Self, &mut [u8]) -> RA + Send,
+        G: FnOnce(&mut Self, &mut [u8]) -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        self.join_parts(scratch, a, b)
+    }
+}
+
+impl HostQ {
+    /// `Kernels::join`: the second part on the helper thread, if there is one.
+    fn join_parts<F, G, RA, RB>(&mut self, scratch: &mut [u8], a: F, b: G) -> (RA, RB)
+    where
+        F: FnOnce(&mut Self, &mut [u8]) -> RA + Send,
+        G: FnOnce(&mut Self, &mut [u8]) -> RB + Send,
         RA: Send,
         RB: Send,
     {
@@ -211,37 +243,38 @@ impl Int8Kernels for HostInt8 {
 
 /// Kernels (with their packed weights) and scratch of finished workers, and
 /// idle helper threads (each with its own kernels), kept for the next call;
-/// one set per model. An [`Int8Engine`] owns one, or shares one given to
-/// [`Int8Engine::with_spares`] (the Python binding keeps one per model that
+/// one set per model. A [`QEngine`] owns one, or shares one given to
+/// [`QEngine::with_spares`] (the Python binding keeps one per model that
 /// way, so that every call does not pack the weights again). The helper
 /// threads end when the spares are dropped.
 #[derive(Debug, Default)]
-pub struct Int8Spares {
-    kernels: Mutex<Vec<(HostInt8, Vec<f32>)>>,
+pub struct QSpares {
+    kernels: Mutex<Vec<(HostQ, Vec<f32>)>>,
     helpers: Mutex<Vec<Helper>>,
 }
 
-/// An int8 model ready to run batches on the CPU with the host's kernels.
+/// A quantized model (int8 or 16x8) ready to run batches on the CPU with the
+/// host's kernels.
 #[derive(Debug)]
-pub struct Int8Engine<'m, 'a> {
+pub struct QEngine<'m, 'a> {
     model: &'m Model<'a>,
     isa: Isa,
-    spare: Arc<Int8Spares>,
+    spare: Arc<QSpares>,
 }
 
-impl<'m, 'a> Int8Engine<'m, 'a> {
-    /// `model` (int8) with the kernels of `isa` (portable if the CPU lacks it).
+impl<'m, 'a> QEngine<'m, 'a> {
+    /// `model` (int8 or 16x8) with the kernels of `isa` (portable if the CPU lacks it).
     pub fn new(model: &'m Model<'a>, isa: Isa) -> Result<Self> {
         Self::with_spares(model, isa, Arc::default())
     }
 
-    /// [`Int8Engine::new`], keeping the workers' kernels and scratch in
+    /// [`QEngine::new`], keeping the workers' kernels and scratch in
     /// `spare` (which must only ever serve this model).
-    pub fn with_spares(model: &'m Model<'a>, isa: Isa, spare: Arc<Int8Spares>) -> Result<Self> {
-        if model.precision() != Precision::Int8 {
-            bail!("the int8 engine runs int8 models; this one is f32");
+    pub fn with_spares(model: &'m Model<'a>, isa: Isa, spare: Arc<QSpares>) -> Result<Self> {
+        if !model.precision().is_quantized() {
+            bail!("the quantized engine runs int8 and 16x8 models; this one is f32");
         }
-        Ok(Int8Engine {
+        Ok(QEngine {
             model,
             isa: isa.supported(),
             spare,
@@ -251,6 +284,11 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
     /// The kernels' instruction set.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The model's precision (int8 or 16x8).
+    pub fn precision(&self) -> Precision {
+        self.model.precision()
     }
 
     /// Elements of one input.
@@ -285,7 +323,7 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
         out
     }
 
-    /// Whether [`Int8Engine::run_batch`] runs each of `batch` inputs on two
+    /// Whether [`QEngine::run_batch`] runs each of `batch` inputs on two
     /// threads: with at least two threads, and two cores, per input.
     pub fn pairs(&self, batch: usize, threads: usize) -> bool {
         static CORES: OnceLock<usize> = OnceLock::new();
@@ -312,7 +350,7 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
-            .unwrap_or_else(|| (HostInt8::new(self.isa), Vec::new()));
+            .unwrap_or_else(|| (HostQ::new(self.isa), Vec::new()));
         k.helper = helper;
         let mut w = Worker {
             engine: self,
@@ -325,9 +363,9 @@ impl<'m, 'a> Int8Engine<'m, 'a> {
 /// One thread's kernels (with its helper, if any) and scratch, back to the
 /// engine's spares when dropped (also when a panic unwinds).
 struct Worker<'e, 'm, 'a> {
-    engine: &'e Int8Engine<'m, 'a>,
+    engine: &'e QEngine<'m, 'a>,
     /// `Some` until dropped.
-    state: Option<(HostInt8, Vec<f32>)>,
+    state: Option<(HostQ, Vec<f32>)>,
 }
 
 impl Worker<'_, '_, '_> {
@@ -337,7 +375,10 @@ impl Worker<'_, '_, '_> {
         if scratch.len() < m.scratch_len() {
             scratch.resize(m.scratch_len(), 0.0);
         }
-        m.run_int8_with(k, x, scratch, y).map(drop)
+        match m.precision() {
+            Precision::Int16x8 => m.run_quantized_with::<i16>(k, x, scratch, y).map(drop),
+            _ => m.run_quantized_with::<i8>(k, x, scratch, y).map(drop),
+        }
     }
 }
 

@@ -2,10 +2,10 @@
 //! random shapes and values (and the extremes: -128, the largest multipliers,
 //! every shift). Skipped where the CPU lacks AVX2 and FMA.
 
-use super::avx2::Avx2Int8;
-use dws_core::int8::kernels::{AttentionQ, Int8Kernels, Portable};
+use super::avx2::Avx2Q;
 use dws_core::plan::Reduction;
-use dws_core::quant::Requant;
+use dws_core::quant::{Requant, Requants};
+use dws_core::quantized::{AttentionQ, Kernels, Portable};
 
 /// xorshift64*: reproducible values without a dependency.
 struct Rng(u64);
@@ -38,10 +38,20 @@ impl Rng {
         };
         Requant { m, shift }
     }
+    /// One requantization for all outputs, or one mantissa per output with a
+    /// common shift (`m` holds the mantissas).
+    fn requants<'m>(&mut self, fout: usize, m: &'m mut Vec<i32>) -> Requants<'m> {
+        let r = self.requant();
+        if self.below(2) == 0 {
+            return Requants::One(r);
+        }
+        *m = (0..fout).map(|_| self.requant().m).collect();
+        Requants::Channel { m, shift: r.shift }
+    }
 }
 
-fn kernels() -> Option<Avx2Int8> {
-    let k = Avx2Int8::new();
+fn kernels() -> Option<Avx2Q> {
+    let k = Avx2Q::new();
     if k.is_none() {
         eprintln!("skipped: this CPU lacks AVX2 and FMA");
     }
@@ -73,17 +83,21 @@ fn linear_matches_the_core() {
         Portable.linear(&w, b, fin, fout, &x, rows, |r, o, a| want[r * fout + o] = a);
         k.linear(&w, b, fin, fout, &x, rows, |r, o, a| got[r * fout + o] = a);
         assert_eq!(got, want, "fin {fin} fout {fout} rows {rows}");
+        let mut ms = Vec::new();
         if fin == fout {
-            let (r_o, r_fc) = (rng.requant(), rng.requant());
+            let (r_o, r_fc) = (rng.requant(), rng.requants(fout, &mut ms));
             let (mut want, mut got) = (vec![0; rows * fout], vec![0; rows * fout]);
             Portable.fc_o_residual(&w, b, fin, &x, rows, r_o, r_fc, &mut want);
             k.fc_o_residual(&w, b, fin, &x, rows, r_o, r_fc, &mut got);
             assert_eq!(got, want, "dim {fin} rows {rows} {r_o:?} {r_fc:?}");
         }
-        let (r, lo) = (rng.requant(), [0, -127, -128, rng.next() as i8][case % 4]);
+        let (r, lo) = (
+            rng.requants(fout, &mut ms),
+            [0, -127, -128, rng.next() as i8][case % 4],
+        );
         let (mut want, mut got) = (vec![0; rows * fout], vec![0; rows * fout]);
-        Portable.linear8(&w, b, fin, fout, &x, rows, r, lo, &mut want);
-        k.linear8(&w, b, fin, fout, &x, rows, r, lo, &mut got);
+        Portable.linear_q(&w, b, fin, fout, &x, rows, r, lo, &mut want);
+        k.linear_q(&w, b, fin, fout, &x, rows, r, lo, &mut got);
         assert_eq!(got, want, "fin {fin} fout {fout} rows {rows} {r:?} lo {lo}");
     }
 }
@@ -103,13 +117,13 @@ fn add_requant_requants_and_pool_match_the_core() {
         k.add_requant(&mut got, &y, width, step, r);
         assert_eq!(got, want, "width {width} step {step} rows {rows} {r:?}");
 
-        let (mut want, mut got) = (vec![0; acc.len()], vec![0; acc.len()]);
+        let (mut want, mut got) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
         Portable.requant(&acc, r, &mut want);
         k.requant(&acc, r, &mut got);
         assert_eq!(got, want, "{r:?}");
         let (mut want, mut got) = (vec![0; y.len()], vec![0; y.len()]);
-        Portable.requant_i8(&y, r, &mut want);
-        k.requant_i8(&y, r, &mut got);
+        Portable.requant_act(&y, r, &mut want);
+        k.requant_act(&y, r, &mut got);
         assert_eq!(got, want, "{r:?}");
 
         let (f, nr, nc) = (rng.below(40), 1 + rng.below(6), 1 + rng.below(6));
@@ -194,13 +208,14 @@ fn overflowing_shapes_panic_instead_of_reading_out_of_bounds() {
         shift: 31,
     };
     let mut y = [0i8; 16];
-    let mut run = |f: &mut dyn FnMut(&mut Avx2Int8)| {
+    let mut run = |f: &mut dyn FnMut(&mut Avx2Q)| {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut k)));
         assert!(caught.is_err(), "an impossible shape was accepted");
     };
-    run(&mut |k| k.linear(&[], None, 1 << 63, 2, &[], 2, |_, _, _| {}));
-    run(&mut |k| k.linear8(&[], None, 1 << 32, 1 << 32, &[], 1 << 32, r, -127, &mut y));
-    run(&mut |k| k.fc_o_residual(&[], None, 1 << 32, &[], 1 << 32, r, r, &mut y));
+    let one = Requants::One(r);
+    run(&mut |k| k.linear(&[], None, 1 << 63, 2, &[0i8; 0], 2, |_, _, _| {}));
+    run(&mut |k| k.linear_q(&[], None, 1 << 32, 1 << 32, &[], 1 << 32, one, -127, &mut y));
+    run(&mut |k| k.fc_o_residual(&[], None, 1 << 32, &[], 1 << 32, r, one, &mut y));
     run(&mut |k| k.pool(Reduction::Sum, &[], 1 << 61, 0..1, 1000..1001, r, &mut y));
     run(&mut |k| k.add_requant(&mut [0; 16], &[], 8, usize::MAX, r));
 }

@@ -1,4 +1,4 @@
-//! AVX2 versions of the core's int8 kernels, the same bits as its portable ones.
+//! AVX2 versions of the core's quantized kernels, the same bits as its portable ones.
 //!
 //! Integer sums wrap in both, and wrapping addition does not depend on the
 //! order of its terms, so the dot products may be summed in any order
@@ -6,21 +6,21 @@
 //! the core's own: [`Requant::apply`] on eight lanes (`apply8`), the softmax's
 //! exponentials from one table of the same products (`exp_table`), and its
 //! `floor(n / sum)` computed in f64 and corrected to the exact integer
-//! quotient (`probabilities`). `docs/int8.md` ("Kernels") has the argument.
+//! quotient (`probabilities`). `docs/quantization.md` ("Kernels") has the argument.
 
 use super::super::simd::avx2_fma_available;
 use core::arch::x86_64::*;
-use dws_core::int8::kernels::{AttentionQ, Int8Kernels, Portable};
 use dws_core::plan::Reduction;
-use dws_core::quant::{sat8, Requant, EXP_HI, EXP_LO, MAX_T};
+use dws_core::quant::{sat8, Requant, Requants, EXP_HI, EXP_LO, MAX_T};
+use dws_core::quantized::{AttentionQ, Kernels, Portable};
 use std::collections::HashMap;
 use std::ops::Range;
 
-/// The AVX2 int8 kernels. A value exists only on a CPU with AVX2 and FMA
-/// ([`Avx2Int8::new`]): the invariant every `unsafe` call below relies on.
+/// The AVX2 quantized kernels. A value exists only on a CPU with AVX2 and FMA
+/// ([`Avx2Q::new`]): the invariant every `unsafe` call below relies on.
 /// Holds the scratch of the attention kernel, so one value per thread.
 #[derive(Debug)]
-pub struct Avx2Int8 {
+pub struct Avx2Q {
     /// The linears' buffers.
     lin: LinearScratch,
     /// One requantized row of `add_requant`.
@@ -43,10 +43,10 @@ pub struct Avx2Int8 {
     sums: Vec<u64>,
 }
 
-impl Avx2Int8 {
+impl Avx2Q {
     /// The kernels, if this CPU has AVX2 and FMA.
     pub fn new() -> Option<Self> {
-        avx2_fma_available().then(|| Avx2Int8 {
+        avx2_fma_available().then(|| Avx2Q {
             lin: LinearScratch::default(),
             row: Vec::new(),
             kt: Vec::new(),
@@ -61,7 +61,7 @@ impl Avx2Int8 {
     }
 }
 
-impl Int8Kernels for Avx2Int8 {
+impl Kernels<i8> for Avx2Q {
     fn linear(
         &mut self,
         w: &[i8],
@@ -86,7 +86,7 @@ impl Int8Kernels for Avx2Int8 {
         unsafe { linear_groups(&mut self.lin, w, b, fin, fout, x, rows, epi) }
     }
 
-    fn linear8(
+    fn linear_q(
         &mut self,
         w: &[i8],
         b: Option<&[i32]>,
@@ -94,16 +94,17 @@ impl Int8Kernels for Avx2Int8 {
         fout: usize,
         x: &[i8],
         rows: usize,
-        r: Requant,
+        r: Requants<'_>,
         lo: i8,
         y: &mut [i8],
     ) {
         let fits = holds(w, fout, fin)
             && holds(x, rows, fin)
             && holds(y, rows, fout)
-            && b.is_none_or(|b| b.len() >= fout);
+            && b.is_none_or(|b| b.len() >= fout)
+            && requants_hold(r, fout);
         if !fits {
-            return Portable.linear8(w, b, fin, fout, x, rows, r, lo, y);
+            return Portable.linear_q(w, b, fin, fout, x, rows, r, lo, y);
         }
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA; the lengths
         // were checked above.
@@ -118,13 +119,14 @@ impl Int8Kernels for Avx2Int8 {
         x: &[i8],
         rows: usize,
         r_o: Requant,
-        r_fc: Requant,
+        r_fc: Requants<'_>,
         y: &mut [i8],
     ) {
         let fits = holds(w, dim, dim)
             && holds(x, rows, dim)
             && holds(y, rows, dim)
-            && b.is_none_or(|b| b.len() >= dim);
+            && b.is_none_or(|b| b.len() >= dim)
+            && requants_hold(r_fc, dim);
         if !fits {
             return Portable.fc_o_residual(w, b, dim, x, rows, r_o, r_fc, y);
         }
@@ -151,7 +153,7 @@ impl Int8Kernels for Avx2Int8 {
         heads: usize,
         r: AttentionQ,
         scores: &mut [i32],
-        e: &mut [u32],
+        p: &mut [u32],
         av: &mut [i32],
     ) {
         // `n` keys; the queries are the rows of `qm`.
@@ -164,7 +166,7 @@ impl Int8Kernels for Avx2Int8 {
             && holds(km, n, dv)
             && holds(vm, n, dv);
         if !fits {
-            return Portable.attention(qm, km, vm, dv, heads, r, scores, e, av);
+            return Portable.attention(qm, km, vm, dv, heads, r, scores, p, av);
         }
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA; the shapes
         // were checked above.
@@ -210,7 +212,7 @@ impl Int8Kernels for Avx2Int8 {
         unsafe { requant(acc, r, out) }
     }
 
-    fn requant_i8(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
+    fn requant_act(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA.
         unsafe { requant_i8(x, r, out) }
     }
@@ -243,7 +245,7 @@ impl Int8Kernels for Avx2Int8 {
     }
 }
 
-/// `Int8Kernels::fc_o_residual`: [`linear_groups`], then the residual sum eight
+/// `Kernels::fc_o_residual`: [`linear_groups`], then the residual sum eight
 /// outputs at a time.
 ///
 /// # Safety
@@ -258,11 +260,12 @@ unsafe fn fc_o_residual(
     x: &[i8],
     rows: usize,
     r_o: Requant,
-    r_fc: Requant,
+    r_fc: Requants<'_>,
     y: &mut [i8],
 ) {
-    let (ro8, rfc8) = (small_requant8(r_o), requant8(r_fc));
+    let ro8 = small_requant8(r_o);
     let epi = |row: usize, o: usize, group: usize, sums: __m256i| {
+        let rfc8 = requant8_at(r_fc, o, dim);
         let at = row * dim + o;
         let mut res = [0i8; 8];
         if group == 8 {
@@ -285,7 +288,7 @@ unsafe fn fc_o_residual(
     unsafe { linear_groups(scratch, w, b, dim, dim, x, rows, epi) }
 }
 
-/// `Int8Kernels::affine`, eight features at a time (64-bit products of the
+/// `Kernels::affine`, eight features at a time (64-bit products of the
 /// even and odd lanes, the offsets sign-extended by a product with 1).
 ///
 /// # Safety
@@ -350,7 +353,7 @@ unsafe fn add_rows(acc: &mut [i32], b: &[i32]) {
     }
 }
 
-/// `Int8Kernels::requant`, eight values at a time.
+/// `Kernels::requant`, eight values at a time.
 ///
 /// # Safety
 /// AVX2 and FMA.
@@ -370,7 +373,7 @@ unsafe fn requant(acc: &[i32], r: Requant, out: &mut [i8]) {
     }
 }
 
-/// `Int8Kernels::requant_i8`, eight values at a time.
+/// `Kernels::requant_i8`, eight values at a time.
 ///
 /// # Safety
 /// AVX2 and FMA.
@@ -390,7 +393,7 @@ unsafe fn requant_i8(x: &[i8], r: Requant, out: &mut [i8]) {
     }
 }
 
-/// `Int8Kernels::pool`, eight channels at a time.
+/// `Kernels::pool`, eight channels at a time.
 ///
 /// # Safety
 /// AVX2 and FMA; `src` holds `rows.end * cols * out.len()` values, `cs.end <= cols`.
@@ -467,20 +470,52 @@ fn holds<T>(v: &[T], rows: usize, cols: usize) -> bool {
     rows.checked_mul(cols).is_some_and(|n| v.len() >= n)
 }
 
-/// [`Requant`] as vectors, for [`apply8`].
+/// [`Requant`]s of eight lanes (with one shift), for [`apply8`].
 #[derive(Clone, Copy)]
 struct Requant8 {
+    /// The mantissas of the lanes.
     m: __m256i,
+    /// The mantissas of the odd lanes in the even ones.
+    m_odd: __m256i,
     round: __m256i,
     shift: i32,
 }
 
 #[target_feature(enable = "avx2,fma")]
 fn requant8(r: Requant) -> Requant8 {
+    let m = _mm256_set1_epi32(r.m);
     Requant8 {
-        m: _mm256_set1_epi32(r.m),
+        m,
+        m_odd: m,
         round: _mm256_set1_epi64x(1i64 << (r.shift.clamp(1, 63) - 1)),
         shift: r.shift as i32,
+    }
+}
+
+/// The requantizations of outputs `o .. o + 8` (lanes from `fout` on repeat
+/// the last output's).
+#[target_feature(enable = "avx2,fma")]
+fn requant8_at(r: Requants<'_>, o: usize, fout: usize) -> Requant8 {
+    match r {
+        Requants::One(r) => requant8(r),
+        Requants::Channel { m, shift } => {
+            let ms: [i32; 8] = std::array::from_fn(|j| m[(o + j).min(fout - 1)]);
+            let m = _mm256_setr_epi32(ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7]);
+            Requant8 {
+                m,
+                m_odd: _mm256_srli_epi64(m, 32),
+                round: _mm256_set1_epi64x(1i64 << (shift.clamp(1, 63) - 1)),
+                shift: shift as i32,
+            }
+        }
+    }
+}
+
+/// Whether `r` has a requantization for each of `fout` outputs.
+fn requants_hold(r: Requants<'_>, fout: usize) -> bool {
+    match r {
+        Requants::One(_) => true,
+        Requants::Channel { m, .. } => m.len() >= fout,
     }
 }
 
@@ -489,7 +524,7 @@ fn requant8(r: Requant) -> Requant8 {
 #[target_feature(enable = "avx2,fma")]
 fn apply8(r: Requant8, x: __m256i) -> __m256i {
     let even = _mm256_add_epi64(_mm256_mul_epi32(x, r.m), r.round);
-    let odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), r.m), r.round);
+    let odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), r.m_odd), r.round);
     if r.shift >= 32 {
         // The high words, shifted as int32 (no clamp needed, as in the scalar code).
         let hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0b1010_1010);
@@ -583,7 +618,7 @@ fn lanes(v: __m256i) -> [i32; 8] {
     bytemuck::cast(v)
 }
 
-/// The accumulators of `Int8Kernels::linear`: for every row and group of up to
+/// The accumulators of `Kernels::linear`: for every row and group of up to
 /// eight outputs from `o`, `epi(row, o, group, sums)` with the sums (bias
 /// included) in the group's first lanes. [`linear_blocks`] per group.
 ///
@@ -615,7 +650,7 @@ unsafe fn linear_groups(
     unsafe { linear_blocks(scratch, w, b, fin, fout, x, rows, emit) }
 }
 
-/// The accumulators of `Int8Kernels::linear` by register block: for rows
+/// The accumulators of `Kernels::linear` by register block: for rows
 /// `r0 .. r0 + MR` (`MR <= 4`) and outputs `o .. o + 16`, `emit(r0, o, acc)`
 /// with `acc[r][h]` the sums (bias included) of outputs `o + 8h .. o + 8h + 8`
 /// of row `r0 + r` (outputs from `fout` on are padding: zero weights, no bias).
@@ -882,7 +917,7 @@ struct LinearScratch {
     packed: HashMap<(usize, usize, usize), Packed>,
 }
 
-/// `Int8Kernels::linear8`: [`linear_blocks`], then the requantization to
+/// `Kernels::linear_q`: [`linear_blocks`], then the requantization to
 /// int8 two rows of sixteen outputs at a time.
 ///
 /// # Safety
@@ -897,11 +932,10 @@ unsafe fn linear8(
     fout: usize,
     x: &[i8],
     rows: usize,
-    r: Requant,
+    r: Requants<'_>,
     lo: i8,
     y: &mut [i8],
 ) {
-    let r8 = requant8(r);
     // `sat8(max(v, lo))` is `max(clamp(v, -128, 127), max(lo, -127))`: the
     // saturating packs clamp to -128..=127, `vpmaxsb` does the rest.
     let lo = _mm256_set1_epi8(lo.max(-127));
@@ -910,10 +944,11 @@ unsafe fn linear8(
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let emit = |r0: usize, o: usize, acc: &[[__m256i; 2]]| {
         let n = (fout - o).min(16);
+        let (r0_8, r1_8) = (requant8_at(r, o, fout), requant8_at(r, o + 8, fout));
         for (i, two) in acc.chunks(2).enumerate() {
             let [a, b] = [two[0], two[two.len() - 1]];
-            let pa = _mm256_packs_epi32(apply8(r8, a[0]), apply8(r8, a[1]));
-            let pb = _mm256_packs_epi32(apply8(r8, b[0]), apply8(r8, b[1]));
+            let pa = _mm256_packs_epi32(apply8(r0_8, a[0]), apply8(r1_8, a[1]));
+            let pb = _mm256_packs_epi32(apply8(r0_8, b[0]), apply8(r1_8, b[1]));
             let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(pa, pb), order);
             let out: [[i8; 16]; 2] = bytemuck::cast(_mm256_max_epi8(bytes, lo));
             for (k, row) in out.iter().enumerate().take(two.len()) {
@@ -957,8 +992,8 @@ unsafe fn add_requant(acc: &mut [i32], y: &[i8], r: Requant) {
     }
 }
 
-impl Avx2Int8 {
-    /// `Int8Kernels::attention` for heads of `W` = 4 or 8 channels (the paper's
+impl Avx2Q {
+    /// `Kernels::attention` for heads of `W` = 4 or 8 channels (the paper's
     /// default: eight heads of 32 or 64 features), eight heads in the lanes:
     /// per query and group of eight heads (`8 W` channels), one pass over the
     /// keys for the scores (`vpmaddwd` of the widened rows, then `vphaddd`
@@ -981,7 +1016,7 @@ impl Avx2Int8 {
         dv: usize,
         r: AttentionQ,
     ) {
-        let Avx2Int8 {
+        let Avx2Q {
             kt, s, e, av, exp, ..
         } = self;
         let group = 8 * W;
@@ -1088,7 +1123,7 @@ impl Avx2Int8 {
         }
     }
 
-    /// `Int8Kernels::attention` with the keys in lanes: per query, the scores
+    /// `Kernels::attention` with the keys in lanes: per query, the scores
     /// of every head, eight keys per `vpmaddwd` step; per head the softmax
     /// eight keys at a time; then the value sums per channel and `O`.
     ///
@@ -1110,7 +1145,7 @@ impl Avx2Int8 {
         let width = dv / heads;
         let pairs = width.div_ceil(2);
         let n8 = n.next_multiple_of(8);
-        let Avx2Int8 {
+        let Avx2Q {
             kt,
             vt,
             s,
@@ -1211,7 +1246,7 @@ impl Avx2Int8 {
     }
 }
 
-/// Where the scores of [`Avx2Int8::attention_heads8`] put each of eight heads
+/// Where the scores of [`Avx2Q::attention_heads8`] put each of eight heads
 /// of `w` (4 or 8) channels: `vphaddd` of the pair sums of 16 channels each
 /// interleaves its operands per 128-bit half.
 fn head_lanes(w: usize) -> [i32; 8] {
