@@ -1745,7 +1745,7 @@ mod tests {
     fn programs() -> Vec<(String, Program)> {
         let mut out = Vec::new();
         for f in shared() {
-            for (tag, blob) in [("f32", f.blob.bytes()), ("int8", f.int8_blob.bytes())] {
+            for (tag, blob) in [("f32", f.blob.bytes()), ("int8", f.int8.blob.bytes())] {
                 let p = crate::lower_blob(blob).unwrap();
                 out.push((format!("{} ({tag})", f.name), p));
             }
@@ -1795,7 +1795,7 @@ mod tests {
     fn layers_end_with_one_scatter_per_tensor() {
         for f in shared() {
             let tensors = 2 * (f.config.weight_shapes.len());
-            for (blob, int8) in [(f.blob.bytes(), false), (f.int8_blob.bytes(), true)] {
+            for (blob, int8) in [(f.blob.bytes(), false), (f.int8.blob.bytes(), true)] {
                 let p = crate::lower_blob(blob).unwrap();
                 let model = dws_core::Model::new_checked(blob).unwrap();
                 assert_eq!(p.layer_steps.len(), model.layout().dws_layers, "{}", f.name);

@@ -7,7 +7,7 @@
 use dws_cuda::emulator::{self, EmulatedModel};
 use dws_cuda::kernels::Kernel;
 use dws_cuda::lower::Step;
-use dws_reference::{run_int8_suite, run_suite, shared, Backend, Fixture};
+use dws_reference::{run_golden_suite, run_suite, shared, Backend, Fixture, MODES};
 use std::io::Write;
 
 struct EmuBackend;
@@ -53,7 +53,7 @@ fn argument_structs_have_the_same_size_in_rust_and_cpp() {
 #[test]
 fn every_launch_carries_its_kernels_argument_struct() {
     for f in shared() {
-        for blob in [f.blob.bytes(), f.int8_blob.bytes()] {
+        for blob in [f.blob.bytes(), f.int8.blob.bytes(), f.x16.blob.bytes()] {
             let p = dws_cuda::lower_blob(blob).unwrap();
             for s in &p.steps {
                 if let Step::Launch(l) = s {
@@ -81,13 +81,15 @@ fn f32_reference_suite_on_the_emulator() {
 }
 
 #[test]
-fn int8_reference_suite_on_the_emulator_is_bit_exact() {
+fn quantized_reference_suites_on_the_emulator_are_bit_exact() {
     if skip_without_emulator() {
         return;
     }
     let fixtures = shared();
-    let r = run_int8_suite(&mut EmuBackend, fixtures);
-    r.assert_all_passed(fixtures.len());
+    for mode in MODES {
+        let r = run_golden_suite(&mut EmuBackend, fixtures, mode);
+        r.assert_all_passed(fixtures.len());
+    }
 }
 
 /// Chunks of any size and any batch position give the same bits.
@@ -97,7 +99,7 @@ fn results_do_not_depend_on_chunking_or_batch_position() {
         return;
     }
     for f in shared().iter().filter(|f| f.batch >= 3) {
-        for blob in [f.blob.bytes(), f.int8_blob.bytes()] {
+        for blob in [f.blob.bytes(), f.int8.blob.bytes(), f.x16.blob.bytes()] {
             let mut m = EmulatedModel::load(blob).unwrap();
             let whole = m.run_batch(&f.inputs, f.batch).unwrap();
             let chunked = m.run_chunked(&f.inputs, f.batch, 2).unwrap();
@@ -153,6 +155,8 @@ fn row_attention_kernels_pass_the_suites_too() {
     let fixtures = shared();
     let r = run_suite(&mut RowAttention, fixtures);
     r.assert_all_passed(fixtures.len());
-    let r = run_int8_suite(&mut RowAttention, fixtures);
-    r.assert_all_passed(fixtures.len());
+    for mode in MODES {
+        let r = run_golden_suite(&mut RowAttention, fixtures, mode);
+        r.assert_all_passed(fixtures.len());
+    }
 }

@@ -7,7 +7,7 @@
 //! (`gpu-check.sh`).
 
 use dws_cuda::{CudaModel, Error, Options};
-use dws_reference::{run_int8_suite, run_suite, Backend, Fixture};
+use dws_reference::{run_golden_suite, run_suite, Backend, Fixture, MODES};
 use std::io::Write;
 use std::sync::OnceLock;
 
@@ -38,45 +38,10 @@ fn fixtures() -> &'static [Fixture] {
 
 /// `Fixture::load` for a fixtures folder elsewhere.
 fn load_from(root: &std::path::Path) -> anyhow::Result<Vec<Fixture>> {
-    use dws_host::blob_io::{encode, AlignedBlob};
-    use dws_host::tensors::{read_checkpoint, read_safetensors};
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(root)? {
-        let e = e?;
-        if e.path().join("config.json").exists() {
-            names.push(e.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    let mut out = Vec::new();
-    for name in names {
-        let dir = root.join(&name);
-        let config = dws_host::config::Config::load(&dir.join("config.json"))?;
-        let sd = read_checkpoint(&dir.join("model.pt"))?;
-        let plan = dws_host::convert::convert(&config, &sd, None)?;
-        let blob = AlignedBlob::from_bytes(&encode(&plan)?);
-        let model = blob.model()?;
-        let inputs = read_safetensors(&dir.join("inputs.safetensors"))?;
-        let expected = read_safetensors(&dir.join("expected.safetensors"))?;
-        let (batch, flat) = dws_host::weight_space::flatten_inputs(&model, &inputs)?;
-        let case = dws_reference::encode_case(&name, &model, batch, &flat, &expected)?;
-        let cal = dws_host::quantize::calibrate(&model, &flat)?;
-        let int8_blob = AlignedBlob::from_bytes(&dws_host::quantize::quantize(&model, &cal)?.blob);
-        let int8_case = dws_reference::golden_case(&name, &int8_blob.model()?, batch, &flat)?;
-        drop(model);
-        out.push(Fixture {
-            name,
-            dir,
-            config,
-            blob,
-            batch,
-            inputs: flat,
-            case,
-            int8_blob,
-            int8_case,
-        });
-    }
-    Ok(out)
+    dws_reference::fixture_names_in(root)?
+        .iter()
+        .map(|name| Fixture::load_from(root, name))
+        .collect()
 }
 
 struct CudaBackend {
@@ -106,14 +71,17 @@ fn gpu_f32_reference_suite() {
 }
 
 #[test]
-fn gpu_int8_reference_suite_is_bit_exact() {
-    let Some(device) = gpu("gpu_int8_reference_suite_is_bit_exact") else {
+fn gpu_quantized_reference_suites_are_bit_exact() {
+    let Some(device) = gpu("gpu_quantized_reference_suites_are_bit_exact") else {
         return;
     };
     let fx = fixtures();
-    let options = Options::default();
-    let r = run_int8_suite(&mut CudaBackend { device, options }, fx);
-    r.assert_all_passed(fx.len());
+    for mode in MODES {
+        let options = Options::default();
+        let device = device.clone();
+        let r = run_golden_suite(&mut CudaBackend { device, options }, fx, mode);
+        r.assert_all_passed(fx.len());
+    }
 }
 
 /// int8 results are identical whatever the chunk and the batch position;
@@ -124,7 +92,11 @@ fn gpu_chunking_and_batch_position() {
         return;
     }
     for f in fixtures().iter().filter(|f| f.batch >= 3) {
-        for (blob, exact) in [(f.blob.bytes(), false), (f.int8_blob.bytes(), true)] {
+        for (blob, exact) in [
+            (f.blob.bytes(), false),
+            (f.int8.blob.bytes(), true),
+            (f.x16.blob.bytes(), true),
+        ] {
             let mut m = CudaModel::load(blob).unwrap();
             let whole = m.run_batch(&f.inputs, f.batch).unwrap();
             let small = Options {

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
-use dws_host::{bench, convert, eval, inspect, output, runner, tensors, weight_space};
+use dws_host::{bench, convert, eval, inspect, output, quantize, runner, tensors, weight_space};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -98,7 +98,8 @@ enum Command {
         #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
     },
-    /// Quantize an f32 blob to int8 with calibration inputs; prints per-layer SQNR.
+    /// Quantize an f32 blob to int8 (or 16x8: int16 activations) with calibration inputs;
+    /// prints per-layer SQNR and, for a classifier, top-1 agreement with f32.
     Quantize {
         /// The f32 .dws blob.
         model: PathBuf,
@@ -116,9 +117,19 @@ enum Command {
         /// then in the splits file's folder (see docs/datasets.md).
         #[arg(long)]
         data_root: Option<PathBuf>,
-        /// Output int8 blob.
+        /// Output blob.
         #[arg(short, long)]
         output: PathBuf,
+        /// Activations: int8, or int16 ("16x8": int8 weights, twice the activation RAM, close
+        /// to f32's predictions; see docs/quantization.md).
+        #[arg(long, value_enum, default_value_t = quantize::Activations::Int8)]
+        activations: quantize::Activations,
+        /// Weight scales: one per output channel, or one per tensor.
+        #[arg(long, value_enum, default_value_t = quantize::WeightScales::PerChannel)]
+        weights: quantize::WeightScales,
+        /// Weight rounding: learned on the calibration inputs (AdaRound), or to nearest.
+        #[arg(long, value_enum, default_value_t = quantize::Rounding::Adaround)]
+        rounding: quantize::Rounding,
     },
     /// Measure throughput (inputs/s, GFLOP/s or for int8 GOP/s, fraction of a GEMM peak in the
     /// blob's precision measured in the same run) and single-input latency on seeded synthetic
@@ -334,6 +345,9 @@ fn run(cli: Cli) -> Result<()> {
             split,
             limit,
             data_root,
+            activations,
+            weights,
+            rounding,
         } => {
             output::check_not_an_input(&output, &[&model, &calibration])?;
             let blob = AlignedBlob::read(&model)?;
@@ -386,7 +400,12 @@ fn run(cli: Cli) -> Result<()> {
                 weight_space::flatten_inputs(&m, &tensors)
                     .with_context(|| format!("in calibration inputs {}", calibration.display()))?
             };
-            dws_host::quantize::run_cli(&m, n, &data, &output)?;
+            let opts = quantize::Options {
+                weights,
+                rounding,
+                ..quantize::Options::new(activations)
+            };
+            quantize::run_cli(&m, n, &data, &output, &opts)?;
         }
         Command::Bench {
             model,

@@ -110,8 +110,9 @@ fn int8_agrees_with_f32_on_the_test_split() {
     let model = f.model().unwrap();
     let cal = tensors::read_safetensors(&example().join("calibration.safetensors")).unwrap();
     let (_, inputs) = weight_space::flatten_inputs(&model, &cal).unwrap();
-    let c = quantize::calibrate(&model, &inputs).unwrap();
-    let q = AlignedBlob::from_bytes(&quantize::quantize(&model, &c).unwrap().blob);
+    let opts = quantize::Options::default();
+    let c = quantize::calibrate(&model, &inputs, &opts).unwrap();
+    let q = AlignedBlob::from_bytes(&quantize::quantize(&model, &c, &opts).unwrap().blob);
     let (rf, rq) = (run(&f), run(&q));
     let agree = rf
         .logits

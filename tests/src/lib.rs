@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use dws_core::case::CaseRepr;
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
+use dws_host::quantize::{self, Activations};
 use dws_host::tensors::{read_checkpoint, read_safetensors, TensorMap};
 use dws_host::{convert, weight_space};
 use std::path::{Path, PathBuf};
@@ -37,10 +38,38 @@ pub struct Fixture {
     pub inputs: Vec<f32>,
     /// The case (inputs and upstream's outputs) encoded as `case.bin`.
     pub case: Vec<u8>,
-    /// The blob quantized to int8 (calibrated on the fixture's inputs): `model.int8.dws`.
-    pub int8_blob: AlignedBlob,
-    /// The core's int8 outputs as golden case (`case_int8.bin`): zero tolerance.
-    pub int8_case: Vec<u8>,
+    /// The committed int8 blob and its golden outputs (`model.int8.dws`, `case_int8.bin`).
+    pub int8: Golden,
+    /// The committed 16x8 blob and its golden outputs (`model.16x8.dws`, `case_16x8.bin`).
+    pub x16: Golden,
+}
+
+/// The quantized modes: each fixture has a blob and golden outputs for each.
+pub const MODES: [Activations; 2] = [Activations::Int8, Activations::Int16];
+
+/// A fixture quantized in one mode (with the quantizer's defaults, calibrated
+/// on the fixture's inputs) and the core's outputs on its inputs: the golden
+/// case, zero tolerance, that every backend must match bit for bit.
+pub struct Golden {
+    /// The quantized blob.
+    pub blob: AlignedBlob,
+    /// The core's outputs as a case (`case_*.bin`).
+    pub case: Vec<u8>,
+}
+
+impl Golden {
+    /// The decoded golden case.
+    pub fn case(&self) -> CaseRepr<'_> {
+        CaseRepr::new_checked(&self.case).expect("the suite encodes valid cases")
+    }
+}
+
+/// The committed files of a mode: the blob and the golden case.
+pub fn golden_files(mode: Activations) -> (&'static str, &'static str) {
+    match mode {
+        Activations::Int8 => ("model.int8.dws", "case_int8.bin"),
+        Activations::Int16 => ("model.16x8.dws", "case_16x8.bin"),
+    }
 }
 
 /// The fixtures folder.
@@ -50,8 +79,13 @@ pub fn fixtures_dir() -> PathBuf {
 
 /// Fixture names, sorted.
 pub fn fixture_names() -> Result<Vec<String>> {
+    fixture_names_in(&fixtures_dir())
+}
+
+/// The names of the fixtures in a fixtures folder, sorted.
+pub fn fixture_names_in(root: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for e in std::fs::read_dir(fixtures_dir()).context("listing tests/fixtures")? {
+    for e in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
         let e = e?;
         if e.path().join("config.json").exists() {
             names.push(e.file_name().to_string_lossy().into_owned());
@@ -64,7 +98,12 @@ pub fn fixture_names() -> Result<Vec<String>> {
 impl Fixture {
     /// Loads a fixture, converting its checkpoint with the `dws convert` code path.
     pub fn load(name: &str) -> Result<Fixture> {
-        let dir = fixtures_dir().join(name);
+        Fixture::load_from(&fixtures_dir(), name)
+    }
+
+    /// [`Fixture::load`] from another fixtures folder.
+    pub fn load_from(root: &Path, name: &str) -> Result<Fixture> {
+        let dir = root.join(name);
         let config = Config::load(&dir.join("config.json"))?;
         let sd = read_checkpoint(&dir.join("model.pt"))?;
         let plan = convert::convert(&config, &sd, None)
@@ -75,9 +114,19 @@ impl Fixture {
         let expected = read_safetensors(&dir.join("expected.safetensors"))?;
         let (batch, flat) = weight_space::flatten_inputs(&model, &inputs)?;
         let case = encode_case(name, &model, batch, &flat, &expected)?;
-        let cal = dws_host::quantize::calibrate(&model, &flat)?;
-        let int8_blob = AlignedBlob::from_bytes(&dws_host::quantize::quantize(&model, &cal)?.blob);
-        let int8_case = golden_case(name, &int8_blob.model()?, batch, &flat)?;
+        // The committed quantized blobs (quantizing is slow; the freshness
+        // test and `write-cases` quantize afresh), or new ones for a new fixture.
+        let golden = |mode: Activations| -> Result<Golden> {
+            let path = dir.join(golden_files(mode).0);
+            let blob = match std::fs::read(&path) {
+                Ok(bytes) => AlignedBlob::from_bytes(&bytes),
+                Err(_) => AlignedBlob::from_bytes(&quantize_fixture(&model, &flat, mode)?),
+            };
+            let case = golden_case(name, &blob.model()?, batch, &flat)
+                .with_context(|| format!("running {}", path.display()))?;
+            Ok(Golden { blob, case })
+        };
+        let (int8, x16) = (golden(Activations::Int8)?, golden(Activations::Int16)?);
         drop(model);
         Ok(Fixture {
             name: name.to_string(),
@@ -87,20 +136,44 @@ impl Fixture {
             batch,
             inputs: flat,
             case,
-            int8_blob,
-            int8_case,
+            int8,
+            x16,
         })
+    }
+
+    /// The golden blob and case of a mode.
+    pub fn golden(&self, mode: Activations) -> &Golden {
+        match mode {
+            Activations::Int8 => &self.int8,
+            Activations::Int16 => &self.x16,
+        }
+    }
+
+    /// The fixture quantized afresh in `mode` with the quantizer's defaults,
+    /// calibrated on its inputs.
+    pub fn quantize(&self, mode: Activations) -> Result<Vec<u8>> {
+        quantize_fixture(&self.blob.model()?, &self.inputs, mode)
     }
 
     /// The decoded case.
     pub fn case(&self) -> CaseRepr<'_> {
         CaseRepr::new_checked(&self.case).expect("the suite encodes valid cases")
     }
+}
 
-    /// The decoded int8 golden case.
-    pub fn int8_case(&self) -> CaseRepr<'_> {
-        CaseRepr::new_checked(&self.int8_case).expect("the suite encodes valid cases")
-    }
+/// `model` quantized in `mode` with the quantizer's defaults (one thread:
+/// the result does not depend on the count), calibrated on `inputs`.
+fn quantize_fixture(
+    model: &dws_core::Model<'_>,
+    inputs: &[f32],
+    mode: Activations,
+) -> Result<Vec<u8>> {
+    let opts = quantize::Options {
+        threads: 1,
+        ..quantize::Options::new(mode)
+    };
+    let cal = quantize::calibrate(model, inputs, &opts)?;
+    Ok(quantize::quantize(model, &cal, &opts)?.blob)
 }
 
 /// Loads every fixture.
@@ -153,8 +226,8 @@ pub fn encode_case(
     Ok(postcard::to_allocvec(&case)?)
 }
 
-/// The core's outputs of `model` on `inputs` as a zero-tolerance case: the int8
-/// golden outputs every other backend must match bit for bit.
+/// The core's outputs of `model` on `inputs` as a zero-tolerance case: the
+/// golden outputs of a quantized blob every other backend must match bit for bit.
 pub fn golden_case(
     name: &str,
     model: &dws_core::Model<'_>,
@@ -318,9 +391,9 @@ impl Backend for FastBackend {
     }
 }
 
-/// int8 blobs on the host: the core's executor with the host's SIMD kernels
-/// (`dws_host::fast::int8`) of the given instruction set, `threads` workers.
-pub struct Int8HostBackend {
+/// Quantized blobs on the host: the core's executor with the host's SIMD kernels
+/// (`dws_host::fast::quantized`) of the given instruction set, `threads` workers.
+pub struct QHostBackend {
     /// Worker threads.
     pub threads: usize,
     /// The kernels' instruction set (portable if the CPU lacks it).
@@ -330,10 +403,10 @@ pub struct Int8HostBackend {
     pub one_at_a_time: bool,
 }
 
-impl Backend for Int8HostBackend {
+impl Backend for QHostBackend {
     fn name(&self) -> String {
         format!(
-            "host int8 kernels ({} threads, {})",
+            "host quantized kernels ({} threads, {})",
             self.threads,
             self.isa.supported().name()
         )
@@ -408,18 +481,24 @@ pub fn run_suite(backend: &mut dyn Backend, fixtures: &[Fixture]) -> Report {
     run_suite_with(backend, fixtures, |_, blob| blob.to_vec())
 }
 
-/// Runs `backend` over every fixture's int8 blob, requiring the core's golden
-/// outputs bit for bit.
-pub fn run_int8_suite(backend: &mut dyn Backend, fixtures: &[Fixture]) -> Report {
+/// Runs `backend` over the golden blobs of `mode` (int8 or 16x8) of every
+/// fixture, bit for bit, printing a line per fixture and `N passed, M failed`.
+pub fn run_golden_suite(
+    backend: &mut dyn Backend,
+    fixtures: &[Fixture],
+    mode: Activations,
+) -> Report {
     let mut r = Report::default();
+    let name = mode.precision().name();
     println!(
-        "reference suite (int8, bit-exact), backend {}:",
+        "reference suite ({name}, bit-exact), backend {}:",
         backend.name()
     );
     for f in fixtures {
+        let g = f.golden(mode);
         let res = backend
-            .run(f, f.int8_blob.bytes())
-            .and_then(|out| check_outputs(&f.int8_case(), &out));
+            .run(f, g.blob.bytes())
+            .and_then(|out| check_outputs(&g.case(), &out));
         match res {
             Ok(_) => {
                 r.passed += 1;

@@ -5,10 +5,11 @@ use dws_core::plan::{Op, Output};
 use dws_core::quantized::{Act, Kernels};
 use dws_host::blob_io::{decode, encode, AlignedBlob};
 use dws_host::fast::{FastModel, FastOptions, Isa};
+use dws_host::quantize::Activations;
 use dws_reference::permute::{HiddenPermutation, SplitMix};
 use dws_reference::{
-    run_int8_suite, run_suite, run_suite_with, shared, Backend, CoreBackend, FastBackend,
-    HostBackend, Int8HostBackend,
+    golden_case, golden_files, run_golden_suite, run_suite, run_suite_with, shared, Backend,
+    CoreBackend, FastBackend, HostBackend, QHostBackend, MODES,
 };
 
 #[test]
@@ -96,37 +97,41 @@ fn committed_case_files_are_up_to_date() {
 }
 
 #[test]
-fn int8_core_and_host_match_the_golden_outputs_bit_for_bit() {
+fn quantized_core_and_host_match_the_golden_outputs_bit_for_bit() {
     let fixtures = shared();
-    for r in [
-        run_int8_suite(&mut CoreBackend, fixtures),
-        run_int8_suite(&mut HostBackend { threads: 1 }, fixtures),
-        run_int8_suite(&mut HostBackend { threads: 2 }, fixtures),
-    ] {
-        r.assert_all_passed(fixtures.len());
+    for mode in MODES {
+        for r in [
+            run_golden_suite(&mut CoreBackend, fixtures, mode),
+            run_golden_suite(&mut HostBackend { threads: 1 }, fixtures, mode),
+            run_golden_suite(&mut HostBackend { threads: 2 }, fixtures, mode),
+        ] {
+            r.assert_all_passed(fixtures.len());
+        }
     }
 }
 
-/// The host's int8 kernels (AVX2 where the CPU has it, and the portable ones)
-/// give the core's bits on every fixture.
+/// The host's quantized kernels (AVX2 where the CPU has it, and the portable
+/// ones) give the core's bits on every fixture, in both modes.
 #[test]
-fn int8_host_kernels_match_the_golden_outputs_bit_for_bit() {
+fn quantized_host_kernels_match_the_golden_outputs_bit_for_bit() {
     let fixtures = shared();
-    for isa in [Isa::Avx2Fma, Isa::Portable] {
-        for threads in [1, 2] {
-            for one_at_a_time in [false, true] {
-                let mut backend = Int8HostBackend {
-                    threads,
-                    isa,
-                    one_at_a_time,
-                };
-                let r = run_int8_suite(&mut backend, fixtures);
-                r.assert_all_passed(fixtures.len());
+    for mode in MODES {
+        for isa in [Isa::Avx2Fma, Isa::Portable] {
+            for threads in [1, 2] {
+                for one_at_a_time in [false, true] {
+                    let mut backend = QHostBackend {
+                        threads,
+                        isa,
+                        one_at_a_time,
+                    };
+                    let r = run_golden_suite(&mut backend, fixtures, mode);
+                    r.assert_all_passed(fixtures.len());
+                }
             }
         }
     }
     // One input on two threads needs two cores (which CI has).
-    let m = fixtures[0].int8_blob.model().unwrap();
+    let m = fixtures[0].int8.blob.model().unwrap();
     let engine = dws_host::fast::quantized::QEngine::new(&m, Isa::detect()).unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(engine.pairs(1, 2), cores >= 2);
@@ -171,16 +176,24 @@ impl<A: Act> Kernels<A> for Split {
 /// The executor split in two parts (blocks dealt to both, the costliest split
 /// by rows) gives the sequential bits on every fixture, on any machine.
 #[test]
-fn int8_parts_in_either_order_give_the_same_bits() {
-    for f in shared() {
-        let m = f.int8_blob.model().unwrap();
+fn quantized_parts_in_either_order_give_the_same_bits() {
+    for (f, mode) in shared().iter().flat_map(|f| MODES.map(|m| (f, m))) {
+        let m = f.golden(mode).blob.model().unwrap();
         let mut scratch = vec![0f32; m.scratch_len()];
         let (mut want, mut got) = (vec![0f32; m.output_len()], vec![0f32; m.output_len()]);
         for x in f.inputs.chunks(m.input_len()) {
             m.run(x, &mut scratch, &mut want).unwrap();
             for reversed in [true, false] {
-                m.run_quantized_with::<i8>(&mut Split { reversed }, x, &mut scratch, &mut got)
-                    .unwrap();
+                let split = &mut Split { reversed };
+                match mode {
+                    Activations::Int8 => {
+                        m.run_quantized_with::<i8>(split, x, &mut scratch, &mut got)
+                    }
+                    Activations::Int16 => {
+                        m.run_quantized_with::<i16>(split, x, &mut scratch, &mut got)
+                    }
+                }
+                .unwrap();
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{} reversed {reversed}", f.name);
             }
@@ -188,13 +201,13 @@ fn int8_parts_in_either_order_give_the_same_bits() {
     }
 }
 
-/// Integer arithmetic is exact, so relabeling hidden neurons changes int8
-/// outputs not even in the last bit (beyond relabeling them).
+/// Integer arithmetic is exact, so relabeling hidden neurons changes int8 and
+/// 16x8 outputs not even in the last bit (beyond relabeling them).
 #[test]
-fn int8_is_bit_identical_under_hidden_permutations_and_batch_positions() {
+fn quantized_is_bit_identical_under_hidden_permutations_and_batch_positions() {
     let mut rng = SplitMix(0x1178);
-    for f in shared() {
-        let m = f.int8_blob.model().unwrap();
+    for (f, mode) in shared().iter().flat_map(|f| MODES.map(|m| (f, m))) {
+        let m = f.golden(mode).blob.model().unwrap();
         let fin = m.spec().input_features as usize;
         let mut scratch = vec![0f32; m.scratch_len()];
         let (mut y, mut yp) = (vec![0f32; m.output_len()], vec![0f32; m.output_len()]);
@@ -267,21 +280,26 @@ fn format1_int8_blobs_run_unchanged() {
     }
 }
 
+/// The committed quantized blobs are what the quantizer writes today (afresh,
+/// with its defaults), and their golden cases what the core computes.
 #[test]
-fn committed_int8_golden_files_are_up_to_date() {
+fn committed_golden_files_are_up_to_date() {
+    let stale = |file: &str, f: &dws_reference::Fixture| {
+        format!(
+            "{}/{file} is stale: run `cargo run -p dws-reference -- write-cases`",
+            f.name
+        )
+    };
     for f in shared() {
-        let blob = std::fs::read(f.dir.join("model.int8.dws")).unwrap();
-        assert!(
-            blob == f.int8_blob.bytes(),
-            "{}/model.int8.dws is stale: run `cargo run -p dws-reference -- write-cases`",
-            f.name
-        );
-        let case = std::fs::read(f.dir.join("case_int8.bin")).unwrap();
-        assert!(
-            case == f.int8_case,
-            "{}/case_int8.bin is stale: run `cargo run -p dws-reference -- write-cases`",
-            f.name
-        );
+        for mode in MODES {
+            let (blob_file, case_file) = golden_files(mode);
+            let fresh = AlignedBlob::from_bytes(&f.quantize(mode).unwrap());
+            let committed = std::fs::read(f.dir.join(blob_file)).unwrap();
+            assert!(committed == fresh.bytes(), "{}", stale(blob_file, f));
+            let case = golden_case(&f.name, &fresh.model().unwrap(), f.batch, &f.inputs).unwrap();
+            let committed = std::fs::read(f.dir.join(case_file)).unwrap();
+            assert!(committed == case, "{}", stale(case_file, f));
+        }
     }
 }
 
@@ -364,10 +382,12 @@ fn fast_backend_does_not_depend_on_batch_position_chunk_or_threads() {
 }
 
 #[test]
-fn fast_engine_refuses_int8_blobs_and_bad_inputs() {
+fn fast_engine_refuses_quantized_blobs_and_bad_inputs() {
     let f = &shared()[0];
-    let int8 = f.int8_blob.model().unwrap();
-    assert!(FastModel::new(&int8).is_err());
+    for mode in MODES {
+        let q = f.golden(mode).blob.model().unwrap();
+        assert!(FastModel::new(&q).is_err());
+    }
     let m = f.blob.model().unwrap();
     let fast = FastModel::new(&m).unwrap();
     let mut x = f.inputs[..m.input_len()].to_vec();

@@ -1,6 +1,5 @@
 //! The quantization records of a plan (format 2): each follows the op it annotates.
 
-
 // Records are decoded one at a time on the stack and there is no heap to box into,
 // so variants of different sizes are fine here.
 #![allow(clippy::large_enum_variant)]

@@ -3,7 +3,6 @@
 //! Only the quantization records changed in format 2; every other record is
 //! the current type.
 
-
 // Records are decoded one at a time on the stack and there is no heap to box into,
 // so variants of different sizes are fine here.
 #![allow(clippy::large_enum_variant)]

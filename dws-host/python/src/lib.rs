@@ -614,8 +614,9 @@ impl Model {
             if m.precision() != Precision::F32 {
                 bail!("the model is already int8");
             }
-            let cal = quantize::calibrate(m, &data)?;
-            Ok(quantize::quantize(m, &cal)?.blob)
+            let opts = quantize::Options::default();
+            let cal = quantize::calibrate(m, &data, &opts)?;
+            Ok(quantize::quantize(m, &cal, &opts)?.blob)
         })?;
         Model::from_blob(
             AlignedBlob::from_bytes(&bytes),
