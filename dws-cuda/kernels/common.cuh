@@ -238,7 +238,7 @@ struct Contrib {
 };
 
 // ---------------------------------------------------------------------------
-// int8 fixed point (`dws_core::quant`, docs/int8.md).
+// int8 fixed point (`dws_core::quant`, docs/quantization.md).
 // ---------------------------------------------------------------------------
 struct Req {
   i32 m;

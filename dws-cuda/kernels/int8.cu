@@ -1,4 +1,4 @@
-// int8 kernels: the arithmetic of docs/int8.md, integer only between the
+// int8 kernels: the arithmetic of docs/quantization.md, integer only between the
 // input and output boundaries, so that results are bit for bit those of
 // `dws_core::int8` (whose functions each kernel names). Integer sums are exact,
 // so the order of accumulation (threads, tiles) does not change any result.

@@ -20,7 +20,7 @@
 //!
 //! f32 GEMMs use cuBLAS with TF32 off (`CUBLAS_DEFAULT_MATH`) unless
 //! [`Options::tf32`] is set. int8 plans use integer kernels only and are meant
-//! to match `dws_core` bit for bit (`docs/int8.md`).
+//! to match `dws_core` bit for bit (`docs/quantization.md`).
 #![warn(missing_docs)]
 
 pub mod args;

@@ -26,7 +26,7 @@
 //! block's contribution, with broadcasting, scale, the map's bias, DeepSets'
 //! `- Lambda`, set attention's `O + relu(.)`, and the following batch norm and
 //! ReLU fused in. int8 plans follow the same structure with integer kernels
-//! (`docs/int8.md`).
+//! (`docs/quantization.md`).
 
 use crate::args::*;
 use crate::kernels::{Kernel, LINEAR_TILE, MAX_DYN_SMEM, THREADS};

@@ -124,7 +124,7 @@ fn int8_agrees_with_f32_on_the_test_split() {
     let (af, aq) = (accuracy(&rf), accuracy(&rq));
     println!("digits int8: top-1 agreement {agree}/{n}, accuracy f32 {af:.4} int8 {aq:.4}");
     // Measured: 339/360 (94.2%) agreement, accuracy 66.94% -> 66.67%. About the
-    // most int8 activations allow on this model (docs/int8.md, "Accuracy"); this
+    // most int8 activations allow on this model (docs/quantization.md, "Accuracy"); this
     // guards against regressions.
     assert!(
         agree as f64 >= 0.90 * n as f64,

@@ -16,7 +16,7 @@ accuracy, and the logits' SQNR. Points:
   the head, one scale each (the values inside a block);
 * ``weights``: every ``nn.Linear`` weight, per tensor or per output channel.
 
-dws's int8 path rounds at all of these points (``docs/int8.md``); this
+dws's int8 path rounds at all of these points (``docs/quantization.md``); this
 study shows how much each costs on its own. Calibration uses the maximum
 magnitude (``--coverage`` for a percentile).
 
