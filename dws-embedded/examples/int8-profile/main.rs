@@ -246,10 +246,7 @@ fn print_table(
         let per = instr as f64 / n;
         let w: u64 = units.iter().map(|u| work.get(*u)).sum();
         let (units, ratio) = match units.first() {
-            Some(u) if w > 0 => (
-                format!("{} {}", group(w), u.label()),
-                format!("{:.1}", per / w as f64),
-            ),
+            Some(u) if w > 0 => (format!("{} {}", group(w), u.label()), ratio(per / w as f64)),
             _ => (String::new(), String::new()),
         };
         println!(
@@ -259,6 +256,15 @@ fn print_table(
         );
     }
     println!("| total | {:.2} | 100% | | |", total as f64 / n / 1e6);
+}
+
+/// Instructions per unit: a tenth below 100, whole ones above.
+fn ratio(r: f64) -> String {
+    if r < 100.0 {
+        format!("{r:.1}")
+    } else {
+        group(r.round() as u64)
+    }
 }
 
 /// `1234567` as `1,234,567`.

@@ -15,7 +15,7 @@ fail() {
   exit 1
 }
 
-bash "$HERE/../run-qemu.sh" --profile="$CASE" >"$out" 2>&1 || {
+bash "$HERE/run-qemu.sh" --profile="$CASE" >"$out" 2>&1 || {
   cat "$out" >&2
   fail "run-qemu.sh --profile=$CASE failed"
 }
