@@ -7,41 +7,52 @@
 
 use crate::work::Unit;
 
-/// The rows of the table: the op and the units its work is counted in
-/// (summed; all of one kind, e.g. reads).
-pub const OPS: &[(&str, &[Unit])] = &[
-    (
-        "linear dot products (MLPs, Q/K/V, fc_o)",
-        &[Unit::LinearMacs],
-    ),
-    (
-        "linear output requant (+ fc_o residual)",
-        &[Unit::LinearOutputs],
-    ),
-    ("scatter add_requant", &[Unit::ScatterAdds]),
-    ("softmax_q15: max, exp, sum", &[Unit::Scores]),
-    ("softmax_q15: division", &[Unit::Scores]),
-    ("attention value sums + head loop", &[Unit::ValueMacs]),
-    ("attention scores QK", &[Unit::ScoreMacs]),
-    ("attention output requant", &[Unit::AttentionOutputs]),
-    ("gather (pool)", &[Unit::PoolReads]),
-    (
-        "pool_rows (invariant head, DeepSets)",
-        &[Unit::HeadReads, Unit::SetPoolReads],
-    ),
-    ("cell-wise gather requant_i8", &[Unit::CellValues]),
-    ("destination requant", &[Unit::DstValues]),
-    ("batch norm", &[Unit::AffineValues]),
-    ("input quantization", &[Unit::InputValues]),
-    ("memcpy/memset", &[Unit::Blocks]),
-    ("plan decode", &[Unit::Blocks]),
-    ("executor: layer and block loops, ReLU, input checks", &[]),
-    ("runner and timing marks (firmware)", &[]),
-    (OTHER, &[]),
-];
-
+// The ops (the rows' names).
+const LINEAR: &str = "linear dot products (MLPs, Q/K/V, fc_o)";
+const LINEAR_REQUANT: &str = "linear output requant (+ fc_o residual)";
+const SCATTER: &str = "scatter add_requant";
+const SOFTMAX: &str = "softmax_q15: max, exp, sum";
+const SOFTMAX_DIV: &str = "softmax_q15: division";
+const ATT_VALUES: &str = "attention value sums + head loop";
+const ATT_SCORES: &str = "attention scores QK";
+const ATT_REQUANT: &str = "attention output requant";
+const GATHER: &str = "gather (pool)";
+const POOL_ROWS: &str = "pool_rows (invariant head, DeepSets)";
+const CELLWISE: &str = "cell-wise gather requant_i8";
+const DST_REQUANT: &str = "destination requant";
+const BATCH_NORM: &str = "batch norm";
+const INPUT: &str = "input quantization";
+const MEMCPY: &str = "memcpy/memset";
+const DECODE: &str = "plan decode";
+const EXECUTOR: &str = "executor: layer and block loops, ReLU, input checks";
+const RUNNER: &str = "runner and timing marks (firmware)";
 /// The row of code that no rule claims.
 pub const OTHER: &str = "other";
+
+/// The rows of the table: the op and the units its work is counted in
+/// (summed; all of one kind, e.g. reads).
+#[rustfmt::skip]
+pub const OPS: &[(&str, &[Unit])] = &[
+    (LINEAR,         &[Unit::LinearMacs]),
+    (LINEAR_REQUANT, &[Unit::LinearOutputs]),
+    (SCATTER,        &[Unit::ScatterAdds]),
+    (SOFTMAX,        &[Unit::Scores]),
+    (SOFTMAX_DIV,    &[Unit::Scores]),
+    (ATT_VALUES,     &[Unit::ValueMacs]),
+    (ATT_SCORES,     &[Unit::ScoreMacs]),
+    (ATT_REQUANT,    &[Unit::AttentionOutputs]),
+    (GATHER,         &[Unit::PoolReads]),
+    (POOL_ROWS,      &[Unit::HeadReads, Unit::SetPoolReads]),
+    (CELLWISE,       &[Unit::CellValues]),
+    (DST_REQUANT,    &[Unit::DstValues]),
+    (BATCH_NORM,     &[Unit::AffineValues]),
+    (INPUT,          &[Unit::InputValues]),
+    (MEMCPY,         &[Unit::Blocks]),
+    (DECODE,         &[Unit::Blocks]),
+    (EXECUTOR,       &[]),
+    (RUNNER,         &[]),
+    (OTHER,          &[]),
+];
 
 /// A PC belongs to the op of the first rule whose names all occur in its
 /// inlined call chain, each as whole words of one frame's name (`dot_acc`
@@ -51,110 +62,61 @@ pub const OTHER: &str = "other";
 /// that function itself, not in one it calls. Order matters: a dot product
 /// inside `attend_head` is attention, not linear. A function that is not
 /// inlined starts its own chain: its rule cannot see who called it.
+#[rustfmt::skip]
 pub const RULES: &[(&str, &[&str])] = &[
-    ("attention scores QK", &["attend_head", "dot_acc"]),
-    ("attention value sums + head loop", &["attend_head"]),
-    ("softmax_q15: division", &["softmax_q15", "Q15Divisor"]),
-    ("softmax_q15: max, exp, sum", &["softmax_q15"]),
-    ("attention output requant", &["Int8Kernels::attention"]),
+    (ATT_SCORES,     &["attend_head", "dot_acc"]),
+    (ATT_VALUES,     &["attend_head"]),
+    (SOFTMAX_DIV,    &["softmax_q15", "Q15Divisor"]),
+    (SOFTMAX,        &["softmax_q15"]),
+    (ATT_REQUANT,    &["Int8Kernels::attention"]),
     // The requantizing closures handed to `Int8Kernels::linear`.
-    (
-        "linear output requant (+ fc_o residual)",
-        &["Int8Kernels::fc_o_residual::{{closure}}"],
-    ),
-    (
-        "linear output requant (+ fc_o residual)",
-        &["Int8Kernels::linear8::{{closure}}"],
-    ),
-    (
-        "linear output requant (+ fc_o residual)",
-        &["set8::{{closure}}"],
-    ),
-    (
-        "linear dot products (MLPs, Q/K/V, fc_o)",
-        &["Int8Kernels::linear"],
-    ),
+    (LINEAR_REQUANT, &["Int8Kernels::fc_o_residual::{{closure}}"]),
+    (LINEAR_REQUANT, &["Int8Kernels::linear8::{{closure}}"]),
+    (LINEAR_REQUANT, &["set8::{{closure}}"]),
+    (LINEAR,         &["Int8Kernels::linear"]),
     // Attention pooling (DeepSets): the scores against the query.
-    ("attention scores QK", &["set8", "dot_acc"]),
+    (ATT_SCORES,     &["set8", "dot_acc"]),
     // The head's last layer and the input skip call `dot_acc` directly.
-    ("linear dot products (MLPs, Q/K/V, fc_o)", &["dot_acc"]),
-    ("scatter add_requant", &["Int8Kernels::add_requant"]),
-    ("gather (pool)", &["Int8Kernels::pool"]),
-    ("gather (pool)", &["gather8"]),
-    ("cell-wise gather requant_i8", &["Int8Kernels::requant_i8"]),
-    ("destination requant", &["Int8Kernels::requant"]),
-    ("batch norm", &["Int8Kernels::affine"]),
-    ("batch norm", &["affine_entries"]),
-    ("input quantization", &["quantize_input"]),
-    ("pool_rows (invariant head, DeepSets)", &["pool_rows"]),
-    ("pool_rows (invariant head, DeepSets)", &["exec::head"]),
-    ("memcpy/memset", &["compiler_builtins::mem"]),
-    ("memcpy/memset", &["__aeabi_mem*"]),
-    ("plan decode", &["postcard"]),
-    ("plan decode", &["serde_core::de"]),
-    ("plan decode", &["Ops::decode"]),
-    ("plan decode", &["Ops::next_tagged"]),
-    ("plan decode", &["next_block"]),
-    ("plan decode", &["next_quant"]),
-    ("plan decode", &["=dws_core::Ops"]),
-    // Code written in the executor's own functions (not in a kernel).
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=int8::exec::*"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=kernels::set8"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=kernels::linear8"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=kernels::mlp8*"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=Model::run*"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=kernels::take_i*"],
-    ),
-    // Its helpers: grid sizes, block dimensions, plan types, parameter
-    // slices, and the requantizations it does itself (input skip, resampling).
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=dws_core::shape::*"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=dws_core::validate::*"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=kernels::block::pooled"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=dws_core::plan::*"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=dws_core::int8::P8::*"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=dws_core::int8::Layout8::*"],
-    ),
-    (
-        "executor: layer and block loops, ReLU, input checks",
-        &["=dws_core::quant::*"],
-    ),
+    (LINEAR,         &["dot_acc"]),
+    (SCATTER,        &["Int8Kernels::add_requant"]),
+    (GATHER,         &["Int8Kernels::pool"]),
+    (GATHER,         &["gather8"]),
+    (CELLWISE,       &["Int8Kernels::requant_i8"]),
+    (DST_REQUANT,    &["Int8Kernels::requant"]),
+    (BATCH_NORM,     &["Int8Kernels::affine"]),
+    (BATCH_NORM,     &["affine_entries"]),
+    (INPUT,          &["quantize_input"]),
+    (POOL_ROWS,      &["pool_rows"]),
+    (POOL_ROWS,      &["exec::head"]),
+    (MEMCPY,         &["compiler_builtins::mem"]),
+    (MEMCPY,         &["__aeabi_mem*"]),
+    (DECODE,         &["postcard"]),
+    (DECODE,         &["serde_core::de"]),
+    (DECODE,         &["Ops::decode"]),
+    (DECODE,         &["Ops::next_tagged"]),
+    (DECODE,         &["next_block"]),
+    (DECODE,         &["next_quant"]),
+    (DECODE,         &["=dws_core::Ops"]),
+    // Code written in the executor's own functions (not in a kernel)...
+    (EXECUTOR,       &["=int8::exec::*"]),
+    (EXECUTOR,       &["=kernels::set8"]),
+    (EXECUTOR,       &["=kernels::linear8"]),
+    (EXECUTOR,       &["=kernels::mlp8*"]),
+    (EXECUTOR,       &["=kernels::take_i*"]),
+    (EXECUTOR,       &["=Model::run*"]),
+    // ... and in its helpers: grid sizes, block dimensions, plan types,
+    // parameter slices, the requantizations it does itself (input skip,
+    // resampling).
+    (EXECUTOR,       &["=dws_core::shape::*"]),
+    (EXECUTOR,       &["=dws_core::validate::*"]),
+    (EXECUTOR,       &["=kernels::block::pooled"]),
+    (EXECUTOR,       &["=dws_core::plan::*"]),
+    (EXECUTOR,       &["=dws_core::int8::P8::*"]),
+    (EXECUTOR,       &["=dws_core::int8::Layout8::*"]),
+    (EXECUTOR,       &["=dws_core::quant::*"]),
     // What the firmware runs around each inference, marks included.
-    ("runner and timing marks (firmware)", &["=dws_firmware::*"]),
-    ("runner and timing marks (firmware)", &["=dws_embedded::*"]),
+    (RUNNER,         &["=dws_firmware::*"]),
+    (RUNNER,         &["=dws_embedded::*"]),
 ];
 
 /// The op of a PC with this inlined call chain (innermost frame first).
@@ -224,24 +186,18 @@ mod tests {
             "dws_core::int8::kernels::attend_head",
             "dws_core::int8::kernels::Int8Kernels::attention",
         ]);
-        assert_eq!(classify(&qk), "attention scores QK");
+        assert_eq!(classify(&qk), ATT_SCORES);
         let requant = chain(&[
             "dws_core::quant::Requant::apply",
             "dws_core::int8::kernels::Int8Kernels::linear8::{{closure}}",
             "dws_core::int8::kernels::linear_row",
             "dws_core::int8::kernels::Int8Kernels::linear",
         ]);
-        assert_eq!(
-            classify(&requant),
-            "linear output requant (+ fc_o residual)"
-        );
+        assert_eq!(classify(&requant), LINEAR_REQUANT);
         assert_eq!(classify(&chain(&["cortex_m_rt::Reset"])), OTHER);
         // `=`: the executor's own code, not a kernel inlined into it.
         let own = chain(&["core::cmp::Ord::max", "dws_core::int8::exec::run8"]);
-        assert_eq!(
-            classify(&own),
-            "executor: layer and block loops, ReLU, input checks"
-        );
+        assert_eq!(classify(&own), EXECUTOR);
         let renamed = chain(&[
             "dws_core::int8::kernels::scatter",
             "dws_core::int8::exec::dst_rows",
