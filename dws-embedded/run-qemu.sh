@@ -4,11 +4,19 @@
 #
 #   N passed, M failed                      (the reference cases the firmware carries)
 #   flash: .. of .. bytes (..%, headroom ..%), RAM: .. of .. bytes (..)
-#   instructions per inference: X           (the paper-default classifier, int8)
+#   instructions per inference: X (paper_default int8, ..)   (the benchmark first,
+#   instructions per inference: X (<case> <f32|int8>, ..)     then every other case)
+#
+#   run-qemu.sh --profile[=FIXTURE]
+#
+# also prints where the instructions of an int8 case go (FIXTURE's int8 case,
+# default the benchmark): the same run with the per-PC plugin
+# qemu-plugin/pcprof.c, then the per-op table of
+# `cargo run -p dws-embedded --example int8-profile` (see README.md).
 #
 # Exits non-zero if a case fails, the stack outgrows its reserve, the image
-# leaves less than 15% of the flash or RAM free, QEMU fails or times out, or a
-# tool is missing.
+# leaves less than 15% of the flash or RAM free, QEMU fails or times out, a
+# tool is missing, or the profile does not account for every instruction.
 # Environment: CARGO_TARGET_DIR (default dws-embedded/firmware/target),
 # QEMU_TIMEOUT (seconds, default 600), DWS_CODE_RESERVE (flash bytes kept for
 # code, see firmware/build.rs), DWS_FIXTURES and DWS_BENCH (firmware/build.rs).
@@ -28,6 +36,19 @@ die() {
   echo "run-qemu.sh: $*" >&2
   exit 1
 }
+
+PROFILE=""
+for arg in "$@"; do
+  case "$arg" in
+    --profile) PROFILE="${DWS_BENCH:-paper_default}" ;;
+    --profile=?*) PROFILE="${arg#--profile=}" ;;
+    -h | --help)
+      echo "usage: bash dws-embedded/run-qemu.sh [--profile[=FIXTURE]]"
+      exit 0
+      ;;
+    *) die "unknown argument $arg (usage: run-qemu.sh [--profile[=FIXTURE]])" ;;
+  esac
+done
 
 # ---- tools -------------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs)"
@@ -56,7 +77,21 @@ for t in arm-none-eabi-nm llvm-nm rust-nm; do
 done
 [ -n "$NM" ] || command -v readelf >/dev/null ||
   die "no symbol tool: apt-get install -y binutils-arm-none-eabi (or binutils for readelf)"
+ADDR2LINE=""
+if [ -n "$PROFILE" ]; then
+  for t in arm-none-eabi-addr2line llvm-addr2line; do
+    if command -v "$t" >/dev/null; then ADDR2LINE="$t"; break; fi
+  done
+  [ -n "$ADDR2LINE" ] || die "--profile needs arm-none-eabi-addr2line: apt-get install -y binutils-arm-none-eabi"
+fi
 
+ROOT="$(cd "$HERE/.." && pwd)"
+if [ -n "$PROFILE" ]; then
+  blob="$(realpath -m "${DWS_FIXTURES:-$ROOT/tests/fixtures}")/$PROFILE/model.int8.dws"
+  [ -f "$blob" ] || die "--profile=$PROFILE: no int8 blob $blob"
+fi
+# The host tool of --profile builds with the workspace's target folder.
+HOST_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 TARGET_DIR="$(realpath -m "${CARGO_TARGET_DIR:-$FW/target}")"
 export CARGO_TARGET_DIR="$TARGET_DIR"
 ELF="$TARGET_DIR/$TARGET/release/dws-firmware"
@@ -64,10 +99,13 @@ WORK="$TARGET_DIR/qemu-run"
 mkdir -p "$WORK"
 
 # ---- the QEMU plugin -----------------------------------------------------------
-PLUGIN="$WORK/libinsn.so"
-echo "== building the instruction-count plugin (qemu-plugin/insn.c)"
+# insn.c counts instructions; pcprof.c (--profile) prints the same counts and
+# writes where they went, per PC, to pcprof.txt.
+if [ -n "$PROFILE" ]; then PLUGIN_NAME=pcprof; else PLUGIN_NAME=insn; fi
+PLUGIN="$WORK/lib$PLUGIN_NAME.so"
+echo "== building the QEMU plugin (qemu-plugin/$PLUGIN_NAME.c)"
 "$CC" -shared -fPIC -O2 -Wall -Wextra -Werror -I "$HERE/qemu-plugin" \
-  -o "$PLUGIN" "$HERE/qemu-plugin/insn.c"
+  -o "$PLUGIN" "$HERE/qemu-plugin/$PLUGIN_NAME.c"
 
 # ---- firmware ------------------------------------------------------------------
 # Berkeley sizes of the ELF: text, data, bss.
@@ -94,7 +132,6 @@ export DWS_CODE_RESERVE="${DWS_CODE_RESERVE:-98304}" # = CODE_RESERVE in build.r
 # The image holds the source paths of a few panic locations: remapped to fixed
 # prefixes, its size does not depend on where the checkout or ~/.cargo lies.
 # (`--config` arrays add to .cargo/config.toml's rustflags.)
-ROOT="$(cd "$HERE/.." && pwd)"
 REMAP="target.$TARGET.rustflags=[\"--remap-path-prefix=$ROOT=/dws\", \"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo\"]"
 for attempt in 1 2 3 4; do
   over=""
@@ -125,16 +162,18 @@ fi
 [ -n "$addr" ] || die "marker symbol dws_mark not found in $ELF"
 
 echo "== running under qemu-system-arm -machine netduinoplus2 (timeout ${TIMEOUT}s)"
+plugin_args="$PLUGIN,mark=0x$addr"
+if [ -n "$PROFILE" ]; then plugin_args="$plugin_args,out=$WORK/pcprof.txt"; fi
 rc=0
 timeout "$TIMEOUT" qemu-system-arm -machine netduinoplus2 -nographic \
   -semihosting-config enable=on,target=native \
-  -plugin "$PLUGIN,mark=0x$addr" -d plugin -D "$WORK/plugin.log" \
+  -plugin "$plugin_args" -d plugin -D "$WORK/plugin.log" \
   -kernel "$ELF" >"$WORK/defmt.bin" 2>"$WORK/stderr.txt" </dev/null || rc=$?
 
 # The defmt log (semihosting stdout), decoded.
 defmt-print -e "$ELF" stdin <"$WORK/defmt.bin" | tee "$WORK/defmt.txt" || true
 # Plain-text lines from the firmware (semihosting stderr) and QEMU itself.
-grep -v -E "^[0-9]+ passed, [0-9]+ failed$|^bench model: |^stack: " "$WORK/stderr.txt" >&2 || true
+grep -v -E "^[0-9]+ passed, [0-9]+ failed$|^bench model: |^stack: |^inferences: " "$WORK/stderr.txt" >&2 || true
 
 if [ "$rc" = 124 ]; then die "QEMU timed out after ${TIMEOUT}s"; fi
 summary=$(grep -E "^[0-9]+ passed, [0-9]+ failed$" "$WORK/stderr.txt" | tail -1 || true)
@@ -163,18 +202,53 @@ pct() {
 free_pct() { pct $(($2 - $1)) "$2"; }
 
 # ---- instructions per inference --------------------------------------------------
+# Every inference is one interval of the plugin; the firmware says, case by
+# case, how many it marked ("inferences: NAME KIND N"). One line per case:
+# NAME KIND FIRST_INTERVAL INFERENCES MEAN_INSTRUCTIONS.
 bench=$(sed -n 's/^bench model: //p' "$WORK/stderr.txt" | tail -1)
-read -r count sum < <(awk '/^insn: interval/ {n++; s += $4} END {print n + 0, s + 0}' "$WORK/plugin.log")
-count=${count:-0} sum=${sum:-0}
+awk '
+  FNR == NR { if ($1 == "inferences:") { name[++c] = $2 " " $3; n[c] = $4 } next }
+  /^insn: interval/ { v[++k] = $4 }
+  END {
+    j = 0
+    for (i = 1; i <= c; i++) {
+      s = 0
+      for (m = 0; m < n[i]; m++) s += v[++j]
+      printf "%s %d %d %.0f\n", name[i], j - n[i] + 1, n[i], n[i] ? int(s / n[i]) : 0
+    }
+    if (j != k) printf "mismatch: %d intervals marked, %d counted\n", j, k
+  }' "$WORK/stderr.txt" "$WORK/plugin.log" >"$WORK/cases.txt"
 
 echo
 echo "$passed passed, $failed failed"
 echo "flash: $flash of $FLASH_TOTAL bytes ($(pct "$flash" "$FLASH_TOTAL"), headroom $(free_pct "$flash" "$FLASH_TOTAL")), RAM: $ram of $RAM_TOTAL bytes ($(pct "$ram" "$RAM_TOTAL"), headroom $(free_pct "$ram" "$RAM_TOTAL"); $static static + $stack_reserve stack, high water $stack)"
-if [ "$count" -gt 0 ]; then
-  echo "instructions per inference: $((sum / count)) ($bench, mean of $count inferences)"
-else
-  echo "instructions per inference: unknown (the plugin saw no marks)" >&2
-  rc=1
+counts_ok=1
+if grep -q "^mismatch: " "$WORK/cases.txt"; then
+  sed -n "s/^mismatch: /run-qemu.sh: the firmware's marks and the plugin's intervals disagree: /p" "$WORK/cases.txt" >&2
+  counts_ok=0
+fi
+# The benchmark first, in the spelling scripts look for, then the other cases.
+if ! awk -v bench="$bench" '
+  $1 != "mismatch:" && $4 > 0 {
+    line = sprintf("instructions per inference: %s (%s %s, mean of %d inferences)", $5, $1, $2, $4)
+    if ($1 " " $2 == bench) { print line; found = 1 } else rest = rest line "\n"
+  }
+  END { printf "%s", rest; exit !found }' "$WORK/cases.txt"; then
+  echo "instructions per inference: unknown for $bench (the plugin saw no marks)" >&2
+  counts_ok=0
+fi
+
+# ---- the per-op profile (--profile) ----------------------------------------------
+if [ -n "$PROFILE" ]; then
+  read -r first n < <(awk -v c="$PROFILE int8" '$1 " " $2 == c {print $3, $4}' "$WORK/cases.txt") || true
+  [ -n "${n:-}" ] && [ "$n" -gt 0 ] ||
+    die "--profile=$PROFILE: the firmware ran no int8 case $PROFILE (it ran: $(awk '$2 == "int8" {printf "%s%s", s, $1; s = " "}' "$WORK/cases.txt"))"
+  echo
+  echo "== per-op profile of $PROFILE int8 (cargo run -p dws-embedded --example int8-profile)"
+  (cd "$ROOT" && CARGO_TARGET_DIR="$HOST_TARGET_DIR" cargo run -q -p dws-embedded --example int8-profile -- \
+    --blob "$blob" --elf "$ELF" --profile "$WORK/pcprof.txt" --intervals "$first-$((first + n - 1))" \
+    --name "$PROFILE int8" --addr2line "$ADDR2LINE") | tee "$WORK/profile.md" ||
+    die "the per-op profile failed"
 fi
 
 [ $((passed + failed)) -ge 5 ] || die "the firmware carries only $((passed + failed)) cases (want >= 5)"
@@ -183,3 +257,4 @@ fi
 [ "$stack" -le "$stack_reserve" ] || die "the stack ($stack bytes) outgrew its reserve ($stack_reserve, _stack_reserve in firmware/memory.x)"
 [ "$failed" = 0 ] || exit 1
 [ "$rc" = 0 ] || die "QEMU exit status $rc"
+[ "$counts_ok" = 1 ] || die "the instruction counts are incomplete (above)"
