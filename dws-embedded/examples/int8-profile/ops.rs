@@ -1,7 +1,7 @@
 //! The per-op table: its rows, the work unit of each, and which code belongs
 //! to which row, by the function names in a PC's inlined call chain.
 //!
-//! This is the one place to change when the int8 executor's functions are
+//! This is the one place to change when the quantized executor's functions are
 //! renamed or restructured: run `run-qemu.sh --profile` and, if the
 //! "other" row grows, add a rule for the functions it lists.
 
@@ -18,7 +18,7 @@ const ATT_SCORES: &str = "attention scores QK";
 const ATT_REQUANT: &str = "attention output requant";
 const GATHER: &str = "gather (pool)";
 const POOL_ROWS: &str = "pool_rows (invariant head, DeepSets)";
-const CELLWISE: &str = "cell-wise gather requant_i8";
+const CELLWISE: &str = "cell-wise gather requant_act";
 const DST_REQUANT: &str = "destination requant";
 const BATCH_NORM: &str = "batch norm";
 const INPUT: &str = "input quantization";
@@ -68,22 +68,22 @@ pub const RULES: &[(&str, &[&str])] = &[
     (ATT_VALUES,     &["attend_head"]),
     (SOFTMAX_DIV,    &["softmax_q15", "Q15Divisor"]),
     (SOFTMAX,        &["softmax_q15"]),
-    (ATT_REQUANT,    &["Int8Kernels::attention"]),
-    // The requantizing closures handed to `Int8Kernels::linear`.
-    (LINEAR_REQUANT, &["Int8Kernels::fc_o_residual::{{closure}}"]),
-    (LINEAR_REQUANT, &["Int8Kernels::linear8::{{closure}}"]),
-    (LINEAR_REQUANT, &["set8::{{closure}}"]),
-    (LINEAR,         &["Int8Kernels::linear"]),
+    (ATT_REQUANT,    &["Kernels::attention"]),
+    // The requantizing closures handed to `Kernels::linear`.
+    (LINEAR_REQUANT, &["Kernels::fc_o_residual::{{closure}}"]),
+    (LINEAR_REQUANT, &["Kernels::linear_q::{{closure}}"]),
+    (LINEAR_REQUANT, &["set_layer::{{closure}}"]),
+    (LINEAR,         &["Kernels::linear"]),
     // Attention pooling (DeepSets): the scores against the query.
-    (ATT_SCORES,     &["set8", "dot_acc"]),
+    (ATT_SCORES,     &["set_layer", "dot_acc"]),
     // The head's last layer and the input skip call `dot_acc` directly.
     (LINEAR,         &["dot_acc"]),
-    (SCATTER,        &["Int8Kernels::add_requant"]),
-    (GATHER,         &["Int8Kernels::pool"]),
-    (GATHER,         &["gather8"]),
-    (CELLWISE,       &["Int8Kernels::requant_i8"]),
-    (DST_REQUANT,    &["Int8Kernels::requant"]),
-    (BATCH_NORM,     &["Int8Kernels::affine"]),
+    (SCATTER,        &["Kernels::add_requant"]),
+    (GATHER,         &["Kernels::pool"]),
+    (GATHER,         &["exec::gather"]),
+    (CELLWISE,       &["Kernels::requant_act"]),
+    (DST_REQUANT,    &["Kernels::requant"]),
+    (BATCH_NORM,     &["Kernels::affine"]),
     (BATCH_NORM,     &["affine_entries"]),
     (INPUT,          &["quantize_input"]),
     (POOL_ROWS,      &["pool_rows"]),
@@ -98,11 +98,11 @@ pub const RULES: &[(&str, &[&str])] = &[
     (DECODE,         &["next_quant"]),
     (DECODE,         &["=dws_core::Ops"]),
     // Code written in the executor's own functions (not in a kernel)...
-    (EXECUTOR,       &["=int8::exec::*"]),
-    (EXECUTOR,       &["=kernels::set8"]),
-    (EXECUTOR,       &["=kernels::linear8"]),
-    (EXECUTOR,       &["=kernels::mlp8*"]),
-    (EXECUTOR,       &["=kernels::take_i*"]),
+    (EXECUTOR,       &["=quantized::exec::*"]),
+    (EXECUTOR,       &["=kernels::set_layer"]),
+    (EXECUTOR,       &["=kernels::linear_q"]),
+    (EXECUTOR,       &["=kernels::mlp*"]),
+    (EXECUTOR,       &["=kernels::take"]),
     (EXECUTOR,       &["=Model::run*"]),
     // ... and in its helpers: grid sizes, block dimensions, plan types,
     // parameter slices, the requantizations it does itself (input skip,
@@ -111,9 +111,10 @@ pub const RULES: &[(&str, &[&str])] = &[
     (EXECUTOR,       &["=dws_core::validate::*"]),
     (EXECUTOR,       &["=kernels::block::pooled"]),
     (EXECUTOR,       &["=dws_core::plan::*"]),
-    (EXECUTOR,       &["=dws_core::int8::P8::*"]),
-    (EXECUTOR,       &["=dws_core::int8::Layout8::*"]),
+    (EXECUTOR,       &["=dws_core::quantized::QParams::*"]),
+    (EXECUTOR,       &["=dws_core::quantized::QLayout::*"]),
     (EXECUTOR,       &["=dws_core::quant::*"]),
+    (EXECUTOR,       &["=dws_core::quantized::act::*"]),
     // What the firmware runs around each inference, marks included.
     (RUNNER,         &["=dws_firmware::*"]),
     (RUNNER,         &["=dws_embedded::*"]),
@@ -166,11 +167,11 @@ mod tests {
     #[test]
     fn names_match_whole_words_and_the_first_rule_wins() {
         assert!(has_word("dws_core::int8::kernels::dsp::dot_acc", "dot_acc"));
-        assert!(!has_word("dws_core::int8::kernels::dot_acc2", "dot_acc"));
-        assert!(!has_word("Int8Kernels::linear8", "Int8Kernels::linear"));
+        assert!(!has_word("dws_core::quantized::act::dot_acc2", "dot_acc"));
+        assert!(!has_word("Kernels::linear_q", "Kernels::linear"));
         assert!(has_word(
-            "<&mut Portable as Int8Kernels::pool>",
-            "Int8Kernels::pool"
+            "<&mut Portable as Kernels::pool>",
+            "Kernels::pool"
         ));
         assert!(has_word(
             "compiler_builtins::arm::__aeabi_memcpy4",
@@ -181,26 +182,26 @@ mod tests {
             "__aeabi_mem*"
         ));
         let qk = chain(&[
-            "dws_core::int8::kernels::dsp::mac4",
-            "dws_core::int8::kernels::dsp::dot_acc",
-            "dws_core::int8::kernels::attend_head",
-            "dws_core::int8::kernels::Int8Kernels::attention",
+            "dws_core::quantized::act::dsp::mac4",
+            "dws_core::quantized::act::dsp::dot_acc",
+            "dws_core::quantized::kernels::attend_head",
+            "dws_core::quantized::kernels::Kernels::attention",
         ]);
         assert_eq!(classify(&qk), ATT_SCORES);
         let requant = chain(&[
             "dws_core::quant::Requant::apply",
-            "dws_core::int8::kernels::Int8Kernels::linear8::{{closure}}",
-            "dws_core::int8::kernels::linear_row",
-            "dws_core::int8::kernels::Int8Kernels::linear",
+            "dws_core::quantized::kernels::Kernels::linear_q::{{closure}}",
+            "dws_core::quantized::kernels::linear_row",
+            "dws_core::quantized::kernels::Kernels::linear",
         ]);
         assert_eq!(classify(&requant), LINEAR_REQUANT);
         assert_eq!(classify(&chain(&["cortex_m_rt::Reset"])), OTHER);
         // `=`: the executor's own code, not a kernel inlined into it.
-        let own = chain(&["core::cmp::Ord::max", "dws_core::int8::exec::run8"]);
+        let own = chain(&["core::cmp::Ord::max", "dws_core::quantized::exec::run_q"]);
         assert_eq!(classify(&own), EXECUTOR);
         let renamed = chain(&[
-            "dws_core::int8::kernels::scatter",
-            "dws_core::int8::exec::dst_rows",
+            "dws_core::quantized::kernels::scatter",
+            "dws_core::quantized::exec::dst_rows",
         ]);
         assert_eq!(classify(&renamed), OTHER);
     }

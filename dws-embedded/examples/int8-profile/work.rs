@@ -248,7 +248,7 @@ fn block(w: &mut Work, map: &Map, set_axis: SetAxis, pool_rows: bool, pool_cols:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dws_embedded::dws_core::int8::kernels::{AttentionQ, Int8Kernels, Portable};
+    use dws_embedded::dws_core::quantized::{AttentionQ, Kernels, Portable};
     use dws_embedded::dws_core::plan::Reduction;
     use dws_embedded::dws_core::quant::Requant;
     use std::ops::Range;
@@ -258,7 +258,7 @@ mod tests {
     #[derive(Default)]
     struct Counting(Work);
 
-    impl Int8Kernels for Counting {
+    impl Kernels<i8> for Counting {
         fn linear(
             &mut self,
             w: &[i8],
@@ -282,7 +282,7 @@ mod tests {
             heads: usize,
             r: AttentionQ,
             scores: &mut [i32],
-            e: &mut [u32],
+            p: &mut [u32],
             av: &mut [i32],
         ) {
             let (m, n) = (qm.len() / dv.max(1), scores.len());
@@ -290,7 +290,7 @@ mod tests {
             self.0.add(Unit::ScoreMacs, m * n * dv);
             self.0.add(Unit::ValueMacs, m * n * dv);
             self.0.add(Unit::AttentionOutputs, m * dv);
-            Portable.attention(qm, km, vm, dv, heads, r, scores, e, av)
+            Portable.attention(qm, km, vm, dv, heads, r, scores, p, av)
         }
 
         fn add_requant(
@@ -307,12 +307,12 @@ mod tests {
 
         fn requant(&mut self, acc: &[i32], r: Requant, out: &mut [i8]) {
             self.0.add(Unit::DstValues, acc.len().min(out.len()));
-            Portable.requant(acc, r, out)
+            Kernels::<i8>::requant(&mut Portable, acc, r, out)
         }
 
-        fn requant_i8(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
+        fn requant_act(&mut self, x: &[i8], r: Requant, out: &mut [i8]) {
             self.0.add(Unit::CellValues, x.len().min(out.len()));
-            Portable.requant_i8(x, r, out)
+            Portable.requant_act(x, r, out)
         }
 
         fn pool(
@@ -380,7 +380,7 @@ mod tests {
             let input = vec![0.5f32; m.input_len()];
             let mut scratch = vec![0f32; m.scratch_len()];
             let mut out = vec![0f32; m.output_len()];
-            m.run_int8_with(&mut k, &input, &mut scratch, &mut out)
+            m.run_quantized_with::<i8>(&mut k, &input, &mut scratch, &mut out)
                 .unwrap();
             let name = path.display();
             for u in [
