@@ -12,6 +12,7 @@
 //! * [`inspect`]: a human-readable summary of a blob.
 //! * [`lookalike`]: what a file given in the wrong place holds, for errors that say so.
 //! * [`bench`]: `dws bench`, throughput, GEMM peak and latency on synthetic inputs.
+//! * [`progress`]: bars and spinners on a terminal for the long steps.
 // `unsafe` is denied everywhere but in `fast` (its SIMD kernels), which allows it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod fingerprint;
 pub mod inspect;
 pub mod lookalike;
 pub mod output;
+pub mod progress;
 pub mod quantize;
 pub mod runner;
 pub mod tensors;
