@@ -386,7 +386,11 @@ fn run(cli: Cli) -> Result<()> {
                 weight_space::flatten_inputs(&m, &tensors)
                     .with_context(|| format!("in calibration inputs {}", calibration.display()))?
             };
-            dws_host::quantize::run_cli(&m, n, &data, &output)?;
+            let opts = dws_host::quantize::CliOptions {
+                threads: runner::default_threads(),
+                progress: true,
+            };
+            dws_host::quantize::run_cli(&m, n, &data, &output, &opts)?;
         }
         Command::Bench {
             model,

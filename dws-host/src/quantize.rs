@@ -11,6 +11,7 @@
 use crate::blob_io::{encode_parts, AlignedBlob};
 use crate::fast::int8::Int8Engine;
 use crate::fast::Isa;
+use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use dws_core::blob::Precision;
 use dws_core::observe::{Observe, Part, Site, Stage};
@@ -148,6 +149,15 @@ pub struct Calibration {
 
 /// Runs the f32 model over `inputs` (`[n, input_len]`) recording ranges.
 pub fn calibrate(model: &Model<'_>, inputs: &[f32]) -> Result<Calibration> {
+    calibrate_with_progress(model, inputs, &mut || {})
+}
+
+/// [`calibrate`], calling `done` after each input.
+pub fn calibrate_with_progress(
+    model: &Model<'_>,
+    inputs: &[f32],
+    done: &mut dyn FnMut(),
+) -> Result<Calibration> {
     let mut ranges = Ranges::default();
     let mut scratch = vec![0f32; model.scratch_len()];
     let mut out = vec![0f32; model.output_len()];
@@ -169,6 +179,7 @@ pub fn calibrate(model: &Model<'_>, inputs: &[f32]) -> Result<Calibration> {
                 *m = m.max(v.abs());
             }
         }
+        done();
     }
     Ok(Calibration {
         ranges,
@@ -755,11 +766,13 @@ pub fn sqnr(x: &[f32], q: &[f32]) -> f64 {
     }
 }
 
-/// Per DWS layer: SQNR (dB) of the int8 layer outputs against f32 over `inputs`.
+/// Per DWS layer: SQNR (dB) of the int8 layer outputs against f32 over `inputs`, run
+/// on `threads` threads.
 pub fn layer_report(
     f32_model: &Model<'_>,
     q: &Quantized,
     inputs: &[f32],
+    threads: usize,
 ) -> Result<Vec<(usize, f64)>> {
     let f32_ops: Vec<Op> = f32_model
         .ops()
@@ -794,12 +807,8 @@ pub fn layer_report(
         );
         let (fm, qm) = (fa.model()?, qa.model()?);
         let n = inputs.len() / fm.input_len();
-        let yf = run_f32(&fm, inputs, n, crate::runner::default_threads())?;
-        let yq = Int8Engine::new(&qm, Isa::detect())?.run_batch(
-            inputs,
-            n,
-            crate::runner::default_threads(),
-        )?;
+        let yf = run_f32(&fm, inputs, n, threads)?;
+        let yq = Int8Engine::new(&qm, Isa::detect())?.run_batch(inputs, n, threads)?;
         report.push((layer, sqnr(&yf, &yq)));
     }
     Ok(report)
@@ -810,12 +819,22 @@ fn run_f32(model: &Model<'_>, inputs: &[f32], n: usize, threads: usize) -> Resul
     crate::runner::run_batch_with(model, inputs, n, threads, crate::runner::EngineKind::Fast)
 }
 
+/// How `dws quantize` runs.
+#[derive(Debug, Clone)]
+pub struct CliOptions {
+    /// Worker threads of the error report's runs.
+    pub threads: usize,
+    /// Progress on stderr (on a terminal; see [`crate::progress`]).
+    pub progress: bool,
+}
+
 /// `dws quantize`: calibrate, quantize, write, and print the error report.
 pub fn run_cli(
     model: &Model<'_>,
     n: usize,
     inputs: &[f32],
     output: &std::path::Path,
+    opts: &CliOptions,
 ) -> Result<()> {
     if n == 0 {
         bail!("the calibration set is empty");
@@ -824,7 +843,9 @@ pub fn run_cli(
         bail!("the model is already int8");
     }
     crate::stderr_line!("calibrating on {n} inputs ...");
-    let cal = calibrate(model, inputs)?;
+    let bar = Progress::bar(opts.progress, n as u64, "calibrating");
+    let cal = calibrate_with_progress(model, inputs, &mut || bar.inc(1))?;
+    drop(bar);
     let q = quantize(model, &cal)?;
     crate::output::write(output, &q.blob)?;
     let print = crate::output::print;
@@ -836,12 +857,15 @@ pub fn run_cli(
     print(format_args!(
         "per-layer SQNR against f32 on the calibration set:\n"
     ))?;
-    for (layer, db) in layer_report(model, &q, inputs)? {
+    let spinner = Progress::spinner(opts.progress, "measuring the error of every layer");
+    let report = layer_report(model, &q, inputs, opts.threads)?;
+    drop(spinner);
+    for (layer, db) in report {
         print(format_args!("  dws layer {layer:<3} {db:7.2} dB\n"))?;
     }
     let qa = AlignedBlob::from_bytes(&q.blob);
     let qm = qa.model()?;
-    let threads = crate::runner::default_threads();
+    let threads = opts.threads;
     let yf = run_f32(model, inputs, n, threads)?;
     let yq = Int8Engine::new(&qm, Isa::detect())?.run_batch(inputs, n, threads)?;
     print(format_args!("  output        {:7.2} dB\n", sqnr(&yf, &yq)))?;
