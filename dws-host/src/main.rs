@@ -1,7 +1,7 @@
 //! `dws`: convert, inspect, run and evaluate DWSNets.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
 use dws_host::{bench, convert, eval, inspect, output, runner, tensors, weight_space};
@@ -65,8 +65,8 @@ enum Command {
         /// then in the splits file's folder (see docs/datasets.md).
         #[arg(long)]
         data_root: Option<PathBuf>,
-        /// INR files loaded and run at a time (dataset inputs).
-        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
+        /// INR files loaded and run at a time (dataset inputs; also `--batch`).
+        #[arg(long, alias = "batch", default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
     },
     /// Evaluate a classifier on a split of an INR dataset: accuracy, per-class accuracy,
@@ -75,8 +75,11 @@ enum Command {
         /// The .dws blob (a DWSModelForClassification).
         model: PathBuf,
         /// Upstream splits JSON: {split: {"path": [...], "label": [...]}}.
-        #[arg(long)]
-        splits: PathBuf,
+        #[arg(value_name = "SPLITS", required_unless_present = "splits")]
+        splits_file: Option<PathBuf>,
+        /// The splits JSON, as an option (the same as the positional SPLITS).
+        #[arg(long, value_name = "SPLITS", conflicts_with = "splits_file")]
+        splits: Option<PathBuf>,
         /// The split to evaluate.
         #[arg(long, default_value = "test")]
         split: String,
@@ -91,12 +94,15 @@ enum Command {
         /// Write per-input predictions as CSV (path,label,predicted,logit_0..; `-` for stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// INR files loaded and run at a time.
-        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
+        /// INR files loaded and run at a time (also `--batch`).
+        #[arg(long, alias = "batch", default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
         /// Engine (as for `dws run`).
         #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
+        /// Print the report as one JSON document on stdout (and nothing else there).
+        #[arg(long)]
+        json: bool,
     },
     /// Quantize an f32 blob to int8 with calibration inputs; prints per-layer SQNR.
     Quantize {
@@ -119,6 +125,10 @@ enum Command {
         /// Output int8 blob.
         #[arg(short, long)]
         output: PathBuf,
+        /// Worker threads for reading calibration files and measuring the error
+        /// (default: all cores).
+        #[arg(long, value_parser = at_least_one)]
+        threads: Option<usize>,
     },
     /// Measure throughput (inputs/s, GFLOP/s or for int8 GOP/s, fraction of a GEMM peak in the
     /// blob's precision measured in the same run) and single-input latency on seeded synthetic
@@ -126,9 +136,9 @@ enum Command {
     Bench {
         /// The .dws blob.
         model: PathBuf,
-        /// Inputs per call.
-        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-        batch: usize,
+        /// Inputs per call (also `--batch`).
+        #[arg(long, alias = "batch", default_value_t = 64, value_parser = at_least_one)]
+        batch_size: usize,
         /// Worker threads (default: all cores).
         #[arg(long, value_parser = at_least_one)]
         threads: Option<usize>,
@@ -160,6 +170,15 @@ enum Command {
     Inspect {
         /// The .dws blob.
         model: PathBuf,
+        /// Print one JSON document on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script for dws on stdout, e.g.
+    /// `dws completions bash > ~/.local/share/bash-completion/completions/dws`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -221,9 +240,16 @@ fn run(cli: Cli) -> Result<()> {
                 "wrote {} ({} bytes, {} parameters, {} ops)\n",
                 output.display(),
                 bytes.len(),
-                model.params().len(),
+                inspect::parameters(&model)?,
                 plan.ops.len()
             ))?;
+            if statistics.is_none() {
+                dws_host::stderr_line!(
+                    "note: no --statistics: no input normalization is folded in, so the model \
+                     runs on its inputs as given (right for a model trained on raw weights; one \
+                     trained on normalized inputs needs --statistics statistics.pth)"
+                );
+            }
         }
         Command::Run {
             model,
@@ -277,6 +303,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             output::check_not_an_input(&output, &[&model, &inputs])?;
+            output::check_writable(&output)?;
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             let tensors = match torch_batch {
@@ -296,7 +323,8 @@ fn run(cli: Cli) -> Result<()> {
             let named = weight_space::unflatten_outputs(&m, batch, &out)?;
             tensors::write_safetensors(&output, &named)?;
             dws_host::stderr_line!(
-                "ran {batch} inputs in {:.3} s ({:.0} inputs/s, {} engine) -> {}",
+                "ran {} in {:.3} s ({:.0} inputs/s, {} engine) -> {}",
+                output::count(batch, "input"),
                 secs,
                 batch as f64 / secs.max(1e-9),
                 engine.name(),
@@ -305,6 +333,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval {
             model,
+            splits_file,
             splits,
             split,
             data_root,
@@ -312,13 +341,18 @@ fn run(cli: Cli) -> Result<()> {
             output,
             batch_size,
             engine,
+            json,
         } => {
+            let Some(splits) = splits_file.or(splits) else {
+                anyhow::bail!("give the splits JSON: `dws eval MODEL SPLITS`");
+            };
             eval::eval_command(&eval::EvalArgs {
                 model,
                 splits,
                 split,
                 data_root,
                 output,
+                json,
                 options: eval::Options {
                     threads: threads.unwrap_or_else(runner::default_threads),
                     batch_size,
@@ -334,8 +368,11 @@ fn run(cli: Cli) -> Result<()> {
             split,
             limit,
             data_root,
+            threads,
         } => {
             output::check_not_an_input(&output, &[&model, &calibration])?;
+            output::check_writable(&output)?;
+            let threads = threads.unwrap_or_else(runner::default_threads);
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             let (n, data) = if calibration.extension().is_some_and(|e| e == "json") {
@@ -351,12 +388,8 @@ fn run(cli: Cli) -> Result<()> {
                     dws_host::dataset::read_splits(&calibration, split, data_root.as_deref())?;
                 entries.truncate(limit.unwrap_or(512));
                 eval::note_relocations(&entries);
-                let loaded = dws_host::dataset::load_batch(
-                    &entries,
-                    m.dims(),
-                    m.input_len(),
-                    runner::default_threads(),
-                );
+                let loaded =
+                    dws_host::dataset::load_batch(&entries, m.dims(), m.input_len(), threads);
                 for (i, e) in loaded.failed.iter().take(eval::LISTED_SKIPS) {
                     dws_host::stderr_line!("{}", eval::skip_warning(&entries[*i], e));
                 }
@@ -387,14 +420,14 @@ fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("in calibration inputs {}", calibration.display()))?
             };
             let opts = dws_host::quantize::CliOptions {
-                threads: runner::default_threads(),
+                threads,
                 progress: true,
             };
             dws_host::quantize::run_cli(&m, n, &data, &output, &opts)?;
         }
         Command::Bench {
             model,
-            batch,
+            batch_size,
             threads,
             seconds,
             engine,
@@ -405,7 +438,7 @@ fn run(cli: Cli) -> Result<()> {
             no_latency,
         } => bench::bench_command(&bench::BenchArgs {
             model,
-            batch,
+            batch: batch_size,
             threads: threads.unwrap_or_else(runner::default_threads),
             seconds,
             engine,
@@ -415,13 +448,20 @@ fn run(cli: Cli) -> Result<()> {
             peak: !no_peak,
             latency: !no_latency,
         })?,
-        Command::Inspect { model } => {
+        Command::Inspect { model, json } => {
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
-            output::print(format_args!(
-                "{}",
-                inspect::summary(&m, blob.bytes().len())?
-            ))?;
+            let bytes = blob.bytes().len();
+            if json {
+                output::print(format_args!("{}\n", inspect::json(&m, bytes)?))?;
+            } else {
+                output::print(format_args!("{}", inspect::summary(&m, bytes)?))?;
+            }
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "dws", &mut script);
+            output::print(format_args!("{}", String::from_utf8_lossy(&script)))?;
         }
     }
     Ok(())
