@@ -65,7 +65,7 @@ enum Command {
         /// then in the splits file's folder (see docs/datasets.md).
         #[arg(long)]
         data_root: Option<PathBuf>,
-        /// INR files loaded and run at a time (dataset inputs; also `--batch`).
+        /// INR files loaded and run at a time (dataset inputs).
         #[arg(long, alias = "batch", default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
     },
@@ -94,7 +94,7 @@ enum Command {
         /// Write per-input predictions as CSV (path,label,predicted,logit_0..; `-` for stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// INR files loaded and run at a time (also `--batch`).
+        /// INR files loaded and run at a time.
         #[arg(long, alias = "batch", default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
         /// Engine (as for `dws run`).
@@ -136,7 +136,7 @@ enum Command {
     Bench {
         /// The .dws blob.
         model: PathBuf,
-        /// Inputs per call (also `--batch`).
+        /// Inputs per call.
         #[arg(long, alias = "batch", default_value_t = 64, value_parser = at_least_one)]
         batch_size: usize,
         /// Worker threads (default: all cores).
@@ -237,11 +237,11 @@ fn run(cli: Cli) -> Result<()> {
                 .context("the converted model failed validation")?;
             output::write(&output, &bytes)?;
             output::print(format_args!(
-                "wrote {} ({} bytes, {} parameters, {} ops)\n",
+                "wrote {} ({} bytes, {} ops), parameters: {}\n",
                 output.display(),
                 bytes.len(),
+                plan.ops.len(),
                 inspect::parameters(&model)?,
-                plan.ops.len()
             ))?;
             if statistics.is_none() {
                 dws_host::stderr_line!(
