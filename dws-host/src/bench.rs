@@ -128,6 +128,8 @@ pub struct BenchConfig {
     pub peak: bool,
     /// Measure single-input latency.
     pub latency: bool,
+    /// Show what is being measured on stderr (on a terminal; see [`crate::progress`]).
+    pub progress: bool,
 }
 
 /// The GEMM whose rate a model's is compared with: the fastest the engine's
@@ -262,7 +264,7 @@ impl BenchReport {
     pub fn text(&self) -> String {
         let k = Peak::of(self.precision);
         let mut s = format!(
-            "engine:      {}, {} thread(s)\nmodel:       {:.2} M{} per input\n",
+            "engine:      {}, {} thread(s)\nwork:        {:.2} M{} per input\n",
             self.engine,
             self.threads,
             2.0 * self.macs as f64 / 1e6,
@@ -379,21 +381,29 @@ pub fn bench(engine: &dyn Engine, macs: u64, cfg: &BenchConfig) -> Result<BenchR
     }
     let inputs = synthetic_inputs(ilen, cfg.batch, cfg.seed);
     let mut out = vec![0f32; cfg.batch * olen];
+    let progress = crate::progress::Progress::spinner(
+        cfg.progress,
+        &format!("timing batches of {} (about {} s)", cfg.batch, cfg.seconds),
+    );
     let times = repeat(cfg.seconds, 5, 3, || {
         engine.run(&inputs, cfg.batch, cfg.threads, &mut out)
     })?;
     let batch_time = Timing::of(times);
     let inputs_per_s = cfg.batch as f64 / batch_time.median;
     let gflops = inputs_per_s * 2.0 * macs as f64 / 1e9;
+    let short = cfg.seconds.min(2.0);
+    progress.set_message(&format!("measuring the GEMM peak (about {short} s)"));
     let peak_gflops = cfg
         .peak
-        .then(|| Peak::of(cfg.precision).measure(cfg.threads, cfg.seconds.min(2.0)));
+        .then(|| Peak::of(cfg.precision).measure(cfg.threads, short));
     let latency_on = |threads: usize| -> Result<Timing> {
+        progress.set_message(&format!(
+            "timing single inputs on {} (about {short} s)",
+            crate::output::count(threads, "thread")
+        ));
         let one = &inputs[..ilen];
         let mut y = vec![0f32; olen];
-        let t = repeat(cfg.seconds.min(2.0), 20, 5, || {
-            engine.run(one, 1, threads, &mut y)
-        })?;
+        let t = repeat(short, 20, 5, || engine.run(one, 1, threads, &mut y))?;
         Ok(Timing::of(t))
     };
     let latency = cfg.latency.then(|| latency_on(1)).transpose()?;
@@ -555,6 +565,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         precision: m.precision(),
         peak: args.peak,
         latency: args.latency,
+        progress: true,
     };
     let macs = m.layout().macs;
     let report = match args.engine {

@@ -64,12 +64,27 @@ impl AlignedBlob {
         &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
     }
 
-    /// Opens the model.
+    /// Opens the model. A file that is no blob at all is said what it is (a PyTorch
+    /// checkpoint to convert first, an INR, ...; see [`crate::lookalike`]).
     pub fn model(&self) -> Result<dws_core::Model<'_>> {
         dws_core::Model::new_checked(self.bytes()).map_err(|e| match &self.path {
+            Some(p) if e == dws_core::Error::BadMagic => anyhow::anyhow!(
+                "opening model blob {}: {e}: it is {}",
+                p.display(),
+                not_a_blob(p)
+            ),
             Some(p) => anyhow::anyhow!("opening model blob {}: {e}", p.display()),
             None => anyhow::anyhow!("opening model blob: {e}"),
         })
+    }
+}
+
+/// What the file at `path`, which is no blob, is, and what to do with it.
+fn not_a_blob(path: &Path) -> String {
+    let (what, contents) = crate::lookalike::describe_file(path);
+    match contents.and_then(|c| c.belongs(path)) {
+        Some(hint) => format!("{what}: {hint}"),
+        None => format!("{what}; a model blob is what `dws convert` writes"),
     }
 }
 

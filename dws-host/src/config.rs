@@ -134,8 +134,23 @@ fn sab() -> SetLayerKind {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading config {}", path.display()))?;
+        let Ok(text) = String::from_utf8(bytes) else {
+            use crate::lookalike::{describe_file, Contents};
+            let (what, contents) = describe_file(path);
+            let instead = match contents {
+                Some(Contents::Statistics) => "; statistics go to `--statistics`",
+                Some(Contents::DwsNet) => "; the checkpoint is `dws convert`'s first argument",
+                _ => "",
+            };
+            anyhow::bail!(
+                "{} is not a JSON config but {what}: `--config` takes a JSON file of upstream's \
+                 constructor arguments, such as examples/digits/config.json (see the README, \
+                 \"config.json\"){instead}",
+                path.display(),
+            );
+        };
         Config::parse(&text).with_context(|| format!("in config {}", path.display()))
     }
 

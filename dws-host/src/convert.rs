@@ -8,6 +8,7 @@
 
 use crate::config::{Config, ModelKind, ReductionKind, SetLayerKind};
 use crate::fingerprint::Fingerprint;
+use crate::lookalike::Contents;
 use crate::tensors::TensorMap;
 use anyhow::{bail, Result};
 use dws_core::plan::{
@@ -37,6 +38,9 @@ const BN_EPS: f64 = 1e-5;
 /// `{"model": sd, ...}`) or saved from `nn.DataParallel` (`module.` prefixes)
 /// is found under its prefix; entries outside it are ignored (see [`find_state_dict`]).
 pub fn convert(config: &Config, sd: &TensorMap, statistics: Option<&TensorMap>) -> Result<Plan> {
+    if let Some(why) = Contents::of(sd).not_a_checkpoint(sd, &config.weight_shapes) {
+        bail!("{why}");
+    }
     let (_, sd) = find_state_dict(config, sd)?;
     let sd: &TensorMap = &sd;
     let mut b = Builder {
@@ -379,10 +383,11 @@ impl Builder<'_> {
         }
     }
 
-    /// The error listing the problems found and the unused entries, at most
-    /// [`MAX_PROBLEMS`] of them (unused entries only when the build got
-    /// through: a stopped one leaves most entries unused), then the config keys
-    /// that the checkpoint's own structure contradicts ([`Fingerprint::hint`]).
+    /// The error: first the config keys that the checkpoint's own structure
+    /// contradicts ([`Fingerprint::hint`]: the likeliest fix), then the problems
+    /// found and the unused entries, at most [`MAX_PROBLEMS`] of them (unused
+    /// entries only when the build got through: a stopped one leaves most entries
+    /// unused).
     fn failure(self) -> anyhow::Error {
         let mut problems = self.problems;
         let swamped = problems.len() >= MAX_PROBLEMS;
@@ -403,12 +408,13 @@ impl Builder<'_> {
                  (n_hidden, hidden_dim, weight_shapes) against the checkpoint"
             ));
         }
-        if let Some(hint) = Fingerprint::hint(self.sd, self.config) {
-            problems.push(hint);
-        }
+        let mut lines: Vec<String> = Fingerprint::hint(self.sd, self.config)
+            .into_iter()
+            .collect();
+        lines.extend(problems);
         anyhow::anyhow!(
             "the state_dict does not fit the config:\n  {}",
-            problems.join("\n  ")
+            lines.join("\n  ")
         )
     }
 

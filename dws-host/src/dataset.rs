@@ -266,7 +266,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Orders keys like `seq.10.weight` after `seq.9.weight`: digit runs compare as numbers.
-fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     fn parts(s: &str) -> impl Iterator<Item = (bool, &str)> + '_ {
         let mut rest = s;
         std::iter::from_fn(move || {

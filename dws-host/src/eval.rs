@@ -79,6 +79,10 @@ pub struct Summary {
     pub wall_secs: f64,
     /// Worker threads used.
     pub threads: usize,
+    /// For a model without folded input statistics: how much its inputs vary
+    /// ([`Spread::mean_std`]); `None` when the model normalizes its inputs itself
+    /// or fewer than [`Spread::MIN_INPUTS`] were read.
+    pub input_spread: Option<f64>,
 }
 
 impl Summary {
@@ -124,8 +128,8 @@ impl Summary {
     /// The throughput line.
     pub fn timing(&self) -> String {
         format!(
-            "{} inputs in {:.3} s: {:.0} inputs/s (reading files {:.3} s, model {:.3} s = {:.0} inputs/s; {} threads)",
-            self.ran,
+            "{} in {:.3} s: {:.0} inputs/s (reading files {:.3} s, model {:.3} s = {:.0} inputs/s; {} threads)",
+            crate::output::count(self.ran, "input"),
             self.wall_secs,
             self.throughput(),
             self.load_secs,
@@ -194,6 +198,117 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// The figures of [`Summary::report`] as one JSON object: fractions (not
+    /// percentages) for accuracies, `null` where nothing was counted.
+    pub fn json(&self) -> serde_json::Value {
+        let frac = |k: u64, n: u64| (n > 0).then(|| k as f64 / n as f64);
+        let per_class: Vec<serde_json::Value> = (0..self.classes)
+            .map(|c| {
+                let (k, n) = self.class_counts(c);
+                serde_json::json!({"class": c, "correct": k, "inputs": n, "accuracy": frac(k, n)})
+            })
+            .collect();
+        let confusion: Vec<&[u64]> = self.confusion.chunks(self.classes.max(1)).collect();
+        serde_json::json!({
+            "classes": self.classes,
+            "inputs": self.total,
+            "ran": self.ran,
+            "skipped": self.skipped,
+            "correct": self.correct(),
+            "labeled": self.labeled(),
+            "accuracy": self.accuracy(),
+            "balanced_accuracy": self.balanced_accuracy(),
+            "per_class": per_class,
+            "confusion": confusion,
+            "throughput": {
+                "inputs_per_s": self.throughput(),
+                "wall_s": self.wall_secs,
+                "reading_files_s": self.load_secs,
+                "model_s": self.model_secs,
+                "threads": self.threads,
+            },
+            "input_spread": self.input_spread,
+        })
+    }
+
+    /// A note for a model without folded input statistics whose inputs do not look
+    /// normalized: it may have been converted without the `--statistics` it was
+    /// trained with. (Whether it was trained on normalized inputs the blob cannot
+    /// tell, so this is a note, not a warning.)
+    pub fn normalization_note(&self) -> Option<String> {
+        let spread = self.input_spread?;
+        if (Spread::NORMALIZED_LOW..=Spread::NORMALIZED_HIGH).contains(&spread) {
+            return None;
+        }
+        Some(format!(
+            "note: this model has no input normalization folded in, and its inputs are not \
+             normalized: each value varies by {spread:.3} across these {} inputs (mean \
+             standard deviation per weight-space entry) where normalized inputs vary by \
+             about 1. If it was trained on normalized inputs (upstream's \
+             INRDataset(normalize=True)), convert it again with `--statistics \
+             statistics.pth`; if it was trained on raw weights, this is as it should be.",
+            self.ran
+        ))
+    }
+}
+
+/// How much the inputs of a dataset run vary, entry by entry: running sums per
+/// element of the flat input.
+#[derive(Debug, Clone, Default)]
+pub struct Spread {
+    n: u64,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+}
+
+impl Spread {
+    /// Inputs needed before a spread is reported.
+    pub const MIN_INPUTS: u64 = 8;
+    /// The spread range that counts as normalized (inputs normalized with their
+    /// training split's statistics vary by about 1).
+    pub const NORMALIZED_LOW: f64 = 0.3;
+    /// See [`Spread::NORMALIZED_LOW`].
+    pub const NORMALIZED_HIGH: f64 = 3.0;
+
+    /// Adds the inputs in `data` (`[n, len]`).
+    pub fn add(&mut self, data: &[f32], len: usize) {
+        if len == 0 {
+            return;
+        }
+        if self.sum.len() != len {
+            *self = Spread {
+                n: 0,
+                sum: vec![0.0; len],
+                sum_sq: vec![0.0; len],
+            };
+        }
+        for x in data.chunks_exact(len) {
+            for ((s, q), &v) in self.sum.iter_mut().zip(&mut self.sum_sq).zip(x) {
+                *s += v as f64;
+                *q += v as f64 * v as f64;
+            }
+            self.n += 1;
+        }
+    }
+
+    /// The mean over elements of each element's standard deviation across the
+    /// inputs; `None` before [`Spread::MIN_INPUTS`] inputs.
+    pub fn mean_std(&self) -> Option<f64> {
+        if self.n < Self::MIN_INPUTS || self.sum.is_empty() {
+            return None;
+        }
+        let n = self.n as f64;
+        let total: f64 = self
+            .sum
+            .iter()
+            .zip(&self.sum_sq)
+            .map(|(s, q)| ((q - s * s / n) / (n - 1.0)).max(0.0).sqrt())
+            .sum();
+        Some(total / self.sum.len() as f64)
+    }
+}
+
 /// The number of classes of a classifier that reads INR files (one feature per entry);
 /// a clear error for anything else.
 pub fn classifier_classes(model: &Model<'_>) -> Result<usize> {
@@ -250,7 +365,10 @@ pub fn predict(
         model_secs: 0.0,
         wall_secs: 0.0,
         threads,
+        input_spread: None,
     };
+    let normalized = crate::inspect::statistics_len(model).map_err(|e| anyhow::anyhow!("{e}"))? > 0;
+    let mut spread = Spread::default();
     let progress = Progress::new(entries.len(), batch, opts.progress);
     let (dims, ilen, olen) = (model.dims(), model.input_len(), model.output_len());
     for chunk in entries.chunks(batch) {
@@ -261,6 +379,9 @@ pub fn predict(
             progress.warn(&skip_warning(&chunk[*i], e));
         }
         summary.skipped += loaded.failed.len();
+        if !normalized {
+            spread.add(&loaded.data, ilen);
+        }
         let t1 = Instant::now();
         let out = engine.run(&loaded.data, loaded.ok.len(), threads)?;
         summary.model_secs += t1.elapsed().as_secs_f64();
@@ -279,6 +400,7 @@ pub fn predict(
     }
     progress.finish();
     summary.wall_secs = start.elapsed().as_secs_f64();
+    summary.input_spread = spread.mean_std();
     Ok(summary)
 }
 
@@ -556,12 +678,22 @@ pub struct EvalArgs {
     pub data_root: Option<PathBuf>,
     /// Predictions CSV (`-` for stdout).
     pub output: Option<PathBuf>,
+    /// Print the report as one JSON document on stdout instead of text.
+    pub json: bool,
     /// Loading and running options.
     pub options: Options,
 }
 
-/// `dws eval`: prints the report (to stdout, or to stderr when the CSV goes to stdout).
+/// `dws eval`: prints the report (to stdout, or to stderr when the CSV goes to stdout;
+/// with `json`, one JSON document on stdout). Only the error when no input could be
+/// read.
 pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
+    let csv_to_stdout = args.output.as_deref() == Some(Path::new("-"));
+    if args.json && csv_to_stdout {
+        bail!(
+            "--json writes the report to stdout, so `-o -` cannot: write the predictions to a file"
+        );
+    }
     let blob = AlignedBlob::read(&args.model)?;
     let model = blob.model()?;
     let classes = classifier_classes(&model)
@@ -608,10 +740,32 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
             None => Ok(()),
         },
     )?;
-    if let (Some(w), true) = (csv, summary.ran > 0) {
+    if summary.ran == 0 {
+        bail!(
+            "no input could be read from the {} listed in split `{}` of {} (see the warnings \
+             above)",
+            crate::output::count(summary.total, "file"),
+            args.split,
+            args.splits.display()
+        );
+    }
+    if let Some(w) = csv {
         w.finish()
             .and_then(CsvOut::commit)
             .context("writing the predictions CSV")?;
+    }
+    let note = summary.normalization_note();
+    if args.json {
+        let mut j = summary.json();
+        j["model"] = serde_json::json!(args.model.display().to_string());
+        j["splits"] = serde_json::json!(args.splits.display().to_string());
+        j["split"] = serde_json::json!(args.split);
+        j["predictions"] = serde_json::json!(args.output.as_ref().map(|p| p.display().to_string()));
+        if let Some(note) = &note {
+            crate::stderr_line!("{note}");
+        }
+        crate::output::print(format_args!("{j}\n"))?;
+        return Ok(summary);
     }
     let mut report = format!(
         "model:    {} ({classes} classes)\nsplit:    `{}` of {}\n",
@@ -628,17 +782,17 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
         );
     }
     if let Some(p) = &args.output {
-        if p != Path::new("-") && summary.ran > 0 {
+        if !csv_to_stdout {
             let _ = writeln!(report, "predictions: {}", p.display());
         }
     }
-    if args.output.as_deref() == Some(Path::new("-")) {
+    if csv_to_stdout {
         crate::stderr_line!("{}", report.trim_end_matches('\n'));
     } else {
         crate::output::print(format_args!("{report}"))?;
     }
-    if summary.ran == 0 {
-        bail!("no input could be read ({} skipped)", summary.skipped);
+    if let Some(note) = &note {
+        crate::stderr_line!("{note}");
     }
     Ok(summary)
 }
@@ -690,6 +844,9 @@ pub fn run_dataset_command(
     } else {
         String::new()
     };
+    if let Some(note) = summary.normalization_note() {
+        crate::stderr_line!("{note}");
+    }
     crate::stderr_line!(
         "ran {}{skipped} -> {}",
         summary.timing(),
@@ -748,6 +905,7 @@ mod tests {
             model_secs: 0.5,
             wall_secs: 1.0,
             threads: 1,
+            input_spread: None,
         };
         assert_eq!(s.correct(), 3);
         assert_eq!(s.accuracy(), Some(0.75));

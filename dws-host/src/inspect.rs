@@ -1,9 +1,48 @@
-//! `dws inspect`: what a blob holds and what it costs.
+//! `dws inspect`: what a blob holds and what it costs, as text or JSON.
 
 use dws_core::plan::{Map, Op, Output, SetLayer};
 use dws_core::Model;
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// Parameters of the folded input statistics (the mean and std of every input
+/// element: `2 * input_len` with `dws convert --statistics`, else 0). A blob's
+/// parameter count is upstream's model's plus these.
+pub fn statistics_len(model: &Model<'_>) -> Result<usize, dws_core::Error> {
+    for op in model.ops() {
+        if let Op::Normalize { mean, std } = op? {
+            return Ok(mean.len as usize + std.len as usize);
+        }
+    }
+    Ok(0)
+}
+
+/// The parameter count in words: `555020 (552650 of the model + 2370 input
+/// statistics)`, or just the count without statistics.
+pub fn parameters(model: &Model<'_>) -> Result<String, dws_core::Error> {
+    let all = model.params().len();
+    Ok(match statistics_len(model)? {
+        0 => all.to_string(),
+        stats => format!(
+            "{all} ({} of the model + {stats} input statistics)",
+            all.saturating_sub(stats)
+        ),
+    })
+}
+
+/// The line on input normalization: folded in, or none (inputs run as given).
+fn normalization(model: &Model<'_>) -> Result<&'static str, dws_core::Error> {
+    Ok(if statistics_len(model)? > 0 {
+        "folded in (dataset statistics: inputs are normalized inside the model)"
+    } else {
+        "none (converted without --statistics: inputs run as given)"
+    })
+}
+
+fn precision_name(model: &Model<'_>) -> &'static str {
+    model.precision().name()
+}
 
 /// A multi-line, human-readable summary of the model.
 pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core::Error> {
@@ -33,6 +72,7 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
         }
     };
     let _ = writeln!(s, "precision:        {precision}");
+    let _ = writeln!(s, "normalization:    {}", normalization(model)?);
     let mut layer = 0;
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let describe = |kinds: &mut BTreeMap<String, usize>, s: &mut String| {
@@ -102,7 +142,7 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
     }
     describe(&mut kinds, &mut s);
     let params = match model.precision() {
-        dws_core::blob::Precision::F32 => format!("{}", model.params().len()),
+        dws_core::blob::Precision::F32 => parameters(model)?,
         dws_core::blob::Precision::Int8 => format!(
             "{} bytes (int8 weights, int32 biases, requantization)",
             model.param_bytes().len()
@@ -145,4 +185,48 @@ pub fn summary(model: &Model<'_>, blob_bytes: usize) -> Result<String, dws_core:
         2.0 * lay.macs as f64 / 1e6
     );
     Ok(s)
+}
+
+/// The summary as one JSON object (the same figures as [`summary`]).
+pub fn json(model: &Model<'_>, blob_bytes: usize) -> Result<serde_json::Value, dws_core::Error> {
+    let spec = model.spec();
+    let lay = model.layout();
+    let (kind, classes, output_features) = match spec.output {
+        Output::Logits { classes } => ("DWSModelForClassification", Some(classes), None),
+        Output::WeightSpace { features } => ("DWSModel", None, Some(features)),
+    };
+    let mut layers = Vec::new();
+    for op in model.ops() {
+        if let Op::Dws(l) = op? {
+            layers.push(json!({
+                "in_features": l.fin,
+                "out_features": l.fout,
+                "blocks": l.blocks,
+                "reduction": format!("{:?}", l.reduction).to_lowercase(),
+                "downsampled_rows": l.resample.as_ref().map(|r| r.rows),
+            }));
+        }
+    }
+    let stats = statistics_len(model)?;
+    let quantized = model.precision().is_quantized();
+    Ok(json!({
+        "model": kind,
+        "classes": classes,
+        "output_features": output_features,
+        "dims": spec.dims,
+        "weight_matrices": spec.dims.len().saturating_sub(1),
+        "input_features": spec.input_features,
+        "precision": precision_name(model),
+        "normalization": stats > 0,
+        "dws_layers": layers,
+        "parameters": (!quantized).then(|| model.params().len()),
+        "statistics_parameters": stats,
+        "parameter_bytes": model.param_bytes().len(),
+        "blob_bytes": blob_bytes,
+        "scratch_bytes": model.scratch_len() * 4,
+        "ram_bytes": quantized.then(|| model.qlayout().bytes()),
+        "input_len": lay.input_len,
+        "output_len": lay.output_len,
+        "flops_per_input": lay.macs.saturating_mul(2),
+    }))
 }

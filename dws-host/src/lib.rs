@@ -10,7 +10,9 @@
 //! * [`dataset`]: INR datasets in upstream's layout (INR files, splits JSON).
 //! * [`eval`]: classifying datasets: accuracy, confusion matrix, predictions CSV.
 //! * [`inspect`]: a human-readable summary of a blob.
+//! * [`lookalike`]: what a file given in the wrong place holds, for errors that say so.
 //! * [`bench`]: `dws bench`, throughput, GEMM peak and latency on synthetic inputs.
+//! * [`progress`]: bars and spinners on a terminal for the long steps.
 // `unsafe` is denied everywhere but in `fast` (its SIMD kernels), which allows it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,7 +26,9 @@ pub mod eval;
 pub mod fast;
 pub mod fingerprint;
 pub mod inspect;
+pub mod lookalike;
 pub mod output;
+pub mod progress;
 pub mod quantize;
 pub mod runner;
 pub mod tensors;

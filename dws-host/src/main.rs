@@ -1,7 +1,7 @@
 //! `dws`: convert, inspect, run and evaluate DWSNets.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use dws_host::blob_io::{encode, AlignedBlob};
 use dws_host::config::Config;
 use dws_host::{bench, convert, eval, inspect, output, quantize, runner, tensors, weight_space};
@@ -66,7 +66,7 @@ enum Command {
         #[arg(long)]
         data_root: Option<PathBuf>,
         /// INR files loaded and run at a time (dataset inputs).
-        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
+        #[arg(long, alias = "batch", default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
     },
     /// Evaluate a classifier on a split of an INR dataset: accuracy, per-class accuracy,
@@ -75,8 +75,11 @@ enum Command {
         /// The .dws blob (a DWSModelForClassification).
         model: PathBuf,
         /// Upstream splits JSON: {split: {"path": [...], "label": [...]}}.
-        #[arg(long)]
-        splits: PathBuf,
+        #[arg(value_name = "SPLITS", required_unless_present = "splits")]
+        splits_file: Option<PathBuf>,
+        /// The splits JSON, as an option (the same as the positional SPLITS).
+        #[arg(long, value_name = "SPLITS", conflicts_with = "splits_file")]
+        splits: Option<PathBuf>,
         /// The split to evaluate.
         #[arg(long, default_value = "test")]
         split: String,
@@ -92,11 +95,14 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// INR files loaded and run at a time.
-        #[arg(long, default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
+        #[arg(long, alias = "batch", default_value_t = dws_host::eval::DEFAULT_BATCH, value_parser = at_least_one)]
         batch_size: usize,
         /// Engine (as for `dws run`).
         #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
         engine: runner::EngineKind,
+        /// Print the report as one JSON document on stdout (and nothing else there).
+        #[arg(long)]
+        json: bool,
     },
     /// Quantize an f32 blob to int8 (or 16x8: int16 activations) with calibration inputs;
     /// prints per-layer SQNR and, for a classifier, top-1 agreement with f32.
@@ -130,6 +136,10 @@ enum Command {
         /// Weight rounding: learned on the calibration inputs (AdaRound), or to nearest.
         #[arg(long, value_enum, default_value_t = quantize::Rounding::Adaround)]
         rounding: quantize::Rounding,
+        /// Worker threads for reading calibration files, calibrating, rounding and measuring
+        /// the error (default: all cores; the blob does not depend on it).
+        #[arg(long, value_parser = at_least_one)]
+        threads: Option<usize>,
     },
     /// Measure throughput (inputs/s, GFLOP/s or for int8 GOP/s, fraction of a GEMM peak in the
     /// blob's precision measured in the same run) and single-input latency on seeded synthetic
@@ -138,8 +148,8 @@ enum Command {
         /// The .dws blob.
         model: PathBuf,
         /// Inputs per call.
-        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-        batch: usize,
+        #[arg(long, alias = "batch", default_value_t = 64, value_parser = at_least_one)]
+        batch_size: usize,
         /// Worker threads (default: all cores).
         #[arg(long, value_parser = at_least_one)]
         threads: Option<usize>,
@@ -171,6 +181,15 @@ enum Command {
     Inspect {
         /// The .dws blob.
         model: PathBuf,
+        /// Print one JSON document on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script for dws on stdout, e.g.
+    /// `dws completions bash > ~/.local/share/bash-completion/completions/dws`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -229,12 +248,19 @@ fn run(cli: Cli) -> Result<()> {
                 .context("the converted model failed validation")?;
             output::write(&output, &bytes)?;
             output::print(format_args!(
-                "wrote {} ({} bytes, {} parameters, {} ops)\n",
+                "wrote {} ({} bytes, {} ops), parameters: {}\n",
                 output.display(),
                 bytes.len(),
-                model.params().len(),
-                plan.ops.len()
+                plan.ops.len(),
+                inspect::parameters(&model)?,
             ))?;
+            if statistics.is_none() {
+                dws_host::stderr_line!(
+                    "note: no --statistics: no input normalization is folded in, so the model \
+                     runs on its inputs as given (right for a model trained on raw weights; one \
+                     trained on normalized inputs needs --statistics statistics.pth)"
+                );
+            }
         }
         Command::Run {
             model,
@@ -288,6 +314,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             output::check_not_an_input(&output, &[&model, &inputs])?;
+            output::check_writable(&output)?;
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             let tensors = match torch_batch {
@@ -307,7 +334,8 @@ fn run(cli: Cli) -> Result<()> {
             let named = weight_space::unflatten_outputs(&m, batch, &out)?;
             tensors::write_safetensors(&output, &named)?;
             dws_host::stderr_line!(
-                "ran {batch} inputs in {:.3} s ({:.0} inputs/s, {} engine) -> {}",
+                "ran {} in {:.3} s ({:.0} inputs/s, {} engine) -> {}",
+                output::count(batch, "input"),
                 secs,
                 batch as f64 / secs.max(1e-9),
                 engine.name(),
@@ -316,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval {
             model,
+            splits_file,
             splits,
             split,
             data_root,
@@ -323,13 +352,18 @@ fn run(cli: Cli) -> Result<()> {
             output,
             batch_size,
             engine,
+            json,
         } => {
+            let Some(splits) = splits_file.or(splits) else {
+                anyhow::bail!("give the splits JSON: `dws eval MODEL SPLITS`");
+            };
             eval::eval_command(&eval::EvalArgs {
                 model,
                 splits,
                 split,
                 data_root,
                 output,
+                json,
                 options: eval::Options {
                     threads: threads.unwrap_or_else(runner::default_threads),
                     batch_size,
@@ -348,8 +382,11 @@ fn run(cli: Cli) -> Result<()> {
             activations,
             weights,
             rounding,
+            threads,
         } => {
             output::check_not_an_input(&output, &[&model, &calibration])?;
+            output::check_writable(&output)?;
+            let threads = threads.unwrap_or_else(runner::default_threads);
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
             let (n, data) = if calibration.extension().is_some_and(|e| e == "json") {
@@ -365,12 +402,8 @@ fn run(cli: Cli) -> Result<()> {
                     dws_host::dataset::read_splits(&calibration, split, data_root.as_deref())?;
                 entries.truncate(limit.unwrap_or(512));
                 eval::note_relocations(&entries);
-                let loaded = dws_host::dataset::load_batch(
-                    &entries,
-                    m.dims(),
-                    m.input_len(),
-                    runner::default_threads(),
-                );
+                let loaded =
+                    dws_host::dataset::load_batch(&entries, m.dims(), m.input_len(), threads);
                 for (i, e) in loaded.failed.iter().take(eval::LISTED_SKIPS) {
                     dws_host::stderr_line!("{}", eval::skip_warning(&entries[*i], e));
                 }
@@ -403,13 +436,14 @@ fn run(cli: Cli) -> Result<()> {
             let opts = quantize::Options {
                 weights,
                 rounding,
+                threads,
                 ..quantize::Options::new(activations)
             };
-            quantize::run_cli(&m, n, &data, &output, &opts)?;
+            quantize::run_cli(&m, n, &data, &output, &opts, true)?;
         }
         Command::Bench {
             model,
-            batch,
+            batch_size,
             threads,
             seconds,
             engine,
@@ -420,7 +454,7 @@ fn run(cli: Cli) -> Result<()> {
             no_latency,
         } => bench::bench_command(&bench::BenchArgs {
             model,
-            batch,
+            batch: batch_size,
             threads: threads.unwrap_or_else(runner::default_threads),
             seconds,
             engine,
@@ -430,13 +464,20 @@ fn run(cli: Cli) -> Result<()> {
             peak: !no_peak,
             latency: !no_latency,
         })?,
-        Command::Inspect { model } => {
+        Command::Inspect { model, json } => {
             let blob = AlignedBlob::read(&model)?;
             let m = blob.model()?;
-            output::print(format_args!(
-                "{}",
-                inspect::summary(&m, blob.bytes().len())?
-            ))?;
+            let bytes = blob.bytes().len();
+            if json {
+                output::print(format_args!("{}\n", inspect::json(&m, bytes)?))?;
+            } else {
+                output::print(format_args!("{}", inspect::summary(&m, bytes)?))?;
+            }
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "dws", &mut script);
+            output::print(format_args!("{}", String::from_utf8_lossy(&script)))?;
         }
     }
     Ok(())

@@ -86,6 +86,13 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     f.commit()
 }
 
+/// Checks that `path` can be written (its folder exists and takes a new file), so
+/// that a long command fails at its start rather than at its end; nothing is left
+/// behind.
+pub fn check_writable(path: &Path) -> Result<()> {
+    AtomicFile::create(path).map(drop)
+}
+
 /// Refuses an output path that names one of the command's input files (a
 /// typo that would replace the model or its inputs).
 pub fn check_not_an_input(output: &Path, inputs: &[&Path]) -> Result<()> {
@@ -101,6 +108,15 @@ pub fn check_not_an_input(output: &Path, inputs: &[&Path]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `n` and a noun, plural unless `n` is 1: `1 input`, `2 inputs`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// `eprintln!` that never panics: a line for a closed or full stderr is dropped (there
@@ -146,6 +162,9 @@ mod tests {
         assert!(check_not_an_input(&path, &[&dir.join("other")]).is_ok());
         assert!(check_not_an_input(&path, &[&dir.join("./out.bin")]).is_err());
         assert!(write(&dir, b"x").is_err(), "a directory");
+        assert!(check_writable(&path).is_ok());
+        assert!(check_writable(&dir.join("no/such/folder/out.bin")).is_err());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "nothing left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

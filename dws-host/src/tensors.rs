@@ -111,15 +111,33 @@ fn sniff(path: &Path) -> Result<Sniffed> {
     if header.is_empty() {
         bail!("{}: file is empty", path.display());
     }
+    Ok(sniff_bytes(&header))
+}
+
+fn sniff_bytes(header: &[u8]) -> Sniffed {
     if header.starts_with(b"PK\x03\x04") || header.starts_with(b"PK\x05\x06") {
-        return Ok(Sniffed::Zip);
+        return Sniffed::Zip;
     }
     if let Some(len) = header.first_chunk::<8>().map(|b| u64::from_le_bytes(*b)) {
         if len <= SAFETENSORS_MAX_HEADER && header.get(8) == Some(&b'{') {
-            return Ok(Sniffed::Safetensors);
+            return Sniffed::Safetensors;
         }
     }
-    Ok(Sniffed::Other)
+    Sniffed::Other
+}
+
+/// The kind of tensor file whose first bytes (16 suffice) are `header`, in words: a
+/// `torch.save` zip, a legacy `torch.save` pickle (protocol 2 or later), or a
+/// safetensors file; `None` for anything else.
+pub fn container(header: &[u8]) -> Option<&'static str> {
+    match sniff_bytes(header) {
+        Sniffed::Zip => Some("a PyTorch file (torch.save)"),
+        Sniffed::Safetensors => Some("a safetensors file"),
+        Sniffed::Other if matches!(header, [0x80, 2..=5, ..]) => {
+            Some("a PyTorch file (legacy torch.save)")
+        }
+        Sniffed::Other => None,
+    }
 }
 
 fn has_safetensors_extension(path: &Path) -> bool {

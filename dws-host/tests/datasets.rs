@@ -436,7 +436,13 @@ fn bad_files_are_skipped_and_reported() {
     .unwrap();
     let r = dws(&["eval", s(&model), "--splits", s(&splits)]);
     assert!(!r.ok);
-    assert!(r.stderr.contains("no input could be read"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("no input could be read from the 1 file listed in split `test`"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stdout, "", "only the error, no table of n/a rows");
 }
 
 #[test]

@@ -130,7 +130,7 @@ def timed(fn, seconds, min_runs=5, warmup=2):
 
 
 def dws_bench(dws, model, batch, threads, seconds, extra):
-    cmd = [dws, "bench", model, "--batch", str(batch), "--threads", str(threads),
+    cmd = [dws, "bench", model, "--batch-size", str(batch), "--threads", str(threads),
            "--seconds", str(seconds), "--json", *extra]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])

@@ -19,7 +19,7 @@ echo "== convert (upstream state_dict + config + dataset statistics -> blob)"
 "$dws" inspect "$out/digits.dws"
 
 echo "== evaluate the test split"
-"$dws" eval "$out/digits.dws" --splits "$here/splits_test.json" --split test \
+"$dws" eval "$out/digits.dws" "$here/splits_test.json" --split test \
   -o "$out/predictions.csv"
 
 echo "== compare with PyTorch's committed test logits"

@@ -248,9 +248,9 @@ fn block(w: &mut Work, map: &Map, set_axis: SetAxis, pool_rows: bool, pool_cols:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dws_embedded::dws_core::quantized::{AttentionQ, Kernels, Portable};
     use dws_embedded::dws_core::plan::Reduction;
     use dws_embedded::dws_core::quant::Requant;
+    use dws_embedded::dws_core::quantized::{AttentionQ, Kernels, Portable};
     use std::ops::Range;
     use std::path::PathBuf;
 

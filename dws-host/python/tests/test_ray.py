@@ -188,3 +188,16 @@ def test_dws_model_outputs(cluster, tmp_path):
         dray.score_dataset(EQUIV, shards, tmp_path / "csv", format="csv")
     with pytest.raises(dws.DwsError, match="dws-cuda backend not available"):
         dray.score_dataset(EQUIV, shards, tmp_path / "gpu", use_gpu=True)
+
+
+def test_readme_ray_example_runs_as_written(cluster, tmp_path, monkeypatch, capsys):
+    from test_docs import python_blocks, run_in_root_layout
+
+    first, ray_example = python_blocks("README.md")[:2]
+    assert "score_dataset(" in ray_example
+    # The first example writes the digits.dws that the Ray one scores.
+    run_in_root_layout(first + ray_example, tmp_path, monkeypatch, capsys)
+    table = dray.read_predictions(tmp_path / "predictions")
+    assert table.column("row").to_pylist() == list(range(360))
+    labels = np.array(table.column("label").to_pylist())
+    assert (table.column("predicted").to_numpy() == labels).sum() == 241

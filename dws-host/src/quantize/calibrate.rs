@@ -255,12 +255,14 @@ const PART: usize = 16;
 
 /// Runs the f32 model over `inputs` (`[n, input_len]`) recording ranges and,
 /// with `inputs_of`, the second moments of the linear layers' inputs; on up
-/// to `threads` threads, the same result for any count.
+/// to `threads` threads, the same result for any count. Calls `done` after
+/// each input.
 pub fn calibrate(
     model: &Model<'_>,
     inputs: &[f32],
     inputs_of: Option<&LinearInputs>,
     threads: usize,
+    done: &(dyn Fn() + Sync),
 ) -> Result<Calibration> {
     let n = model.input_len();
     let parts: Vec<&[f32]> = inputs.chunks(n * PART).collect();
@@ -290,6 +292,7 @@ pub fn calibrate(
                     *m = m.max(v.abs());
                 }
             }
+            done();
         }
         Ok(rec.cal)
     };

@@ -25,6 +25,7 @@ pub use requant::{requant, requant_channels};
 use crate::blob_io::{encode_parts, AlignedBlob};
 use crate::fast::quantized::QEngine;
 use crate::fast::Isa;
+use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use dws_core::blob::Precision;
 use dws_core::observe::{Part, Site, Stage};
@@ -151,10 +152,20 @@ impl Scales<'_> {
 /// quantizing it with `opts` needs: the ranges, and for AdaRound the second
 /// moments of every linear layer's inputs.
 pub fn calibrate(model: &Model<'_>, inputs: &[f32], opts: &Options) -> Result<Calibration> {
+    calibrate_with_progress(model, inputs, opts, &|| {})
+}
+
+/// [`calibrate`], calling `done` after each input (from any thread).
+pub fn calibrate_with_progress(
+    model: &Model<'_>,
+    inputs: &[f32],
+    opts: &Options,
+    done: &(dyn Fn() + Sync),
+) -> Result<Calibration> {
     let ops = plan_ops(model)?;
     let lin = linears::linear_inputs(&ops);
     let moments = (opts.rounding == Rounding::Adaround).then_some(&lin);
-    calibrate::calibrate(model, inputs, moments, opts.threads)
+    calibrate::calibrate(model, inputs, moments, opts.threads, done)
 }
 
 fn plan_ops(model: &Model<'_>) -> Result<Vec<Op>> {
@@ -173,6 +184,7 @@ fn round_all(
     ops: &[Op],
     cal: &Calibration,
     opts: &Options,
+    progress: &(dyn Fn(usize, usize) + Sync),
 ) -> HashMap<(u32, u32), Rounded> {
     let lin = linears::linear_inputs(ops);
     let mut todo: Vec<(ParamRef, usize)> = Vec::new();
@@ -192,6 +204,13 @@ fn round_all(
         ((r.offset, r.len), Rounded { q, scales })
     };
     let threads = opts.threads.clamp(1, todo.len().max(1));
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let round_one = |job: &(ParamRef, usize)| {
+        let r = round_one(job);
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        progress(n, todo.len());
+        r
+    };
     let mut out = HashMap::new();
     std::thread::scope(|s| {
         let jobs: Vec<_> = (0..threads)
@@ -231,6 +250,17 @@ pub struct Quantized {
 /// Quantizes an f32 model with a calibration (from [`calibrate`] with the
 /// same `opts`).
 pub fn quantize(model: &Model<'_>, cal: &Calibration, opts: &Options) -> Result<Quantized> {
+    quantize_with_progress(model, cal, opts, &|_, _| {})
+}
+
+/// [`quantize`], calling `rounded(done, of)` as the weight tensors are
+/// rounded (from any thread).
+pub fn quantize_with_progress(
+    model: &Model<'_>,
+    cal: &Calibration,
+    opts: &Options,
+    rounded: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Quantized> {
     if model.precision() != Precision::F32 {
         bail!(
             "the model is already quantized ({})",
@@ -255,7 +285,7 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration, opts: &Options) -> Result<
         ranges: &cal.ranges,
         activations: opts.activations,
     };
-    let rounded = round_all(model, &ops, cal, opts);
+    let rounded = round_all(model, &ops, cal, opts, rounded);
     let mut w = Writer::new(model.params(), *opts, &sc, rounded);
     let mut out: Vec<Op> = Vec::new();
     let mut cuts = Vec::new();
@@ -576,11 +606,13 @@ pub fn sqnr(x: &[f32], q: &[f32]) -> f64 {
     }
 }
 
-/// Per DWS layer: SQNR (dB) of the int8 layer outputs against f32 over `inputs`.
+/// Per DWS layer: SQNR (dB) of the quantized layer outputs against f32 over
+/// `inputs`, run on `threads` threads.
 pub fn layer_report(
     f32_model: &Model<'_>,
     q: &Quantized,
     inputs: &[f32],
+    threads: usize,
 ) -> Result<Vec<(usize, f64)>> {
     let f32_ops: Vec<Op> = f32_model
         .ops()
@@ -615,12 +647,8 @@ pub fn layer_report(
         );
         let (fm, qm) = (fa.model()?, qa.model()?);
         let n = inputs.len() / fm.input_len();
-        let yf = run_f32(&fm, inputs, n, crate::runner::default_threads())?;
-        let yq = QEngine::new(&qm, Isa::detect())?.run_batch(
-            inputs,
-            n,
-            crate::runner::default_threads(),
-        )?;
+        let yf = run_f32(&fm, inputs, n, threads)?;
+        let yq = QEngine::new(&qm, Isa::detect())?.run_batch(inputs, n, threads)?;
         report.push((layer, sqnr(&yf, &yq)));
     }
     Ok(report)
@@ -633,13 +661,14 @@ fn run_f32(model: &Model<'_>, inputs: &[f32], n: usize, threads: usize) -> Resul
 
 /// `dws quantize`: calibrate, quantize, write, and print the error report
 /// (per-layer SQNR, and for a classifier top-1 agreement with f32 on the
-/// calibration inputs).
+/// calibration inputs), with progress on a terminal when `progress`.
 pub fn run_cli(
     model: &Model<'_>,
     n: usize,
     inputs: &[f32],
     output: &std::path::Path,
     opts: &Options,
+    progress: bool,
 ) -> Result<()> {
     if n == 0 {
         bail!("the calibration set is empty");
@@ -653,14 +682,21 @@ pub fn run_cli(
     let mode = opts.activations.precision().name();
     crate::stderr_line!("calibrating on {n} inputs ({mode}) ...");
     let t = std::time::Instant::now();
-    let cal = calibrate(model, inputs, opts)?;
+    let bar = Progress::bar(progress, n as u64, "calibrating");
+    let cal = calibrate_with_progress(model, inputs, opts, &|| bar.inc(1))?;
+    drop(bar);
     let calibrated = t.elapsed().as_secs_f64();
-    if opts.rounding == Rounding::Adaround {
+    let learn = opts.rounding == Rounding::Adaround;
+    if learn {
         crate::stderr_line!("calibrated in {calibrated:.1} s; rounding the weights (AdaRound) ...");
     }
     let t = std::time::Instant::now();
-    let q = quantize(model, &cal, opts)?;
-    if opts.rounding == Rounding::Adaround {
+    let bar = Progress::bar(progress && learn, 0, "rounding (AdaRound), weight tensors");
+    let q = quantize_with_progress(model, &cal, opts, &|done, of| {
+        bar.set(done as u64, of as u64);
+    })?;
+    drop(bar);
+    if learn {
         crate::stderr_line!("rounded in {:.1} s", t.elapsed().as_secs_f64());
     }
     crate::output::write(output, &q.blob)?;
@@ -673,12 +709,15 @@ pub fn run_cli(
     print(format_args!(
         "per-layer SQNR against f32 on the calibration set:\n"
     ))?;
-    for (layer, db) in layer_report(model, &q, inputs)? {
+    let spinner = Progress::spinner(progress, "measuring the error of every layer");
+    let report = layer_report(model, &q, inputs, opts.threads)?;
+    drop(spinner);
+    for (layer, db) in report {
         print(format_args!("  dws layer {layer:<3} {db:7.2} dB\n"))?;
     }
     let qa = AlignedBlob::from_bytes(&q.blob);
     let qm = qa.model()?;
-    let threads = crate::runner::default_threads();
+    let threads = opts.threads;
     let yf = run_f32(model, inputs, n, threads)?;
     let yq = QEngine::new(&qm, Isa::detect())?.run_batch(inputs, n, threads)?;
     print(format_args!("  output        {:7.2} dB\n", sqnr(&yf, &yq)))?;

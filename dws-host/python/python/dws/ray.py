@@ -87,7 +87,8 @@ def dataset_rows(
     if _is_shard_list(inputs):
         if data_root is not None:
             raise DwsError("data_root applies to a splits JSON, not to safetensors shards")
-        shards = [os.fspath(s) for s in inputs]
+        # Absolute: Ray's workers do not share the driver's working directory.
+        shards = [os.path.abspath(os.fspath(s)) for s in inputs]
         if not shards:
             raise DwsError("no shard files given")
         rows = []
@@ -100,7 +101,7 @@ def dataset_rows(
         {
             "row": i,
             "path": e["path"],
-            "file": e["file"],
+            "file": os.path.abspath(e["file"]),
             "label": -1 if e["label"] is None else int(e["label"]),
         }
         for i, e in enumerate(entries)
@@ -291,7 +292,9 @@ def score_dataset(
     model = Model.from_bytes(blob)  # validates the blob before any worker starts
     if format == "csv" and not model.is_classifier:
         raise DwsError('a DWSModel\'s outputs are weight spaces: use format="parquet"')
-    out = os.fspath(output_dir)
+    # Absolute: Ray's workers write it, and they do not share the driver's working
+    # directory.
+    out = os.path.abspath(os.fspath(output_dir))
     if os.path.isdir(out) and os.listdir(out):
         if not overwrite:
             raise DwsError(f"{out} is not empty (pass overwrite=True to replace it)")
