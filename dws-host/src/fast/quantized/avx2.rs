@@ -83,7 +83,7 @@ impl Kernels<i8> for Avx2Q {
         };
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA; the lengths
         // were checked above.
-        unsafe { linear_groups(&mut self.lin, w, b, fin, fout, x, rows, epi) }
+        unsafe { linear_groups(&mut self.lin, w, b, fin, fout, Rows::I8(x), rows, epi) }
     }
 
     fn linear_q(
@@ -245,6 +245,40 @@ impl Kernels<i8> for Avx2Q {
     }
 }
 
+/// 16x8: the linear layers' products summed in int32 lanes (exact for up to
+/// 512 inputs per output, as the specification allows) and added to the
+/// int64 bias; every other kernel, and the requantizations (scalar, per
+/// output), are the core's definitions.
+impl Kernels<i16> for Avx2Q {
+    fn linear(
+        &mut self,
+        w: &[i8],
+        b: Option<&[i64]>,
+        fin: usize,
+        fout: usize,
+        x: &[i16],
+        rows: usize,
+        mut out: impl FnMut(usize, usize, i64),
+    ) {
+        let fits = fin <= 512
+            && holds(w, fout, fin)
+            && holds(x, rows, fin)
+            && b.is_none_or(|b| b.len() >= fout);
+        if !fits {
+            return Portable.linear(w, b, fin, fout, x, rows, out);
+        }
+        let epi = |row, o, group, sums| {
+            for (j, s) in lanes(sums).iter().enumerate().take(group) {
+                let bias: i64 = b.map_or(0, |b| b[o + j]);
+                out(row, o + j, bias.wrapping_add(*s as i64));
+            }
+        };
+        // SAFETY: `self` exists only on a CPU with AVX2 and FMA; the lengths
+        // were checked above.
+        unsafe { linear_groups(&mut self.lin, w, None, fin, fout, Rows::I16(x), rows, epi) }
+    }
+}
+
 /// `Kernels::fc_o_residual`: [`linear_groups`], then the residual sum eight
 /// outputs at a time.
 ///
@@ -285,7 +319,7 @@ unsafe fn fc_o_residual(
         }
     };
     // SAFETY: this function's contract.
-    unsafe { linear_groups(scratch, w, b, dim, dim, x, rows, epi) }
+    unsafe { linear_groups(scratch, w, b, dim, dim, Rows::I8(x), rows, epi) }
 }
 
 /// `Kernels::affine`, eight features at a time (64-bit products of the
@@ -632,7 +666,7 @@ unsafe fn linear_groups(
     b: Option<&[i32]>,
     fin: usize,
     fout: usize,
-    x: &[i8],
+    x: Rows<'_>,
     rows: usize,
     mut epi: impl FnMut(usize, usize, usize, __m256i),
 ) {
@@ -675,7 +709,7 @@ unsafe fn linear_blocks(
     b: Option<&[i32]>,
     fin: usize,
     fout: usize,
-    x: &[i8],
+    x: Rows<'_>,
     rows: usize,
     mut emit: impl FnMut(usize, usize, &[[__m256i; 2]]),
 ) {
@@ -700,23 +734,39 @@ unsafe fn linear_blocks(
             }
         }
     }
-    // Rows of non-negative values (after a ReLU: most inputs) take the
+    // Rows of non-negative bytes (after a ReLU: most int8 inputs) take the
     // unsigned-by-signed byte products, whose pair sums stay within int16
-    // (|2 x 127 x 128| < 2^15), so they are exact.
-    let x = &x[..rows * fin];
-    let unsigned = x.iter().fold(0, |any, &v| any | v as u8) < 0x80;
+    // (|2 x 127 x 128| < 2^15), so they are exact. Other rows go as int16
+    // pairs (int8 ones widened).
     let k2 = 2 * kp;
     let k4 = 4 * kq;
+    let (x, widened) = match x {
+        Rows::I8(x) => (&x[..rows * fin], false),
+        Rows::I16(x) => {
+            xs.clear();
+            xs.resize(rows * k2, 0);
+            for (xr, xw) in x[..rows * fin]
+                .chunks_exact(fin.max(1))
+                .zip(xs.chunks_exact_mut(k2.max(1)))
+            {
+                xw[..fin].copy_from_slice(xr);
+            }
+            (&[][..], true)
+        }
+    };
+    let unsigned = !widened && x.iter().fold(0, |any, &v| any | v as u8) < 0x80;
     let xu: &[u8] = if !unsigned {
-        xs.clear();
-        xs.resize(rows * k2, 0);
-        for (xr, xw) in x
-            .chunks_exact(fin.max(1))
-            .zip(xs.chunks_exact_mut(k2.max(1)))
-            .take(rows)
-        {
-            // SAFETY: AVX2 (this function's contract).
-            unsafe { widen(&xr[..fin], xw) };
+        if !widened {
+            xs.clear();
+            xs.resize(rows * k2, 0);
+            for (xr, xw) in x
+                .chunks_exact(fin.max(1))
+                .zip(xs.chunks_exact_mut(k2.max(1)))
+                .take(rows)
+            {
+                // SAFETY: AVX2 (this function's contract).
+                unsafe { widen(&xr[..fin], xw) };
+            }
         }
         &[]
     } else if k4 == fin {
@@ -892,6 +942,13 @@ unsafe fn widen(x: &[i8], xs: &mut [i16]) {
     xs[n..].fill(0);
 }
 
+/// The input rows of a linear layer: int8 (int8 mode) or int16 (16x8 mode).
+#[derive(Clone, Copy)]
+enum Rows<'x> {
+    I8(&'x [i8]),
+    I16(&'x [i16]),
+}
+
 /// A linear layer's weights as [`linear_groups`] uses them.
 #[derive(Debug, Default)]
 struct Packed {
@@ -963,7 +1020,7 @@ unsafe fn linear8(
         }
     };
     // SAFETY: this function's contract.
-    unsafe { linear_blocks(scratch, w, b, fin, fout, x, rows, emit) }
+    unsafe { linear_blocks(scratch, w, b, fin, fout, Rows::I8(x), rows, emit) }
 }
 
 /// `acc[i] += r.apply(y[i])` (wrapping) over the shorter slice, eight values at a time.

@@ -196,8 +196,25 @@ impl Kernels<i8> for HostQ {
     }
 }
 
-/// 16x8: the portable definitions (the trait's), with the helper thread's joins.
+/// 16x8: the linear layers' products in the instruction set's kernels, the
+/// rest the portable definitions (the trait's), with the helper thread's joins.
 impl Kernels<i16> for HostQ {
+    fn linear(
+        &mut self,
+        w: &[i8],
+        b: Option<&[i64]>,
+        fin: usize,
+        fout: usize,
+        x: &[i16],
+        rows: usize,
+        out: impl FnMut(usize, usize, i64),
+    ) {
+        match &mut self.kernels {
+            Isas::Portable => Portable.linear(w, b, fin, fout, x, rows, out),
+            Isas::Avx2(k) => k.linear(w, b, fin, fout, x, rows, out),
+        }
+    }
+
     fn parallel(&self) -> bool {
         self.helper.is_some()
     }

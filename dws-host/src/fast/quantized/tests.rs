@@ -102,6 +102,40 @@ fn linear_matches_the_core() {
     }
 }
 
+/// 16x8 linears: int16 rows (with the extremes) against int8 weights, up to
+/// the 512 inputs the int32 lanes take exactly, and past them (the portable
+/// fallback), with int64 biases.
+#[test]
+fn int16_linear_matches_the_core() {
+    let Some(mut k) = kernels() else { return };
+    let mut rng = Rng(0x16);
+    for case in 0..300 {
+        let fin = [rng.below(70), 512, 513 + rng.below(40)][case % 3];
+        let (fout, rows) = (rng.below(40), rng.below(6));
+        let w = rng.i8s(fin * fout);
+        let x: Vec<i16> = (0..fin * rows)
+            .map(|_| match rng.below(4) {
+                0 => [-32767, 32767, -32768][rng.below(3)],
+                _ => rng.next() as i16,
+            })
+            .collect();
+        let b: Vec<i64> = (0..fout)
+            .map(|_| (rng.next() as i64) >> (20 + rng.below(40)))
+            .collect();
+        let b = (case % 4 != 0).then_some(&b[..]);
+        let (mut want, mut got) = (vec![0i64; rows * fout], vec![0i64; rows * fout]);
+        Portable.linear(&w, b, fin, fout, &x, rows, |r, o, a| want[r * fout + o] = a);
+        k.linear(&w, b, fin, fout, &x, rows, |r, o, a| got[r * fout + o] = a);
+        assert_eq!(got, want, "fin {fin} fout {fout} rows {rows}");
+        let mut ms = Vec::new();
+        let r = rng.requants(fout, &mut ms);
+        let (mut want, mut got) = (vec![0i16; rows * fout], vec![0i16; rows * fout]);
+        Portable.linear_q(&w, b, fin, fout, &x, rows, r, 0, &mut want);
+        k.linear_q(&w, b, fin, fout, &x, rows, r, 0, &mut got);
+        assert_eq!(got, want, "fin {fin} fout {fout} rows {rows} {r:?}");
+    }
+}
+
 #[test]
 fn add_requant_requants_and_pool_match_the_core() {
     let Some(mut k) = kernels() else { return };
@@ -217,5 +251,5 @@ fn overflowing_shapes_panic_instead_of_reading_out_of_bounds() {
     run(&mut |k| k.linear_q(&[], None, 1 << 32, 1 << 32, &[], 1 << 32, one, -127, &mut y));
     run(&mut |k| k.fc_o_residual(&[], None, 1 << 32, &[], 1 << 32, r, one, &mut y));
     run(&mut |k| k.pool(Reduction::Sum, &[], 1 << 61, 0..1, 1000..1001, r, &mut y));
-    run(&mut |k| k.add_requant(&mut [0; 16], &[], 8, usize::MAX, r));
+    run(&mut |k| k.add_requant(&mut [0; 16], &[0i8; 0], 8, usize::MAX, r));
 }
