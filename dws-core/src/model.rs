@@ -9,7 +9,9 @@ use crate::kernels::set_layer::set_layer;
 use crate::kernels::{relu, Params};
 use crate::observe::{NoObserve, Observe, Part, Stage, Tap};
 use crate::plan::{DwsLayer, Head, Linear, Op, SetLayer, Spec};
-use crate::quantized::{run_q, validate_q, Act, Input, Kernels, Portable, QLayout, QParams};
+use crate::quantized::{
+    run_q, validate_q, Act, Input, Kernels, ModeSizes, Portable, QLayout, QParams,
+};
 use crate::shape::Shape;
 use crate::validate::{block_dims, check_spec, head_width, resample_tmp_len, validate, Layout};
 use crate::{Error, Ops};
@@ -67,11 +69,13 @@ impl<'a> Model<'a> {
                 (params, layout, QLayout::default())
             }
             Precision::Int8 => {
-                let (layout, q) = validate_q::<i8>(&spec, &shape, plan.clone(), bytes)?;
+                let z = ModeSizes::of::<i8>();
+                let (layout, q) = validate_q(&spec, &shape, plan.clone(), bytes, z)?;
                 (&[][..], layout, q)
             }
             Precision::Int16x8 => {
-                let (layout, q) = validate_q::<i16>(&spec, &shape, plan.clone(), bytes)?;
+                let z = ModeSizes::of::<i16>();
+                let (layout, q) = validate_q(&spec, &shape, plan.clone(), bytes, z)?;
                 (&[][..], layout, q)
             }
         };

@@ -1,13 +1,15 @@
 //! Build-time sizing: picks the reference cases the chip carries and sizes the
 //! static arena from their blobs, so the firmware never guesses.
 //!
-//! Every `tests/fixtures/<name>/` offers up to two cases: f32 (`model.dws` with
-//! `case.bin`, checked with the suite's tolerance) and int8 (`model.int8.dws`
-//! with `case_int8.bin`, checked bit for bit). Each blob is opened with
+//! Every `tests/fixtures/<name>/` offers up to three cases: f32 (`model.dws`
+//! with `case.bin`, checked with the suite's tolerance), int8
+//! (`model.int8.dws` with `case_int8.bin`) and 16x8 (`model.16x8.dws` with
+//! `case_16x8.bin`), both checked bit for bit. Each blob is opened with
 //! `dws_core::Model::new_checked` (through `dws_embedded::build`). The
 //! benchmark case (`DWS_BENCH`, default `paper_default`, int8) is always
-//! carried; the others are taken smallest first while the chip keeps
-//! [`HEADROOM_PERCENT`] of its flash and RAM free:
+//! carried, then the [`MIN_16X8`] smallest 16x8 cases; the others are taken
+//! smallest first while the chip keeps [`HEADROOM_PERCENT`] of its flash and
+//! RAM free:
 //!
 //! * flash: code ([`CODE_RESERVE`], or `DWS_CODE_RESERVE`) + blobs + cases
 //!   <= 85% of the FLASH region of memory.x;
@@ -34,12 +36,22 @@ const CODE_RESERVE: u64 = 96 * 1024;
 const STATIC_RESERVE: u64 = 1024;
 /// The part of the chip kept free, percent of flash and of RAM.
 const HEADROOM_PERCENT: u64 = 15;
+/// 16x8 cases carried before any other (after the benchmark), smallest first.
+const MIN_16X8: usize = 2;
+
+/// The precisions of a fixture's cases: name, blob and case file.
+const KINDS: [(&str, &str, &str); 3] = [
+    ("f32", "model.dws", "case.bin"),
+    ("int8", "model.int8.dws", "case_int8.bin"),
+    ("16x8", "model.16x8.dws", "case_16x8.bin"),
+];
 
 struct Candidate {
-    /// `<fixture>` or `<fixture>.int8`.
+    /// `<fixture>`, `<fixture>.int8` or `<fixture>.16x8`.
     name: String,
     fixture: String,
-    int8: bool,
+    /// `f32`, `int8` or `16x8`.
+    kind: &'static str,
     blob: PathBuf,
     case: PathBuf,
     sizes: Sizes,
@@ -157,10 +169,7 @@ fn main() {
     for entry in entries {
         let dir = entry.unwrap().path();
         let fixture = dir.file_name().unwrap().to_string_lossy().into_owned();
-        for (int8, blob, case) in [
-            (false, "model.dws", "case.bin"),
-            (true, "model.int8.dws", "case_int8.bin"),
-        ] {
+        for (kind, blob, case) in KINDS {
             let (blob, case) = (dir.join(blob), dir.join(case));
             if !blob.is_file() || !case.is_file() {
                 continue;
@@ -169,13 +178,12 @@ fn main() {
             println!("cargo:rerun-if-changed={}", case.display());
             let sizes = blob_sizes(&blob).unwrap_or_else(|e| panic!("invalid fixture blob: {e}"));
             candidates.push(Candidate {
-                name: if int8 {
-                    format!("{fixture}.int8")
-                } else {
-                    fixture.clone()
+                name: match kind {
+                    "f32" => fixture.clone(),
+                    _ => format!("{fixture}.{kind}"),
                 },
                 fixture: fixture.clone(),
-                int8,
+                kind,
                 sizes,
                 blob_len: len(&blob),
                 case_len: len(&case),
@@ -185,9 +193,21 @@ fn main() {
         }
     }
 
-    // The benchmark first, then smallest first: as many cases as the budgets allow.
-    candidates.sort_by(|a, b| {
-        (a.name != bench_name, a.flash(), &a.name).cmp(&(b.name != bench_name, b.flash(), &b.name))
+    // The benchmark first, then the smallest 16x8 cases, then smallest first:
+    // as many cases as the budgets allow.
+    candidates.sort_by(|a, b| (a.flash(), &a.name).cmp(&(b.flash(), &b.name)));
+    let first_16x8: Vec<String> = candidates
+        .iter()
+        .filter(|c| c.kind == "16x8" && c.name != bench_name)
+        .take(MIN_16X8)
+        .map(|c| c.name.clone())
+        .collect();
+    candidates.sort_by_key(|c| {
+        (
+            c.name != bench_name,
+            !first_16x8.contains(&c.name),
+            c.flash(),
+        )
     });
     assert!(
         candidates.first().is_some_and(|c| c.name == bench_name),
@@ -216,7 +236,8 @@ fn main() {
             skipped.push(c.name);
         }
     }
-    carried.sort_by(|a, b| (&a.fixture, a.int8).cmp(&(&b.fixture, b.int8)));
+    let order = |k: &str| KINDS.iter().position(|(n, _, _)| *n == k);
+    carried.sort_by(|a, b| (&a.fixture, order(a.kind)).cmp(&(&b.fixture, order(b.kind))));
     skipped.sort();
     let bench = carried.iter().position(|c| c.name == bench_name).unwrap();
 
@@ -260,16 +281,16 @@ fn main() {
             path_literal(&c.blob)
         ));
     }
-    line("/// The carried cases, by fixture name (f32 before int8).".into());
+    line("/// The carried cases, by fixture name (f32, int8, 16x8).".into());
     line(format!(
         "pub static FIXTURES: [Fixture; {}] = [",
         carried.len()
     ));
     for (i, c) in carried.iter().enumerate() {
         line(format!(
-            "    Fixture {{ name: {:?}, int8: {}, blob: &BLOB_{i}.0, case: include_bytes!({}), sizes: {} }},",
+            "    Fixture {{ name: {:?}, kind: {:?}, blob: &BLOB_{i}.0, case: include_bytes!({}), sizes: {} }},",
             c.fixture,
-            c.int8,
+            c.kind,
             path_literal(&c.case),
             sizes(&c.sizes)
         ));

@@ -298,13 +298,83 @@ pub fn linear_q<A: Act>(
     k.linear_q(w, b, fin, fout, x, rows, p.requants(q), lo, y);
 }
 
-/// Bytes an MLP needs besides its input and output: two hidden buffers.
-pub fn mlp_tmp_len<A: Act>(m: &Mlp, rows: usize) -> usize {
-    if m.layers.len() > 1 {
-        2 * rows * m.layers[0].fout as usize * size_of::<A>()
-    } else {
-        0
+/// The byte sizes of one mode's scratch values, for the layout
+/// computations that validation shares with the executor (written once, not
+/// once per activation type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeSizes {
+    /// An activation: 1 or 2.
+    pub act: usize,
+    /// An accumulator or score: 4 or 8.
+    pub acc: usize,
+    /// A stored bias or offset: 4 or 8.
+    pub wide: usize,
+}
+
+impl ModeSizes {
+    /// The sizes of activation type `A`'s mode.
+    pub const fn of<A: Act>() -> Self {
+        ModeSizes {
+            act: size_of::<A>(),
+            acc: size_of::<A::Acc>(),
+            wide: size_of::<A::Wide>(),
+        }
     }
+
+    /// The alignment of every scratch region: 4 bytes, or 8 where scores
+    /// are `i64`.
+    pub fn align(&self) -> usize {
+        self.acc.max(4)
+    }
+
+    /// `n` bytes rounded up to [`ModeSizes::align`].
+    pub fn pad(&self, n: usize) -> usize {
+        n.next_multiple_of(self.align())
+    }
+
+    /// Bytes an MLP needs besides its input and output: two hidden buffers.
+    pub fn mlp_tmp_len(&self, m: &Mlp, rows: usize) -> usize {
+        if m.layers.len() > 1 {
+            2 * rows * m.layers[0].fout as usize * self.act
+        } else {
+            0
+        }
+    }
+
+    /// Bytes a set layer needs for `n` rows of width `k` besides input and output.
+    pub fn set_tmp_len(&self, s: &SetLayer, n: usize, k: usize) -> usize {
+        let (acc, pad) = (self.acc, |v| self.pad(v));
+        match s {
+            SetLayer::DeepSets {
+                gamma,
+                lambda,
+                pooling,
+            } => {
+                let kout = gamma.layers.last().map_or(0, |l| l.fout as usize);
+                let attn = match pooling {
+                    SetPooling::Attention { .. } => pad(acc * n) + pad(4 * n),
+                    SetPooling::Reduce(_) => 0,
+                };
+                // pooled i32 + pooled activations + lambda i32 + the MLPs' hidden
+                // buffers + attention.
+                pad(4 * k)
+                    + pad(k * self.act)
+                    + pad(4 * kout)
+                    + pad(self.mlp_tmp_len(lambda, 1))
+                    + pad(self.mlp_tmp_len(gamma, n))
+                    + attn
+            }
+            SetLayer::Attention { fc_o, .. } => {
+                let dv = fc_o.fout as usize;
+                pad(3 * n * dv * self.act) + pad(acc * n) + pad(4 * n) + pad(4 * dv)
+            }
+        }
+    }
+}
+
+/// [`ModeSizes::mlp_tmp_len`] of `A`'s mode.
+pub fn mlp_tmp_len<A: Act>(m: &Mlp, rows: usize) -> usize {
+    ModeSizes::of::<A>().mlp_tmp_len(m, rows)
 }
 
 /// Runs every layer but the last (hidden layers with ReLU); returns the input of
@@ -359,41 +429,9 @@ pub fn mlp<A: Act>(
     linear_q(k, &m.layers[n - 1], &q.layers[n - 1], p, h, rows, y, false);
 }
 
-/// Bytes a set layer needs for `n` rows of width `k` besides input and output.
-pub fn set_tmp_len<A: Act>(s: &SetLayer, n: usize, k: usize) -> usize {
-    let acc = size_of::<A::Acc>();
-    match s {
-        SetLayer::DeepSets {
-            gamma,
-            lambda,
-            pooling,
-        } => {
-            let kout = gamma.layers.last().map_or(0, |l| l.fout as usize);
-            let attn = match pooling {
-                SetPooling::Attention { .. } => pad::<A>(acc * n) + pad::<A>(4 * n),
-                SetPooling::Reduce(_) => 0,
-            };
-            // pooled i32 + pooled activations + lambda i32 + the MLPs' hidden buffers + attention.
-            pad::<A>(4 * k)
-                + pad::<A>(k * size_of::<A>())
-                + pad::<A>(4 * kout)
-                + pad::<A>(mlp_tmp_len::<A>(lambda, 1))
-                + pad::<A>(mlp_tmp_len::<A>(gamma, n))
-                + attn
-        }
-        SetLayer::Attention { fc_o, .. } => {
-            let dv = fc_o.fout as usize;
-            pad::<A>(3 * n * dv * size_of::<A>())
-                + pad::<A>(acc * n)
-                + pad::<A>(4 * n)
-                + pad::<A>(4 * dv)
-        }
-    }
-}
-
 /// `n` bytes rounded up to the scratch alignment of `A`'s mode.
 pub fn pad<A: Act>(n: usize) -> usize {
-    n.next_multiple_of(super::align::<A>())
+    ModeSizes::of::<A>().pad(n)
 }
 
 /// Splits `n` values of `T` (the region padded to the scratch alignment of

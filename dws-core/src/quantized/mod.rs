@@ -16,7 +16,7 @@ pub mod kernels;
 pub use act::{dot_acc, Accum, Act};
 pub(crate) use exec::run_q;
 pub use exec::Input;
-pub use kernels::{AttentionQ, Kernels, Portable};
+pub use kernels::{AttentionQ, Kernels, ModeSizes, Portable};
 
 use crate::kernels::block::{block_macs, Dims};
 use crate::kernels::linear::mlp_macs;
@@ -26,7 +26,6 @@ use crate::shape::Shape;
 use crate::validate::{block_dims, elems, head_width, Checker, Kind, Layout};
 use crate::{Error, Ops};
 use core::mem::size_of;
-use kernels::{mlp_tmp_len, pad, set_tmp_len};
 
 /// Most blocks that target one tensor in one layer.
 pub const MAX_GROUP: usize = 64;
@@ -38,7 +37,7 @@ pub const MAX_CELLS_16X8: usize = 1 << 16;
 /// The alignment of every scratch region of `A`'s mode (4 bytes; 8 in 16x8
 /// mode, whose scores are `i64`).
 pub fn align<A: Act>() -> usize {
-    core::mem::align_of::<A::Acc>().max(4)
+    ModeSizes::of::<A>().align()
 }
 
 /// The parameter section of a quantized model: refs are byte offsets.
@@ -235,24 +234,28 @@ pub(crate) fn next_quant(ops: &mut Ops<'_>) -> Result<Quant, Error> {
 }
 
 /// Bytes to compute a block's map output (everything but the output itself).
-pub(crate) fn block_tmp<A: Act>(map: &Map, d: &Dims) -> usize {
-    pad::<A>(d.n * d.k * size_of::<A>())
+pub(crate) fn block_tmp(z: ModeSizes, map: &Map, d: &Dims) -> usize {
+    z.pad(d.n * d.k * z.act)
         + match map {
-            Map::Mlp(m) => pad::<A>(mlp_tmp_len::<A>(m, d.n)),
-            Map::Set(s) => set_tmp_len::<A>(s, d.n, d.k),
+            Map::Mlp(m) => z.pad(z.mlp_tmp_len(m, d.n)),
+            Map::Set(s) => z.set_tmp_len(s, d.n, d.k),
         }
 }
 
 /// Bytes to run a cell-wise block on one destination row of `cols` entries.
-pub(crate) fn cells_tmp<A: Act>(m: &Mlp, cols: usize, fin: usize, fout: usize) -> usize {
-    let a = size_of::<A>();
-    pad::<A>(cols * fin * a) + pad::<A>(mlp_tmp_len::<A>(m, cols)) + pad::<A>(cols * fout * a)
+pub(crate) fn cells_tmp(z: ModeSizes, m: &Mlp, cols: usize, fin: usize, fout: usize) -> usize {
+    z.pad(cols * fin * z.act) + z.pad(z.mlp_tmp_len(m, cols)) + z.pad(cols * fout * z.act)
 }
 
 /// Bytes to resample `W_0` per feature with a set layer (`din -> dout` rows over `d1`).
-pub(crate) fn resample_tmp<A: Act>(s: &SetLayer, din: usize, dout: usize, d1: usize) -> usize {
-    let a = size_of::<A>();
-    pad::<A>(d1 * din * a) + pad::<A>(d1 * dout * a) + set_tmp_len::<A>(s, d1, din)
+pub(crate) fn resample_tmp(
+    z: ModeSizes,
+    s: &SetLayer,
+    din: usize,
+    dout: usize,
+    d1: usize,
+) -> usize {
+    z.pad(d1 * din * z.act) + z.pad(d1 * dout * z.act) + z.set_tmp_len(s, d1, din)
 }
 
 /// Whether a block maps every entry on its own (computed row by row).
@@ -260,27 +263,24 @@ pub(crate) fn is_cellwise(b: &crate::plan::Block) -> bool {
     b.set_axis == SetAxis::Cells
 }
 
-/// Validates a quantized plan with activations `A` over the parameter
-/// section `p` and computes its layout.
-pub(crate) fn validate_q<A: Act>(
+/// Validates a quantized plan of the mode with value sizes `z` over the
+/// parameter section `p` and computes its layout.
+pub(crate) fn validate_q(
     s: &Spec,
     shape: &Shape,
     mut ops: Ops<'_>,
     p: &[u8],
+    z: ModeSizes,
 ) -> Result<(Layout, QLayout), Error> {
     let c = Checker {
         params_len: p.len() as u64,
         quantized: true,
-        wide: if size_of::<A::Wide>() == 8 {
-            Kind::I64
-        } else {
-            Kind::I32
-        },
+        wide: if z.wide == 8 { Kind::I64 } else { Kind::I32 },
     };
-    let a = size_of::<A>();
+    let (a, pad) = (z.act, |n| z.pad(n));
     let t = shape.tensors();
     let cells = shape.total_cells();
-    if A::MAX > 127 {
+    if a > 1 {
         check(
             (0..t).all(|i| shape.cells(i) <= MAX_CELLS_16X8),
             "a 16x8 plan's tensors have at most 65,536 entries",
@@ -291,8 +291,8 @@ pub(crate) fn validate_q<A: Act>(
         ..Layout::default()
     };
     let mut l8 = QLayout {
-        x0: pad::<A>(lay.input_len * a),
-        slack: align::<A>() - 4,
+        x0: pad(lay.input_len * a),
+        slack: z.align() - 4,
         ..QLayout::default()
     };
     let mut feats = s.input_features as usize;
@@ -335,9 +335,10 @@ pub(crate) fn validate_q<A: Act>(
                 };
                 check(out.len() == t, "one output requantization per tensor")?;
                 requants_ok(&out)?;
-                layer_q::<A>(
+                layer_q(
                     &c,
                     p,
+                    z,
                     &l,
                     resample.as_ref(),
                     shape,
@@ -346,9 +347,7 @@ pub(crate) fn validate_q<A: Act>(
                     &mut l8,
                 )?;
                 feats = l.fout as usize;
-                l8.act = l8
-                    .act
-                    .max(pad::<A>(elems(cells as u64 * feats as u64)? * a));
+                l8.act = l8.act.max(pad(elems(cells as u64 * feats as u64)? * a));
                 lay.act_len = l8.act;
                 lay.dws_layers += 1;
                 seen_dws = true;
@@ -416,11 +415,9 @@ pub(crate) fn validate_q<A: Act>(
                     matches!(s.output, Output::Logits { classes } if classes as usize == out),
                     "head width differs from the class count",
                 )?;
-                l8.tmp = l8.tmp.max(
-                    pad::<A>(width * a)
-                        + pad::<A>(4 * feats)
-                        + pad::<A>(mlp_tmp_len::<A>(&h.mlp, 1)),
-                );
+                l8.tmp = l8
+                    .tmp
+                    .max(pad(width * a) + pad(4 * feats) + pad(z.mlp_tmp_len(&h.mlp, 1)));
                 lay.macs = lay.macs.saturating_add(mlp_macs(&h.mlp, 1));
                 lay.output_len = out;
                 done = true;
@@ -451,9 +448,10 @@ pub(crate) fn validate_q<A: Act>(
 
 /// Validates one DWS layer's blocks (reading them from `ops`) and grows the layout.
 #[allow(clippy::too_many_arguments)]
-fn layer_q<A: Act>(
+fn layer_q(
     c: &Checker,
     p: &[u8],
+    z: ModeSizes,
     l: &DwsLayer,
     rq: Option<&crate::quant::ResampleQ>,
     shape: &Shape,
@@ -462,7 +460,7 @@ fn layer_q<A: Act>(
     l8: &mut QLayout,
 ) -> Result<(), Error> {
     let (fin, fout) = (l.fin as usize, l.fout as usize);
-    let a = size_of::<A>();
+    let (a, pad) = (z.act, |n| z.pad(n));
     let inner = match (&l.resample, rq) {
         (Some(r), Some(q)) => {
             let (d0, d1, ds) = (shape.dim(0), shape.dim(1), r.rows as usize);
@@ -484,17 +482,17 @@ fn layer_q<A: Act>(
             )?;
             l8.down = l8
                 .down
-                .max(pad::<A>(elems(ds as u64 * d1 as u64 * fin as u64)? * a));
+                .max(pad(elems(ds as u64 * d1 as u64 * fin as u64)? * a));
             l8.up = l8
                 .up
-                .max(pad::<A>(elems(ds as u64 * d1 as u64 * fout as u64)? * a));
+                .max(pad(elems(ds as u64 * d1 as u64 * fout as u64)? * a));
             elems(d0 as u64 * d1 as u64 * fout.max(fin) as u64)?;
-            let skip = pad::<A>(d1 * fin * a) + pad::<A>(mlp_tmp_len::<A>(&r.skip, d1));
+            let skip = pad(d1 * fin * a) + pad(z.mlp_tmp_len(&r.skip, d1));
             l8.tmp = l8
                 .tmp
                 .max(skip)
-                .max(resample_tmp::<A>(&r.down, d0, ds, d1))
-                .max(resample_tmp::<A>(&r.up, ds, d0, d1));
+                .max(resample_tmp(z, &r.down, d0, ds, d1))
+                .max(resample_tmp(z, &r.up, ds, d0, d1));
             lay.macs = lay.macs.saturating_add(mlp_macs(&r.skip, d0 * d1));
             shape.with_w0_rows(ds)
         }
@@ -543,9 +541,7 @@ fn layer_q<A: Act>(
             "too many blocks for one destination",
         )?;
         let (_, cols) = inner.grid(j);
-        l8.accrow = l8
-            .accrow
-            .max(pad::<A>(4 * elems(cols as u64 * fout as u64)?));
+        l8.accrow = l8.accrow.max(pad(4 * elems(cols as u64 * fout as u64)?));
         elems((d.n as u64).saturating_mul(d.k as u64 + d.kout as u64))?;
         if is_cellwise(&b) {
             let Map::Mlp(m) = &b.map else {
@@ -555,11 +551,11 @@ fn layer_q<A: Act>(
                 b.src == b.dst && b.place == SetAxis::Cells && !b.pool.rows && !b.pool.cols,
                 "malformed cell-wise block",
             )?;
-            l8.tmp = l8.tmp.max(cells_tmp::<A>(m, cols, fin, fout));
+            l8.tmp = l8.tmp.max(cells_tmp(z, m, cols, fin, fout));
         } else {
-            ystore += pad::<A>(d.n * d.kout * a);
+            ystore += pad(d.n * d.kout * a);
             l8.ystore = l8.ystore.max(ystore);
-            l8.tmp = l8.tmp.max(block_tmp::<A>(&b.map, &d));
+            l8.tmp = l8.tmp.max(block_tmp(z, &b.map, &d));
         }
         lay.macs = lay.macs.saturating_add(block_macs(&b, &d));
         lay.blocks += 1;

@@ -3,7 +3,7 @@
 //! Runs every input of every reference case that fits the chip (chosen and
 //! sized by `build.rs`: the paper-default classifier in int8 and as many small
 //! cases as keep 15% of flash and RAM free), checks each output (f32 cases with
-//! the suite's tolerance, int8 cases bit for bit), logs with defmt over
+//! the suite's tolerance, int8 and 16x8 cases bit for bit), logs with defmt over
 //! semihosting, prints `N passed, M failed` and the stack high-water mark on
 //! the semihosting stderr and exits with status 0 iff every case passed and the
 //! stack stayed within its reserve.
@@ -39,12 +39,13 @@ pub struct Aligned<T: ?Sized>(pub T);
 pub struct Fixture {
     /// The fixture's folder name.
     pub name: &'static str,
-    /// An int8 case (`model.int8.dws`, `case_int8.bin`: bit-exact) rather
-    /// than f32 (`model.dws`, `case.bin`: the suite's tolerance).
-    pub int8: bool,
+    /// `f32` (`model.dws`, `case.bin`: the suite's tolerance), `int8`
+    /// (`model.int8.dws`, `case_int8.bin`) or `16x8` (`model.16x8.dws`,
+    /// `case_16x8.bin`), the quantized ones bit-exact.
+    pub kind: &'static str,
     /// The model blob.
     pub blob: &'static [u8],
-    /// The case (a postcard `CaseRepr`; int8 cases have zero tolerance).
+    /// The case (a postcard `CaseRepr`; quantized cases have zero tolerance).
     pub case: &'static [u8],
     /// What the model needs, computed by build.rs.
     pub sizes: Sizes,
@@ -111,14 +112,6 @@ fn stack_high_water() -> usize {
     STACK_TOP - p
 }
 
-fn kind(f: &Fixture) -> &'static str {
-    if f.int8 {
-        "int8"
-    } else {
-        "f32"
-    }
-}
-
 /// Opens a blob (the whole validation). Not inlined: validation needs a deep
 /// frame, which is then gone before the inferences run.
 #[inline(never)]
@@ -176,13 +169,14 @@ fn main() -> ! {
         let result = run_fixture(ARENA, f);
         // For run-qemu.sh: which of the plugin's intervals are this case's.
         let marked = (MARKS.load(Ordering::Relaxed) - marks) / 2;
-        heprintln!("inferences: {} {} {}", f.name, kind(f), marked);
+        heprintln!("inferences: {} {} {}", f.name, f.kind, marked);
         match result {
-            Ok(r) if f.int8 => {
+            Ok(r) if f.kind != "f32" => {
                 passed += 1;
                 defmt::info!(
-                    "  ok    {=str} (int8): {=u32} inputs, bit-exact",
+                    "  ok    {=str} ({=str}): {=u32} inputs, bit-exact",
                     f.name,
+                    f.kind,
                     r.inputs
                 );
             }
@@ -197,8 +191,8 @@ fn main() -> ! {
             }
             Err(e) => {
                 failed += 1;
-                defmt::error!("  FAIL  {=str} ({=str}): {}", f.name, kind(f), e);
-                heprintln!("FAIL {} ({})", f.name, kind(f));
+                defmt::error!("  FAIL  {=str} ({=str}): {}", f.name, f.kind, e);
+                heprintln!("FAIL {} ({})", f.name, f.kind);
             }
         }
     }
@@ -217,7 +211,7 @@ fn main() -> ! {
         passed,
         failed,
         FIXTURES[BENCH].name,
-        kind(&FIXTURES[BENCH]),
+        FIXTURES[BENCH].kind,
         MARKS.load(Ordering::Relaxed) / 2,
         stack,
         STACK_RESERVE
@@ -229,7 +223,7 @@ fn main() -> ! {
     heprintln!(
         "bench model: {} {}",
         FIXTURES[BENCH].name,
-        kind(&FIXTURES[BENCH])
+        FIXTURES[BENCH].kind
     );
     heprintln!("stack: {} of {} bytes", stack, STACK_RESERVE);
     heprintln!("{} passed, {} failed", passed, failed);
