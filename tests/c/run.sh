@@ -5,7 +5,8 @@
 # with gcc -std=c99 -Wall -Wextra -Werror and AddressSanitizer + UBSan, links it
 # once against libdws.a and once against libdws.so, and runs both over every
 # reference fixture (tests/fixtures/*/model.dws + case.bin, plus the int8
-# model.int8.dws + case_int8.bin where present) and the bad-input cases. Prints one line per case, then "N passed, M failed" over both binaries.
+# model.int8.dws + case_int8.bin and the 16x8 model.16x8.dws + case_16x8.bin
+# where present) and the bad-input cases. Prints one line per case, then "N passed, M failed" over both binaries.
 # Exit status 0 only when nothing failed.
 #
 # Environment: CARGO_TARGET_DIR (honoured), CC (default gcc), DWS_C_FIXTURES

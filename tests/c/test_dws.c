@@ -4,7 +4,8 @@
  * Usage: test_dws LABEL BAD_INPUT_FIXTURE_DIR FIXTURE_DIR...
  *
  * Runs every input of every fixture (model.dws + case.bin, and the int8
- * model.int8.dws + case_int8.bin where present) through dws_run_f32 and checks
+ * model.int8.dws + case_int8.bin and 16x8 model.16x8.dws + case_16x8.bin
+ * where present) through dws_run_f32 and checks
  * it with dws_case_check, then feeds the API bad inputs (NULL
  * pointers, damaged blobs, short buffers, ...) built from BAD_INPUT_FIXTURE_DIR
  * and checks each gives its status code. Prints one line per case and closes
@@ -135,8 +136,8 @@ static void put_u32(uint8_t *p, uint32_t v)
 /* ------------------------------------------------------------------------ */
 
 /* Runs every input of one model/case pair; `kind` is "fixture" (f32 model
- * against upstream PyTorch) or "fixture-int8" (int8 model against the core's
- * golden outputs, exact). */
+ * against upstream PyTorch), "fixture-int8" or "fixture-16x8" (quantized
+ * model against the core's golden outputs, exact). */
 static void run_fixture(const char *dir, const char *blob_file, const char *case_file,
                         const char *kind, uint32_t precision)
 {
@@ -554,58 +555,95 @@ done:
     free(cas.data);
 }
 
-/* dws_run_i8 on the int8 model of `dir`: scale counts and values. */
-static void run_bad_i8_inputs(const char *dir)
+/* dws_run_i8 or, with `wide`, dws_run_i16 on `input` (int8 or int16 values). */
+static dws_status run_q(const dws_model *model, int wide, const void *input, size_t ni,
+                        const float *scales, size_t nt, float *scratch, size_t ns, float *output,
+                        size_t no)
 {
+    if (wide) {
+        return dws_run_i16(model, (const int16_t *)input, ni, scales, nt, scratch, ns, output, no);
+    }
+    return dws_run_i8(model, (const int8_t *)input, ni, scales, nt, scratch, ns, output, no);
+}
+
+/* dws_run_i8 on the int8 model of `dir` (`wide` 0) or dws_run_i16 on its
+ * 16x8 model (`wide` 1): scale counts and values, alignment, the other
+ * entry point. */
+static void run_bad_q_inputs(const char *dir, int wide)
+{
+    const char *blob_file = wide ? "model.16x8.dws" : "model.int8.dws";
+    const char *case_file = wide ? "case_16x8.bin" : "case_int8.bin";
+    size_t elem = wide ? sizeof(int16_t) : sizeof(int8_t);
     file_buf blob, cas;
     dws_model model;
     dws_info info;
     float *scales = NULL, *scratch = NULL, *output = NULL;
-    int8_t *input = NULL;
+    unsigned char *input = NULL;
     size_t ni, ns, no, nt, i;
+    char name[64];
 
-    if (!load_files(dir, "model.int8.dws", "case_int8.bin", &blob, &cas)) {
-        report(0, "bad-input", "i8-setup", "cannot read the int8 bad-input fixture");
+#define Q_CASE(what) (snprintf(name, sizeof name, "run-%s-%s", wide ? "i16" : "i8", what), name)
+    if (!load_files(dir, blob_file, case_file, &blob, &cas)) {
+        report(0, "bad-input", Q_CASE("setup"), "cannot read the quantized bad-input fixture");
         return;
     }
     memset(&model, 0, sizeof model);
     if (dws_model_open(&model, blob.data, blob.len) != DWS_OK ||
         dws_model_info(&model, &info) != DWS_OK) {
-        report(0, "bad-input", "i8-setup", "the int8 bad-input fixture does not open");
+        report(0, "bad-input", Q_CASE("setup"), "the quantized bad-input fixture does not open");
         goto done;
     }
+    expect_true(Q_CASE("precision"),
+                info.precision == (wide ? DWS_PRECISION_I16X8 : DWS_PRECISION_I8),
+                "dws_model_info names another precision");
     ni = dws_model_input_len(&model);
     ns = dws_model_scratch_len(&model);
     no = dws_model_output_len(&model);
     nt = 2 * (size_t)info.num_weight_matrices;
-    input = calloc(ni, 1);
+    /* One element more, for a misaligned int16 input. */
+    input = calloc(ni + 1, elem);
     scales = malloc(nt * sizeof *scales);
     scratch = malloc(ns * sizeof *scratch);
     output = malloc(no * sizeof *output);
     if (input == NULL || scales == NULL || scratch == NULL || output == NULL) {
-        report(0, "bad-input", "i8-setup", "out of memory");
+        report(0, "bad-input", Q_CASE("setup"), "out of memory");
         goto done;
     }
     for (i = 0; i < ni; i++) {
-        input[i] = (int8_t)((int)(i * 37 % 255) - 127);
+        int v = (int)(i * 37 % 255) - 127;
+        if (wide) {
+            ((int16_t *)(void *)input)[i] = (int16_t)(v * 200);
+        } else {
+            ((int8_t *)(void *)input)[i] = (int8_t)v;
+        }
     }
     for (i = 0; i < nt; i++) {
-        scales[i] = 0.01f;
+        scales[i] = wide ? 0.00005f : 0.01f;
     }
-    expect("run-i8", dws_run_i8(&model, input, ni, scales, nt, scratch, ns, output, no), DWS_OK);
-    expect("run-i8-too-few-scales",
-           dws_run_i8(&model, input, ni, scales, nt - 1, scratch, ns, output, no),
+    expect(Q_CASE("ok"), run_q(&model, wide, input, ni, scales, nt, scratch, ns, output, no),
+           DWS_OK);
+    expect(Q_CASE("other-entry-point"),
+           run_q(&model, !wide, input, ni, scales, nt, scratch, ns, output, no),
+           DWS_ERR_WRONG_PRECISION);
+    expect(Q_CASE("too-few-scales"),
+           run_q(&model, wide, input, ni, scales, nt - 1, scratch, ns, output, no),
            DWS_ERR_INPUT_LENGTH);
-    expect("run-i8-huge-scale-count",
-           dws_run_i8(&model, input, ni, scales, SIZE_MAX / 4 + 2, scratch, ns, output, no),
+    expect(Q_CASE("huge-scale-count"),
+           run_q(&model, wide, input, ni, scales, SIZE_MAX / 4 + 2, scratch, ns, output, no),
            DWS_ERR_INPUT_LENGTH);
+    if (wide) {
+        expect(Q_CASE("misaligned-input"),
+               run_q(&model, wide, input + 1, ni, scales, nt, scratch, ns, output, no),
+               DWS_ERR_MISALIGNED);
+    }
     scales[nt - 1] = NAN;
-    expect("run-i8-nan-scale", dws_run_i8(&model, input, ni, scales, nt, scratch, ns, output, no),
+    expect(Q_CASE("nan-scale"), run_q(&model, wide, input, ni, scales, nt, scratch, ns, output, no),
            DWS_ERR_NON_FINITE_INPUT);
     scales[nt - 1] = 0.01f;
-    expect("run-i8-output-in-model",
-           dws_run_i8(&model, input, ni, scales, nt, scratch, ns, (float *)(void *)&model, no),
+    expect(Q_CASE("output-in-model"),
+           run_q(&model, wide, input, ni, scales, nt, scratch, ns, (float *)(void *)&model, no),
            DWS_ERR_OVERLAP);
+#undef Q_CASE
 
 done:
     free(input);
@@ -632,10 +670,17 @@ int main(int argc, char **argv)
             run_fixture(argv[i], "model.int8.dws", "case_int8.bin", "fixture-int8",
                         DWS_PRECISION_I8);
         }
+        if (file_exists(argv[i], "model.16x8.dws") && file_exists(argv[i], "case_16x8.bin")) {
+            run_fixture(argv[i], "model.16x8.dws", "case_16x8.bin", "fixture-16x8",
+                        DWS_PRECISION_I16X8);
+        }
     }
     run_bad_inputs(argv[2]);
     if (file_exists(argv[2], "model.int8.dws")) {
-        run_bad_i8_inputs(argv[2]);
+        run_bad_q_inputs(argv[2], 0);
+    }
+    if (file_exists(argv[2], "model.16x8.dws")) {
+        run_bad_q_inputs(argv[2], 1);
     }
     printf("%s: %d passed, %d failed\n", label, passed, failed);
     return failed == 0 && passed > 0 ? 0 : 1;
