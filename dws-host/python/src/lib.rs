@@ -593,16 +593,51 @@ impl Model {
         }
     }
 
-    /// Quantizes this f32 model to int8 with calibration inputs (``weights``, ``biases``
+    /// Quantizes this f32 model with calibration inputs (``weights``, ``biases``
     /// as for a call, a few hundred typical inputs): ``dws quantize`` in memory.
-    /// Returns the new int8 model.
-    #[pyo3(signature = (weights, biases = None))]
+    /// ``activations`` is ``"int8"`` or ``"int16"`` (the 16x8 mode),
+    /// ``weight_scales`` ``"per-channel"`` or ``"per-tensor"``, ``rounding``
+    /// ``"adaround"`` or ``"nearest"`` (see docs/quantization.md). Returns the
+    /// quantized model.
+    #[pyo3(signature = (weights, biases = None, *, activations = "int8", weight_scales = "per-channel", rounding = "adaround"))]
     fn quantize(
         &self,
         py: Python<'_>,
         weights: &Bound<'_, PyAny>,
         biases: Option<&Bound<'_, PyAny>>,
+        activations: &str,
+        weight_scales: &str,
+        rounding: &str,
     ) -> PyResult<Self> {
+        let choice = |what: &str, v: &str, options: &[&str]| -> PyResult<usize> {
+            options.iter().position(|o| *o == v).ok_or_else(|| {
+                DwsError::new_err(format!(
+                    "{what} must be one of {}, not {v:?}",
+                    options
+                        .iter()
+                        .map(|o| format!("{o:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        };
+        let opts = quantize::Options {
+            weights: [
+                quantize::WeightScales::PerChannel,
+                quantize::WeightScales::PerTensor,
+            ][choice(
+                "weight_scales",
+                weight_scales,
+                &["per-channel", "per-tensor"],
+            )?],
+            rounding: [quantize::Rounding::Adaround, quantize::Rounding::Nearest]
+                [choice("rounding", rounding, &["adaround", "nearest"])?],
+            threads: self.threads,
+            ..quantize::Options::new(
+                [quantize::Activations::Int8, quantize::Activations::Int16]
+                    [choice("activations", activations, &["int8", "int16"])?],
+            )
+        };
         let inputs = self.calibration_inputs(weights, biases)?;
         let bytes = detached(py, || {
             let m = self.core();
@@ -612,9 +647,8 @@ impl Model {
                 bail!("the calibration set is empty");
             }
             if m.precision() != Precision::F32 {
-                bail!("the model is already int8");
+                bail!("the model is already quantized ({})", m.precision().name());
             }
-            let opts = quantize::Options::default();
             let cal = quantize::calibrate(m, &data, &opts)?;
             Ok(quantize::quantize(m, &cal, &opts)?.blob)
         })?;

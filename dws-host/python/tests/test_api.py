@@ -1,6 +1,6 @@
 """The Python API over the shared reference suite (tests/fixtures), with the suite's
 tolerances: f32 within 1e-4 of each output tensor's largest expected magnitude, int8
-bit-exact against the core's golden outputs (case_int8.bin)."""
+and 16x8 bit-exact against the core's golden outputs (case_int8.bin, case_16x8.bin)."""
 
 import json
 import sys
@@ -55,11 +55,16 @@ def test_f32_matches_upstream(name):
         assert diff <= allowed, f"{name} {k}: |diff| {diff:.3e} > allowed {allowed:.3e}"
 
 
+MODES = [("int8", "model.int8.dws", "case_int8.bin"), ("16x8", "model.16x8.dws", "case_16x8.bin")]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=[m[0] for m in MODES])
 @pytest.mark.parametrize("name", NAMES)
-def test_int8_bit_exact(name):
-    model = dws.Model.load(FIXTURES / name / "model.int8.dws")
-    assert model.precision == "int8"
-    case = dws.read_case(FIXTURES / name / "case_int8.bin")
+def test_quantized_bit_exact(name, mode):
+    precision, blob, golden = mode
+    model = dws.Model.load(FIXTURES / name / blob)
+    assert model.precision == precision
+    case = dws.read_case(FIXTURES / name / golden)
     weights, biases = load_inputs(name)
     # The case holds the same inputs, in the core's flat layout.
     flat_in = np.concatenate([a.reshape(len(a), -1) for a in weights + biases], axis=1)
@@ -79,10 +84,14 @@ def test_convert_and_quantize_reproduce_blobs(name):
     # A dict config is the same config.
     cfg = json.loads((d / "config.json").read_text())
     assert dws.convert(d / "model.pt", cfg).to_bytes() == converted.to_bytes()
-    # `dws quantize` calibrated on the fixture inputs wrote model.int8.dws.
+    # `dws quantize` calibrated on the fixture inputs wrote model.int8.dws
+    # and, with int16 activations, model.16x8.dws.
     q = converted.quantize(*load_inputs(name))
     assert q.precision == "int8"
     assert q.to_bytes() == (d / "model.int8.dws").read_bytes()
+    q = converted.quantize(*load_inputs(name), activations="int16")
+    assert q.precision == "16x8"
+    assert q.to_bytes() == (d / "model.16x8.dws").read_bytes()
 
 
 def test_convert_writes_output(tmp_path):
@@ -229,8 +238,10 @@ def test_errors_are_dws_errors_with_cli_messages(tmp_path):
     with pytest.raises(dws.DwsError, match="threads must be at least 1"):
         m(w, b, threads=0)
     q = dws.Model.load(FIXTURES / "clf_sab_sum_5mats" / "model.int8.dws")
-    with pytest.raises(dws.DwsError, match="the model is already int8"):
+    with pytest.raises(dws.DwsError, match=r"the model is already quantized \(int8\)"):
         q.quantize(w, b)
+    with pytest.raises(dws.DwsError, match='activations must be one of "int8", "int16"'):
+        m.quantize(w, b, activations="int4")
     with pytest.raises(dws.DwsError, match="the calibration set is empty"):
         m.quantize([x[:0] for x in w], [x[:0] for x in b])
     cfg = json.loads((FIXTURES / "clf_sab_sum_5mats" / "config.json").read_text())
