@@ -10,6 +10,8 @@
 //! * [`dataset`]: INR datasets in upstream's layout (INR files, splits JSON).
 //! * [`eval`]: classifying datasets: accuracy, confusion matrix, predictions CSV.
 //! * [`inspect`]: a human-readable summary of a blob.
+//! * [`serial`]: `dws serial`, inputs run on a board over a UART (the
+//!   `dws_embedded::protocol` frames), outputs written as `dws run` writes them.
 //! * [`bench`]: `dws bench`, throughput, GEMM peak and latency on synthetic inputs.
 // `unsafe` is denied everywhere but in `fast` (its SIMD kernels), which allows it.
 #![deny(unsafe_code)]
@@ -27,5 +29,6 @@ pub mod inspect;
 pub mod output;
 pub mod quantize;
 pub mod runner;
+pub mod serial;
 pub mod tensors;
 pub mod weight_space;
