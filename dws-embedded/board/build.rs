@@ -34,7 +34,8 @@ fn main() {
         ))
     });
     println!("cargo:rerun-if-changed={}", path.display());
-    let sizes = blob_sizes(&path).unwrap_or_else(|e| fail(&format!("MODEL is not a valid blob: {e}")));
+    let sizes =
+        blob_sizes(&path).unwrap_or_else(|e| fail(&format!("MODEL is not a valid blob: {e}")));
     let len = std::fs::metadata(&path).unwrap().len();
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
 

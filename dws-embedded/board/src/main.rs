@@ -46,7 +46,11 @@ fn open(arena: &mut ModelArena) -> Runner<'_, Model<'static>> {
 fn main() -> ! {
     static mut ARENA: ModelArena = ModelArena::new();
 
-    let board::Board { mut rx, mut tx, pin } = board::Board::init();
+    let board::Board {
+        mut rx,
+        mut tx,
+        pin,
+    } = board::Board::init();
     let mut server = Server::new(open(ARENA).with_pin(pin));
     let id = server.identity();
     defmt::info!(
