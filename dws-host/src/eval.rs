@@ -743,21 +743,18 @@ impl DatasetRun<'_> {
     pub fn entries(&self, model: &(impl Contract + ?Sized), name: &str) -> Result<Vec<Entry>> {
         let (input, output) = (self.input, self.output);
         classifier_classes(model).with_context(|| format!("{name} cannot run on a dataset"))?;
-        if output
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
-        {
+        if has_extension(output, &["safetensors"]) {
             if is_torch_file(input) {
                 bail!(
-                "{} holds no `weights.0` tensor, so it is read as one INR file, which writes a \
-                 predictions CSV, not safetensors: use e.g. `-o predictions.csv`",
-                input.display()
-            );
+                    "{} holds no `weights.0` tensor, so it is read as one INR file, which \
+                     writes a predictions CSV, not safetensors: use e.g. `-o predictions.csv`",
+                    input.display()
+                );
             }
             bail!(
-            "a dataset input writes a predictions CSV, not safetensors: use e.g. `-o predictions.csv`"
-        );
+                "a dataset input writes a predictions CSV, not safetensors: use e.g. \
+                 `-o predictions.csv`"
+            );
         }
         let mut protected = self.protected.to_vec();
         protected.push(input);
