@@ -121,7 +121,7 @@ start_qemu() {
     -kernel "$ELF" </dev/null >/dev/null 2>"$WORK/qemu.err" &
   QPID=$!
   PORT=""
-  for _ in $(seq 100); do
+  for _ in $(seq 300); do
     PORT=$(sed -n 's/.*tcp:127\.0\.0\.1:\([0-9]*\),server.*/\1/p' "$WORK/qemu.err" | tail -1)
     [ -n "$PORT" ] && return 0
     kill -0 "$QPID" 2>/dev/null || break

@@ -202,6 +202,39 @@ impl Raw {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// Waits until the board answers, without greeting it: a board that is
+    /// still starting (QEMU starts the firmware once the host connects) drops
+    /// what arrives before its UART is on. Sends frames of an unknown kind until
+    /// one is answered; everything else is skipped.
+    fn sync(&mut self) {
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        'tries: for seq in 0xFF00..0xFF40u16 {
+            // A kind the board does not take, answered with `UnknownKind`.
+            self.send(&frame(Kind::Output, seq, &[]));
+            loop {
+                let mut buf = [0u8; 4096];
+                let n = match self.stream.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(_) => continue 'tries, // silence: send again
+                };
+                assert!(n > 0, "the board closed the link");
+                for &b in &buf[..n] {
+                    if let Some(Decoded::Frame(h)) = self.decoder.push(b, &mut self.payload) {
+                        if h.seq == seq && h.kind == Kind::Error as u8 {
+                            self.stream
+                                .set_read_timeout(Some(Duration::from_secs(120)))
+                                .unwrap();
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        panic!("the board does not answer");
+    }
+
     /// The next reply: (kind, seq, payload), or a panic on a damaged one.
     fn reply(&mut self) -> (u8, u16, Vec<u8>) {
         loop {
@@ -265,6 +298,7 @@ fn faults_get_error_replies_and_the_board_keeps_serving() {
     model.run(&x, &mut scratch, &mut want).unwrap();
     let good = le(&x);
     let mut c = Raw::connect(&port);
+    c.sync();
 
     // An input before the hello.
     c.send(&frame(Kind::Infer, 1, &good));
