@@ -130,6 +130,8 @@ struct Quirks {
     close_after: Option<usize>,
     /// Corrupt this incoming byte.
     corrupt: Option<usize>,
+    /// Restart (forget the hello) after this many outputs.
+    restart_after: Option<usize>,
 }
 
 /// Serves `blob` on one connection to a fresh local port; returns `tcp:127.0.0.1:PORT`.
@@ -144,8 +146,6 @@ fn sim_board(blob: &Path, quirks: Quirks) -> String {
         let mut input = vec![0f32; sizes.input_len];
         let mut scratch = vec![0f32; sizes.scratch_len];
         let mut output = vec![0f32; sizes.output_len];
-        let runner = Runner::new(model, &mut input, &mut scratch, &mut output).unwrap();
-        let mut server = Server::new(runner);
         let (stream, _) = listener.accept().unwrap();
         let mut rx = Io {
             inner: stream.try_clone().unwrap(),
@@ -158,16 +158,24 @@ fn sim_board(blob: &Path, quirks: Quirks) -> String {
             corrupt: None,
         };
         let mut outputs = 0;
+        // Each pass is one power-up of the board.
         loop {
-            match server.serve(&mut rx, &mut tx) {
-                Ok(Served::Output { .. }) => {
-                    outputs += 1;
-                    if quirks.close_after == Some(outputs) {
-                        return;
+            let runner = Runner::new(model.clone(), &mut input, &mut scratch, &mut output).unwrap();
+            let mut server = Server::new(runner);
+            loop {
+                match server.serve(&mut rx, &mut tx) {
+                    Ok(Served::Output { .. }) => {
+                        outputs += 1;
+                        if quirks.close_after == Some(outputs) {
+                            return;
+                        }
+                        if quirks.restart_after == Some(outputs) {
+                            break;
+                        }
                     }
+                    Ok(_) => {}
+                    Err(_) => return,
                 }
-                Ok(_) => {}
-                Err(_) => return,
             }
         }
     });
@@ -474,6 +482,40 @@ fn a_damaged_request_is_sent_again() {
     assert!(
         r.stderr
             .contains("1 requests were sent again after damaged frames"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_board_that_restarts_is_greeted_again() {
+    let dir = TmpDir::new("restart");
+    let model = fixture("dws_skips_sab").join("model.int8.dws");
+    let inputs = fixture("dws_skips_sab").join("inputs.safetensors");
+    let port = sim_board(
+        &model,
+        Quirks {
+            restart_after: Some(1),
+            ..Quirks::default()
+        },
+    );
+    let out = dir.join("out.safetensors");
+    let r = dws(&[
+        "serial",
+        "--port",
+        &port,
+        s(&inputs),
+        "-o",
+        s(&out),
+        "--verify",
+        s(&model),
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("4 passed, 0 failed"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("the board restarted during the run (1 time)")
+            && !r.stderr.contains("damaged"),
         "{}",
         r.stderr
     );

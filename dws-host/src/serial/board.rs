@@ -85,6 +85,7 @@ pub struct Board {
     /// The longest an answered request took.
     slowest: Duration,
     resent: usize,
+    restarts: usize,
 }
 
 /// What an error frame says.
@@ -122,6 +123,7 @@ impl Board {
             identity,
             slowest: Duration::ZERO,
             resent: 0,
+            restarts: 0,
         })
     }
 
@@ -135,22 +137,29 @@ impl Board {
         self.resent
     }
 
+    /// Times the board restarted during the run (and was greeted again).
+    pub fn restarts(&self) -> usize {
+        self.restarts
+    }
+
     /// Runs one input (`input_len` values) on the board into `output` (`output_len`).
     pub fn infer(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BoardError> {
         let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
         let start = Instant::now();
         let mut sent: Vec<u16> = Vec::new();
+        let mut damaged = false;
         loop {
             if sent.len() > RESENDS {
                 return Err(anyhow!(
-                    "the line damaged this input's frames {} times in a row",
+                    "sent this input {} times without an answer (damaged frames or restarts)",
                     sent.len()
                 )
                 .into());
             }
-            if !sent.is_empty() {
+            if damaged {
                 self.resent += 1;
             }
+            damaged = true; // unless the board restarted (below)
             sent.push(self.conn.send(Kind::Infer, &bytes)?);
             let mut deadline = Instant::now() + self.conn.timeout;
             let mut shortened = false;
@@ -201,6 +210,7 @@ impl Board {
                         let fault = code.is_some_and(ErrorCode::is_frame_fault);
                         if ours && code == Some(ErrorCode::NoHello) {
                             self.greet_again()?;
+                            damaged = false;
                             break;
                         }
                         if ours && !fault {
@@ -224,6 +234,7 @@ impl Board {
     /// if it still serves the same blob.
     fn greet_again(&mut self) -> Result<()> {
         let id = self.conn.hello()?;
+        self.restarts += 1;
         if id != self.identity {
             bail!(
                 "the board on {} restarted with another blob (CRC {:#010x}, was {:#010x})",

@@ -175,11 +175,18 @@ pub fn serial_command(args: &SerialArgs) -> Result<()> {
             output.display()
         );
     }
-    if sender.board.resent() > 0 {
-        crate::stderr_line!(
-            "note: {} requests were sent again after damaged frames",
-            sender.board.resent()
-        );
+    match sender.board.resent() {
+        0 => {}
+        1 => crate::stderr_line!("note: 1 request was sent again after a damaged frame"),
+        n => crate::stderr_line!("note: {n} requests were sent again after damaged frames"),
+    }
+    match sender.board.restarts() {
+        0 => {}
+        n => crate::stderr_line!(
+            "note: the board restarted during the run ({n} time{}); it was greeted again \
+             (same blob) and the input it lost was sent again",
+            if n == 1 { "" } else { "s" }
+        ),
     }
     drop(sender);
     let Some((v, path)) = verifier.zip(verify) else {
