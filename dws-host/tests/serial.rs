@@ -481,7 +481,7 @@ fn a_damaged_request_is_sent_again() {
     assert!(r.stdout.contains("4 passed, 0 failed"), "{}", r.stdout);
     assert!(
         r.stderr
-            .contains("1 requests were sent again after damaged frames"),
+            .contains("1 request was sent again after a damaged frame"),
         "{}",
         r.stderr
     );
