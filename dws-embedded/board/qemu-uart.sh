@@ -61,6 +61,11 @@ for t in arm-none-eabi-nm llvm-nm rust-nm nm; do
 done
 [ -n "$NM" ] || die "no symbol tool: apt-get install -y binutils-arm-none-eabi"
 
+# Builds below run in other folders: a relative CARGO_TARGET_DIR means this one.
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+  CARGO_TARGET_DIR="$(realpath -m "$CARGO_TARGET_DIR")"
+  export CARGO_TARGET_DIR
+fi
 HOST_TARGET="$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")"
 BOARD_TARGET="$(realpath -m "${CARGO_TARGET_DIR:-$HERE/target}")"
 WORK="$HOST_TARGET/board"
