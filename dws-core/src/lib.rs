@@ -46,7 +46,7 @@ pub mod quantized;
 mod shape;
 pub mod validate;
 
-pub use crc::crc32;
+pub use crc::{crc32, Crc32};
 pub use error::Error;
 pub use model::Model;
 pub use shape::Shape;

@@ -32,6 +32,8 @@ pub enum Error {
     WriteZero,
     /// The timing pin could not be driven.
     Pin(embedded_hal::digital::ErrorKind),
+    /// The reader ended between frames: the link is closed ([`crate::protocol::Server`]).
+    Closed,
 }
 
 impl From<dws_core::Error> for Error {
@@ -56,6 +58,7 @@ impl fmt::Display for Error {
             Error::Write(k) => write!(f, "writing the output failed: {k:?}"),
             Error::WriteZero => write!(f, "the writer accepted no more bytes"),
             Error::Pin(k) => write!(f, "driving the timing pin failed: {k:?}"),
+            Error::Closed => write!(f, "the link is closed"),
         }
     }
 }

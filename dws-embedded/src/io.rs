@@ -64,15 +64,22 @@ pub fn write_f32_le<W: Write + ?Sized>(w: &mut W, values: &[f32]) -> Result<(), 
         for (b, v) in buf.chunks_exact_mut(4).zip(chunk) {
             b.copy_from_slice(&v.to_le_bytes());
         }
-        let mut rest = &buf[..4 * chunk.len()];
-        while !rest.is_empty() {
-            match w.write(rest) {
-                Ok(0) => return Err(Error::WriteZero),
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Write(e.kind())),
-            }
-        }
+        write_all(w, &buf[..4 * chunk.len()])?;
     }
     w.flush().map_err(|e| Error::Write(e.kind()))
+}
+
+/// Writes all of `bytes` (partial writes and `Interrupted` retried; no flush).
+///
+/// [`Error::WriteZero`] when the writer accepts no more bytes.
+pub(crate) fn write_all<W: Write + ?Sized>(w: &mut W, mut bytes: &[u8]) -> Result<(), Error> {
+    while !bytes.is_empty() {
+        match w.write(bytes) {
+            Ok(0) => return Err(Error::WriteZero),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Write(e.kind())),
+        }
+    }
+    Ok(())
 }

@@ -13,6 +13,10 @@
 //!   a build script fills them in from the model blob itself with
 //!   [`Sizes::of_blob`] (and the helpers of the `build` module, feature `std`), so the arena is
 //!   exactly large enough and "scratch too small" cannot happen at run time.
+//! * [`protocol`] serves a model over a UART: framed requests and replies
+//!   with checksums, a hello that names the blob, error replies for anything
+//!   damaged or refused; the same encoder and decoder serve the host
+//!   (`dws serial`).
 //! * [`check_case`] runs a reference case (`dws_core::case::CaseRepr`) with the
 //!   suite's tolerance, for self-tests on the target.
 //! * With the `defmt` feature every error and result is `defmt::Format`.
@@ -45,6 +49,7 @@ mod case;
 mod error;
 mod infer;
 pub mod io;
+pub mod protocol;
 mod runner;
 #[cfg(test)]
 mod tests;

@@ -13,12 +13,12 @@ use std::{format, vec};
 
 // ---- fixtures ---------------------------------------------------------------
 
-fn fixtures_dir() -> PathBuf {
+pub(crate) fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 /// Every fixture with a blob and a case, sorted.
-fn fixture_names() -> Vec<String> {
+pub(crate) fn fixture_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
         .expect("tests/fixtures")
         .map(|e| e.unwrap().path())
@@ -30,27 +30,27 @@ fn fixture_names() -> Vec<String> {
     names
 }
 
-struct Fixture {
-    blob: AlignedBytes,
-    case: Vec<u8>,
+pub(crate) struct Fixture {
+    pub(crate) blob: AlignedBytes,
+    pub(crate) case: Vec<u8>,
 }
 
 impl Fixture {
-    fn load(name: &str) -> Fixture {
+    pub(crate) fn load(name: &str) -> Fixture {
         let dir = fixtures_dir().join(name);
         Fixture {
             blob: read_blob(&dir.join("model.dws")).unwrap(),
             case: std::fs::read(dir.join("case.bin")).unwrap(),
         }
     }
-    fn case(&self) -> CaseRepr<'_> {
+    pub(crate) fn case(&self) -> CaseRepr<'_> {
         CaseRepr::new_checked(&self.case).unwrap()
     }
-    fn model(&self) -> dws_core::Model<'_> {
+    pub(crate) fn model(&self) -> dws_core::Model<'_> {
         dws_core::Model::new_checked(self.blob.bytes()).unwrap()
     }
     /// Input `k` as the f32 LE bytes a UART would carry.
-    fn input_bytes(&self, k: usize) -> Vec<u8> {
+    pub(crate) fn input_bytes(&self, k: usize) -> Vec<u8> {
         let c = self.case();
         let n = 4 * c.input_len as usize;
         c.inputs[k * n..(k + 1) * n].to_vec()
@@ -58,7 +58,7 @@ impl Fixture {
 }
 
 /// The smallest fixture (by blob size): quick error tests.
-fn small() -> Fixture {
+pub(crate) fn small() -> Fixture {
     let name = fixture_names()
         .into_iter()
         .min_by_key(|n| {
@@ -71,21 +71,21 @@ fn small() -> Fixture {
 }
 
 /// Heap buffers exactly as large as `sizes`.
-struct Buffers {
+pub(crate) struct Buffers {
     input: Vec<f32>,
     scratch: Vec<f32>,
     output: Vec<f32>,
 }
 
 impl Buffers {
-    fn new(s: Sizes) -> Self {
+    pub(crate) fn new(s: Sizes) -> Self {
         Buffers {
             input: vec![0.0; s.input_len],
             scratch: vec![0.0; s.scratch_len],
             output: vec![0.0; s.output_len],
         }
     }
-    fn runner<M: Infer>(&mut self, model: M) -> Result<Runner<'_, M>, Error> {
+    pub(crate) fn runner<M: Infer>(&mut self, model: M) -> Result<Runner<'_, M>, Error> {
         Runner::new(model, &mut self.input, &mut self.scratch, &mut self.output)
     }
 }
@@ -93,7 +93,7 @@ impl Buffers {
 // ---- in-memory I/O -------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IoError(ErrorKind);
+pub(crate) struct IoError(pub(crate) ErrorKind);
 
 impl core::fmt::Display for IoError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -111,17 +111,17 @@ impl embedded_io::Error for IoError {
 
 /// Hands out at most `step` bytes per read; fails with `fail` once `fail_at` bytes were read;
 /// reports `Interrupted` before every other read when `interrupt` is set.
-struct MemReader {
+pub(crate) struct MemReader {
     data: Vec<u8>,
     at: usize,
     step: usize,
-    fail_at: Option<(usize, ErrorKind)>,
+    pub(crate) fail_at: Option<(usize, ErrorKind)>,
     interrupt: bool,
     toggle: bool,
 }
 
 impl MemReader {
-    fn new(data: Vec<u8>, step: usize) -> Self {
+    pub(crate) fn new(data: Vec<u8>, step: usize) -> Self {
         MemReader {
             data,
             at: 0,
@@ -159,16 +159,16 @@ impl Read for MemReader {
 
 /// Accepts at most `step` bytes per write, `capacity` in all (then writes 0 bytes),
 /// or fails with `fail`.
-struct MemWriter {
-    data: Vec<u8>,
+pub(crate) struct MemWriter {
+    pub(crate) data: Vec<u8>,
     step: usize,
     capacity: usize,
-    fail: Option<ErrorKind>,
+    pub(crate) fail: Option<ErrorKind>,
     flushed: bool,
 }
 
 impl MemWriter {
-    fn new(step: usize) -> Self {
+    pub(crate) fn new(step: usize) -> Self {
         MemWriter {
             data: Vec::new(),
             step,

@@ -14,6 +14,7 @@ use crate::blob_io::AlignedBlob;
 use crate::dataset::{self, Entry};
 use crate::output::{check_not_an_input, AtomicFile};
 use crate::runner;
+use crate::weight_space::Contract;
 use anyhow::{bail, Context, Result};
 use dws_core::plan::Output;
 use dws_core::Model;
@@ -311,7 +312,7 @@ impl Spread {
 
 /// The number of classes of a classifier that reads INR files (one feature per entry);
 /// a clear error for anything else.
-pub fn classifier_classes(model: &Model<'_>) -> Result<usize> {
+pub fn classifier_classes(model: &(impl Contract + ?Sized)) -> Result<usize> {
     let Output::Logits { classes } = model.spec().output else {
         bail!(
             "this model is a DWSModel (its output is a weight space, not class logits): \
@@ -348,13 +349,33 @@ pub fn predict(
     model: &Model<'_>,
     entries: &[Entry],
     opts: &Options,
+    sink: impl FnMut(&Entry, &[f32], usize) -> Result<()>,
+) -> Result<Summary> {
+    classifier_classes(model)?;
+    let engine = runner::BatchRunner::new(model, opts.engine)?;
+    let threads = opts.threads.max(1);
+    predict_with(
+        model,
+        entries,
+        opts,
+        |inputs, n| engine.run(inputs, n, threads),
+        sink,
+    )
+}
+
+/// [`predict`] with the model run by `run(inputs, n)` (`n` inputs `[n, input_len]` in,
+/// `[n, output_len]` out): an engine of this host, or a board over a serial link.
+pub fn predict_with(
+    model: &(impl Contract + ?Sized),
+    entries: &[Entry],
+    opts: &Options,
+    mut run: impl FnMut(&[f32], usize) -> Result<Vec<f32>>,
     mut sink: impl FnMut(&Entry, &[f32], usize) -> Result<()>,
 ) -> Result<Summary> {
     let classes = classifier_classes(model)?;
     let start = Instant::now();
     let threads = opts.threads.max(1);
     let batch = opts.batch_size.max(1);
-    let engine = runner::BatchRunner::new(model, opts.engine)?;
     let mut summary = Summary {
         classes,
         total: entries.len(),
@@ -367,10 +388,11 @@ pub fn predict(
         threads,
         input_spread: None,
     };
-    let normalized = crate::inspect::statistics_len(model).map_err(|e| anyhow::anyhow!("{e}"))? > 0;
+    // Unknown (a board that did not say): no note.
+    let normalized = model.normalizes_inputs().unwrap_or(true);
     let mut spread = Spread::default();
     let progress = Progress::new(entries.len(), batch, opts.progress);
-    let (dims, ilen, olen) = (model.dims(), model.input_len(), model.output_len());
+    let (dims, ilen, olen) = (&model.spec().dims, model.input_len(), model.output_len());
     for chunk in entries.chunks(batch) {
         let t0 = Instant::now();
         let loaded = dataset::load_batch(chunk, dims, ilen, threads);
@@ -383,7 +405,7 @@ pub fn predict(
             spread.add(&loaded.data, ilen);
         }
         let t1 = Instant::now();
-        let out = engine.run(&loaded.data, loaded.ok.len(), threads)?;
+        let out = run(&loaded.data, loaded.ok.len())?;
         summary.model_secs += t1.elapsed().as_secs_f64();
         for (&i, logits) in loaded.ok.iter().zip(out.chunks_exact(olen)) {
             let entry = &chunk[i];
@@ -420,7 +442,7 @@ pub fn skip_warning(entry: &Entry, e: &anyhow::Error) -> String {
 /// Progress on stderr: a bar on a terminal (for runs of more than one batch), otherwise a
 /// complete line every [`PLAIN_PROGRESS_EVERY`], so piped or logged stderr stays readable
 /// and short runs print nothing.
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     plain: Option<std::cell::Cell<(Instant, Instant, usize)>>,
     total: usize,
@@ -429,7 +451,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: usize, batch: usize, enabled: bool) -> Progress {
+    pub(crate) fn new(total: usize, batch: usize, enabled: bool) -> Progress {
         let tty = std::io::stderr().is_terminal();
         let bar = (enabled && tty && total > batch).then(|| {
             let bar =
@@ -453,7 +475,7 @@ impl Progress {
 
     /// Prints `msg`, or for the first warning past [`LISTED_SKIPS`] a line saying that
     /// the rest are only counted.
-    fn warn(&self, msg: &str) {
+    pub(crate) fn warn(&self, msg: &str) {
         let n = self.warned.get();
         self.warned.set(n + 1);
         let msg = match n.cmp(&LISTED_SKIPS) {
@@ -469,7 +491,7 @@ impl Progress {
         }
     }
 
-    fn advance(&self, n: usize) {
+    pub(crate) fn advance(&self, n: usize) {
         if let Some(bar) = &self.bar {
             bar.inc(n as u64);
         }
@@ -493,7 +515,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -797,6 +819,34 @@ pub fn eval_command(args: &EvalArgs) -> Result<Summary> {
     Ok(summary)
 }
 
+/// What `dws run` refuses before it reads a batch of tensors (a safetensors file, or a
+/// torch file that [`torch_batch`] reads): the dataset options `split` and `data_root`,
+/// and an output other than a safetensors file (stdout, a `.csv`).
+pub fn check_batch_output(
+    output: &Path,
+    split: Option<&str>,
+    data_root: Option<&Path>,
+) -> Result<()> {
+    if split.is_some() || data_root.is_some() {
+        bail!("--split and --data-root apply to a splits JSON input");
+    }
+    if output == Path::new("-") {
+        bail!(
+            "`-o -` (stdout) is for the predictions CSV of a dataset input; \
+             a safetensors input needs an output file"
+        );
+    }
+    if has_extension(output, &["csv"]) {
+        bail!(
+            "a batch of tensors gives safetensors outputs (`logits`, or \
+             `weights.{{i}}` / `biases.{{i}}`), not {}: a predictions CSV comes from a \
+             dataset input (a folder of INR files, a splits JSON or a .pth INR file)",
+            output.display()
+        );
+    }
+    Ok(())
+}
+
 /// `dws run` on a dataset: writes the predictions CSV to `output` (`-` for stdout) and a
 /// one-line summary to stderr.
 pub fn run_dataset_command(
@@ -809,54 +859,104 @@ pub fn run_dataset_command(
 ) -> Result<Summary> {
     let blob = AlignedBlob::read(model_path)?;
     let model = blob.model()?;
-    let classes = classifier_classes(&model)
-        .with_context(|| format!("{} cannot run on a dataset", model_path.display()))?;
-    if output
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
-    {
-        if is_torch_file(input) {
+    let name = model_path.display().to_string();
+    let run = DatasetRun {
+        input,
+        split,
+        data_root,
+        output,
+        protected: &[model_path],
+    };
+    let entries = run.entries(&model, &name)?;
+    let engine = runner::BatchRunner::new(&model, options.engine)?;
+    let threads = options.threads.max(1);
+    run.write_predictions(&model, &entries, options, |inputs, n| {
+        engine.run(inputs, n, threads)
+    })
+}
+
+/// The dataset mode of `dws run` (and `dws serial`) in two steps: [`DatasetRun::entries`]
+/// checks the model and the output and lists the inputs, [`DatasetRun::write_predictions`]
+/// runs them and writes the CSV.
+#[derive(Debug, Clone, Copy)]
+pub struct DatasetRun<'a> {
+    /// A splits JSON, a folder of INR files or one INR file.
+    pub input: &'a Path,
+    /// The split of a splits JSON (default `test`).
+    pub split: Option<&'a str>,
+    /// Where moved files are looked for (see [`dataset::resolve`]).
+    pub data_root: Option<&'a Path>,
+    /// The predictions CSV (`-` for stdout).
+    pub output: &'a Path,
+    /// Files the output must not overwrite besides the input (the model).
+    pub protected: &'a [&'a Path],
+}
+
+impl DatasetRun<'_> {
+    /// Checks that `model` (called `name` in errors) is a classifier of INRs and that the
+    /// output is a CSV that overwrites no input, then lists the entries.
+    pub fn entries(&self, model: &(impl Contract + ?Sized), name: &str) -> Result<Vec<Entry>> {
+        let (input, output) = (self.input, self.output);
+        classifier_classes(model).with_context(|| format!("{name} cannot run on a dataset"))?;
+        if has_extension(output, &["safetensors"]) {
+            if is_torch_file(input) {
+                bail!(
+                    "{} holds no `weights.0` tensor, so it is read as one INR file, which \
+                     writes a predictions CSV, not safetensors: use e.g. `-o predictions.csv`",
+                    input.display()
+                );
+            }
             bail!(
-                "{} holds no `weights.0` tensor, so it is read as one INR file, which writes a \
-                 predictions CSV, not safetensors: use e.g. `-o predictions.csv`",
-                input.display()
+                "a dataset input writes a predictions CSV, not safetensors: use e.g. \
+                 `-o predictions.csv`"
             );
         }
-        bail!(
-            "a dataset input writes a predictions CSV, not safetensors: use e.g. `-o predictions.csv`"
-        );
+        let mut protected = self.protected.to_vec();
+        protected.push(input);
+        check_not_an_input(output, &protected)?;
+        dataset_entries(input, self.split, self.data_root)
     }
-    check_not_an_input(output, &[model_path, input])?;
-    let entries = dataset_entries(input, split, data_root)?;
-    let mut csv = CsvWriter::new(CsvOut::open(output)?, classes)?;
-    let summary = predict(&model, &entries, options, |e, logits, p| {
-        csv.row(e, logits, p)
-    })?;
-    if summary.ran == 0 {
-        bail!("no input could be read ({} skipped)", summary.skipped);
-    }
-    csv.finish()
-        .and_then(CsvOut::commit)
-        .context("writing the predictions CSV")?;
-    let skipped = if summary.skipped > 0 {
-        format!(", skipped {} unreadable files (see above)", summary.skipped)
-    } else {
-        String::new()
-    };
-    if let Some(note) = summary.normalization_note() {
-        crate::stderr_line!("{note}");
-    }
-    crate::stderr_line!(
-        "ran {}{skipped} -> {}",
-        summary.timing(),
-        if output == Path::new("-") {
-            "stdout".to_string()
-        } else {
-            output.display().to_string()
+
+    /// Runs `entries` with `run` (as [`predict_with`] does), writes the predictions CSV
+    /// (only once every input ran: an error leaves no file) and a one-line summary.
+    pub fn write_predictions(
+        &self,
+        model: &(impl Contract + ?Sized),
+        entries: &[Entry],
+        options: &Options,
+        run: impl FnMut(&[f32], usize) -> Result<Vec<f32>>,
+    ) -> Result<Summary> {
+        let output = self.output;
+        let classes = classifier_classes(model)?;
+        let mut csv = CsvWriter::new(CsvOut::open(output)?, classes)?;
+        let summary = predict_with(model, entries, options, run, |e, logits, p| {
+            csv.row(e, logits, p)
+        })?;
+        if summary.ran == 0 {
+            bail!("no input could be read ({} skipped)", summary.skipped);
         }
-    );
-    Ok(summary)
+        csv.finish()
+            .and_then(CsvOut::commit)
+            .context("writing the predictions CSV")?;
+        let skipped = if summary.skipped > 0 {
+            format!(", skipped {} unreadable files (see above)", summary.skipped)
+        } else {
+            String::new()
+        };
+        if let Some(note) = summary.normalization_note() {
+            crate::stderr_line!("{note}");
+        }
+        crate::stderr_line!(
+            "ran {}{skipped} -> {}",
+            summary.timing(),
+            if output == Path::new("-") {
+                "stdout".to_string()
+            } else {
+                output.display().to_string()
+            }
+        );
+        Ok(summary)
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! * [`eval`]: classifying datasets: accuracy, confusion matrix, predictions CSV.
 //! * [`inspect`]: a human-readable summary of a blob.
 //! * [`lookalike`]: what a file given in the wrong place holds, for errors that say so.
+//! * [`serial`]: `dws serial`, inputs run on a board over a UART (the
+//!   `dws_embedded::protocol` frames), outputs written as `dws run` writes them.
 //! * [`bench`]: `dws bench`, throughput, GEMM peak and latency on synthetic inputs.
 //! * [`progress`]: bars and spinners on a terminal for the long steps.
 // `unsafe` is denied everywhere but in `fast` (its SIMD kernels), which allows it.
@@ -31,5 +33,6 @@ pub mod output;
 pub mod progress;
 pub mod quantize;
 pub mod runner;
+pub mod serial;
 pub mod tensors;
 pub mod weight_space;

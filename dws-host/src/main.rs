@@ -177,6 +177,40 @@ enum Command {
         #[arg(long)]
         no_latency: bool,
     },
+    /// Run inputs on a board that serves a model over a UART (the firmware template in
+    /// dws-embedded/board; docs/serial.md) and write its outputs as `dws run` does.
+    Serial {
+        /// `tcp:HOST:PORT` (QEMU's -serial tcp:), or a serial device `PATH[@BAUD]`
+        /// (default 115200 baud, 8N1).
+        #[arg(long)]
+        port: String,
+        /// Inputs, as for `dws run`: a safetensors batch, a splits JSON, a folder of INR
+        /// files, one INR file.
+        inputs: PathBuf,
+        /// Output, as `dws run` writes it for those inputs.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The blob the board must serve: its identity is checked and every output is
+        /// compared with this host's run (bit-identical for quantized blobs, the reference
+        /// suite's tolerance for f32); prints `N passed, M failed`.
+        #[arg(long)]
+        verify: Option<PathBuf>,
+        /// The split of a splits JSON input [default: test].
+        #[arg(long)]
+        split: Option<String>,
+        /// Where moved dataset files are looked for (as for `dws run`).
+        #[arg(long)]
+        data_root: Option<PathBuf>,
+        /// Seconds to wait for the board's hello and for each output.
+        #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+        timeout: f64,
+        /// Threads for reading files and for the host's run (default: all cores).
+        #[arg(long, value_parser = at_least_one)]
+        threads: Option<usize>,
+        /// The host's engine for --verify (as for `dws run`).
+        #[arg(long, visible_alias = "device", value_enum, default_value_t = runner::EngineKind::Fast)]
+        engine: runner::EngineKind,
+    },
     /// Print the architecture, parameter count, blob and scratch bytes and FLOPs per input.
     Inspect {
         /// The .dws blob.
@@ -293,26 +327,7 @@ fn run(cli: Cli) -> Result<()> {
                 )?;
                 return Ok(());
             }
-            if split.is_some() || data_root.is_some() {
-                anyhow::bail!("--split and --data-root apply to a splits JSON input");
-            }
-            if output == std::path::Path::new("-") {
-                anyhow::bail!(
-                    "`-o -` (stdout) is for the predictions CSV of a dataset input; \
-                     a safetensors input needs an output file"
-                );
-            }
-            if output
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-            {
-                anyhow::bail!(
-                    "a batch of tensors gives safetensors outputs (`logits`, or \
-                     `weights.{{i}}` / `biases.{{i}}`), not {}: a predictions CSV comes from a \
-                     dataset input (a folder of INR files, a splits JSON or a .pth INR file)",
-                    output.display()
-                );
-            }
+            eval::check_batch_output(&output, split.as_deref(), data_root.as_deref())?;
             output::check_not_an_input(&output, &[&model, &inputs])?;
             output::check_writable(&output)?;
             let blob = AlignedBlob::read(&model)?;
@@ -463,6 +478,27 @@ fn run(cli: Cli) -> Result<()> {
             json,
             peak: !no_peak,
             latency: !no_latency,
+        })?,
+        Command::Serial {
+            port,
+            inputs,
+            output,
+            verify,
+            split,
+            data_root,
+            timeout,
+            threads,
+            engine,
+        } => dws_host::serial::serial_command(&dws_host::serial::SerialArgs {
+            port,
+            inputs,
+            output,
+            verify,
+            split,
+            data_root,
+            timeout: std::time::Duration::from_secs_f64(timeout.max(0.001)),
+            threads: threads.unwrap_or_else(runner::default_threads),
+            engine,
         })?,
         Command::Inspect { model, json } => {
             let blob = AlignedBlob::read(&model)?;

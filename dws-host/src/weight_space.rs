@@ -3,8 +3,55 @@
 
 use crate::tensors::{Tensor, TensorMap};
 use anyhow::{bail, Result};
-use dws_core::plan::Output;
+use dws_core::plan::{Output, Spec};
 use dws_core::Model;
+
+/// What reading a model's inputs and writing its outputs needs to know: its
+/// [`Spec`] and sizes. A [`Model`] knows them; so does a board that announced
+/// its model over a serial link (`dws serial`).
+pub trait Contract {
+    /// Input-network widths, features, output kind.
+    fn spec(&self) -> &Spec;
+    /// f32 values of one input.
+    fn input_len(&self) -> usize;
+    /// f32 values of one output.
+    fn output_len(&self) -> usize;
+    /// Whether the model normalizes its inputs itself (dataset statistics
+    /// folded in); `None` where that is not known.
+    fn normalizes_inputs(&self) -> Option<bool>;
+}
+
+impl Contract for Model<'_> {
+    fn spec(&self) -> &Spec {
+        Model::spec(self)
+    }
+    fn input_len(&self) -> usize {
+        Model::input_len(self)
+    }
+    fn output_len(&self) -> usize {
+        Model::output_len(self)
+    }
+    fn normalizes_inputs(&self) -> Option<bool> {
+        crate::inspect::statistics_len(self).ok().map(|n| n > 0)
+    }
+}
+
+/// A board's identity (`dws_embedded::protocol::Identity`), whose sizes were
+/// checked against its spec when it was decoded.
+impl Contract for dws_embedded::protocol::Identity {
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+    fn input_len(&self) -> usize {
+        self.input_len as usize
+    }
+    fn output_len(&self) -> usize {
+        self.output_len as usize
+    }
+    fn normalizes_inputs(&self) -> Option<bool> {
+        None
+    }
+}
 
 /// `weights.{i}` is `[B, d_i, d_{i+1}, F]`, `biases.{i}` is `[B, d_{i+1}, F]`:
 /// the tensors' names and per-input shapes for features `f`.
@@ -20,8 +67,11 @@ pub fn tensor_shapes(dims: &[u32], f: usize) -> Vec<(String, Vec<usize>)> {
 
 /// Flattens a batch of named input tensors into `[B, input_len]` in the core's order.
 /// Returns the batch size and the data.
-pub fn flatten_inputs(model: &Model<'_>, tensors: &TensorMap) -> Result<(usize, Vec<f32>)> {
-    let shapes = tensor_shapes(model.dims(), model.spec().input_features as usize);
+pub fn flatten_inputs(
+    model: &(impl Contract + ?Sized),
+    tensors: &TensorMap,
+) -> Result<(usize, Vec<f32>)> {
+    let shapes = tensor_shapes(&model.spec().dims, model.spec().input_features as usize);
     let mut batch = None;
     for (name, shape) in &shapes {
         let Some(t) = tensors.get(name) else {
@@ -93,7 +143,11 @@ pub fn flatten_inputs(model: &Model<'_>, tensors: &TensorMap) -> Result<(usize, 
 }
 
 /// Splits `[B, output_len]` outputs into named tensors: `logits` or `weights.{i}`/`biases.{i}`.
-pub fn unflatten_outputs(model: &Model<'_>, batch: usize, data: &[f32]) -> Result<TensorMap> {
+pub fn unflatten_outputs(
+    model: &(impl Contract + ?Sized),
+    batch: usize,
+    data: &[f32],
+) -> Result<TensorMap> {
     let per = model.output_len();
     let mut out = TensorMap::new();
     match model.spec().output {
@@ -105,7 +159,7 @@ pub fn unflatten_outputs(model: &Model<'_>, batch: usize, data: &[f32]) -> Resul
         }
         Output::WeightSpace { features } => {
             let mut at = 0;
-            for (name, shape) in tensor_shapes(model.dims(), features as usize) {
+            for (name, shape) in tensor_shapes(&model.spec().dims, features as usize) {
                 let n: usize = shape.iter().product();
                 let mut t = Vec::with_capacity(batch * n);
                 for b in 0..batch {
