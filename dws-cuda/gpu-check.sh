@@ -12,10 +12,12 @@
 # Steps, all output to the log:
 #   1. environment: nvidia-smi, CUDA libraries found (system, /usr/local/cuda,
 #      pip nvidia-* wheels), added to LD_LIBRARY_PATH;
-#   2. the GPU reference suite: f32 within tolerance, int8 bit-exact (tests/gpu.rs);
+#   2. the GPU reference suite: f32 within tolerance, int8 and 16x8 bit-exact
+#      (tests/gpu.rs);
 #   3. benchmarks of tests/fixtures/paper_default: batch $BATCH throughput and
-#      batch 1 latency, f32 (TF32 off, then on) and int8; `dws run` and
-#      `dws bench` with `--engine cuda`;
+#      batch 1 latency, f32 (TF32 off, then on), int8 and 16x8; `dws run` (the
+#      quantized outputs compared byte for byte with the CPU's) and `dws bench`
+#      with `--engine cuda`;
 #   4. upstream PyTorch eager and torch.compile on the same GPU (bench_torch.py),
 #      when an upstream checkout is given and torch imports.
 set -u
@@ -64,22 +66,34 @@ for lib in libcuda.so libnvrtc.so libcublas.so libcublasLt.so; do
     echo "$lib: ${found:-NOT FOUND}"
 done
 
-step "GPU reference suite (f32 within tolerance, int8 bit-exact)"
+step "GPU reference suite (f32 within tolerance, int8 and 16x8 bit-exact)"
 export DWS_FIXTURES_DIR="$root/tests/fixtures"
 run "$BIN/gpu-tests" --test-threads=1 --nocapture
 
 step "benchmarks: paper_default"
 f32=tests/fixtures/paper_default/model.dws
 i8=tests/fixtures/paper_default/model.int8.dws
+x16=tests/fixtures/paper_default/model.16x8.dws
+inputs=tests/fixtures/paper_default/inputs.safetensors
 run "$BIN/dws-cuda-bench" "$f32" --batch "$BATCH" --iters "$ITERS"
 run "$BIN/dws-cuda-bench" "$f32" --batch "$BATCH" --iters "$ITERS" --tf32
 run "$BIN/dws-cuda-bench" "$f32" --batch 65536 --iters 5
 run "$BIN/dws-cuda-bench" "$i8" --batch "$BATCH" --iters "$ITERS"
-# The CLI on the GPU: the suite's inputs through `dws run --engine cuda`, and
+run "$BIN/dws-cuda-bench" "$x16" --batch "$BATCH" --iters "$ITERS"
+# The CLI on the GPU: the suite's inputs through `dws run --engine cuda` (the
+# quantized blobs' outputs must equal the CPU's byte for byte), and
 # `dws bench --engine cuda` next to the CPU fast engine.
-run "$BIN/dws" run --engine cuda "$f32" tests/fixtures/paper_default/inputs.safetensors -o "${OUT:-/tmp}/paper_default.cuda.safetensors"
+outs=${OUT:-/tmp}
+run "$BIN/dws" run --engine cuda "$f32" "$inputs" -o "$outs/paper_default.cuda.safetensors"
+for mode in int8 16x8; do
+    blob=tests/fixtures/paper_default/model.$mode.dws
+    run "$BIN/dws" run --engine cuda "$blob" "$inputs" -o "$outs/paper_default.$mode.cuda.safetensors"
+    run "$BIN/dws" run "$blob" "$inputs" -o "$outs/paper_default.$mode.cpu.safetensors"
+    run cmp "$outs/paper_default.$mode.cuda.safetensors" "$outs/paper_default.$mode.cpu.safetensors"
+done
 run "$BIN/dws" bench --engine cuda --batch "$BATCH" --seconds 3 "$f32"
 run "$BIN/dws" bench --engine cuda --batch "$BATCH" --seconds 3 "$i8"
+run "$BIN/dws" bench --engine cuda --batch "$BATCH" --seconds 3 "$x16"
 run "$BIN/dws" bench --batch 64 --seconds 3 "$f32"
 
 step "upstream PyTorch on the same GPU"

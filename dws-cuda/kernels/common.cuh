@@ -16,6 +16,7 @@ typedef unsigned long long u64;
 typedef long long i64;
 typedef unsigned int u32;
 typedef int i32;
+typedef short i16;
 typedef signed char i8;
 
 #if defined(__CUDACC__)
@@ -53,7 +54,6 @@ DWS_DEV char *dws_ptr(const Ctx &c, u64 loc) {
   return (char *)(c.arena + loc * (u64)c.batch);
 }
 DWS_DEV float *dws_f32(const Ctx &c, u64 loc) { return (float *)dws_ptr(c, loc); }
-DWS_DEV i8 *dws_i8(const Ctx &c, u64 loc) { return (i8 *)dws_ptr(c, loc); }
 DWS_DEV i32 *dws_i32(const Ctx &c, u64 loc) { return (i32 *)dws_ptr(c, loc); }
 
 // Grid-stride loop over `total` items (64-bit: batches can be large).
@@ -109,34 +109,6 @@ DWS_DEV float block_sum_f32(float v, float *red) {
   }
   DWS_SYNC();
   float r = red[0];
-  DWS_SYNC();
-  return r;
-}
-
-DWS_DEV i32 block_max_i32(i32 v, i64 *red) {
-  red[threadIdx.x] = v;
-  DWS_SYNC();
-  if (threadIdx.x == 0) {
-    i64 m = red[0];
-    for (u32 t = 1; t < blockDim.x; t++) m = red[t] > m ? red[t] : m;
-    red[0] = m;
-  }
-  DWS_SYNC();
-  i32 r = (i32)red[0];
-  DWS_SYNC();
-  return r;
-}
-
-DWS_DEV u64 block_sum_u64(u64 v, i64 *red) {
-  red[threadIdx.x] = (i64)v;
-  DWS_SYNC();
-  if (threadIdx.x == 0) {
-    u64 s = 0;
-    for (u32 t = 0; t < blockDim.x; t++) s += (u64)red[t];
-    red[0] = (i64)s;
-  }
-  DWS_SYNC();
-  u64 r = (u64)red[0];
   DWS_SYNC();
   return r;
 }
@@ -238,33 +210,18 @@ struct Contrib {
 };
 
 // ---------------------------------------------------------------------------
-// int8 fixed point (`dws_core::quant`, docs/quantization.md).
+// Quantized modes (`dws_core::quant`, docs/quantization.md; the arithmetic is
+// in quant.cuh).
 // ---------------------------------------------------------------------------
+// `Requant { m, shift }`: apply(x) = sat32(floor((x m + 2^(shift-1)) / 2^shift)).
 struct Req {
   i32 m;
   i32 shift;
 };
 
-DWS_DEV i32 clamp32(i64 v) {
-  return (i32)(v < -2147483648LL ? -2147483648LL : (v > 2147483647LL ? 2147483647LL : v));
-}
-
-DWS_DEV i32 req_apply(Req r, i32 x) {
-  return clamp32(((i64)x * (i64)r.m + ((i64)1 << (r.shift - 1))) >> r.shift);
-}
-
-DWS_DEV i32 sat8(i32 v) { return v < -127 ? -127 : (v > 127 ? 127 : v); }
-
-// The core's `saturating_add` / `saturating_sub` on int32 (combining two
-// requantized terms) and `wrapping_add` (accumulating contributions), without
-// signed overflow.
-DWS_DEV i32 add_sat(i32 a, i32 b) { return clamp32((i64)a + (i64)b); }
-DWS_DEV i32 sub_sat(i32 a, i32 b) { return clamp32((i64)a - (i64)b); }
-DWS_DEV i32 add_wrap(i32 a, i32 b) { return (i32)((u32)a + (u32)b); }
-
-// One block's contribution to a destination tensor (int8).
-struct Contrib8 {
-  u64 y;     // arena: [B * n, m * f] int8
+// One block's contribution to a destination tensor (quantized).
+struct ContribQ {
+  u64 y;     // arena: [B * n, m * f] activations
   i32 n;     // rows per sample
   i32 m;     // unfolded positions per row
   i32 place; // SET_*
@@ -278,7 +235,7 @@ struct HeadGroup {
   i32 start;
   i32 count;
   i32 stride;
-  i32 seg; // requantization index (int8)
+  i32 seg; // requantization index (quantized)
 };
 
 // ---------------------------------------------------------------------------
@@ -292,12 +249,12 @@ struct NormArgs { // normalize_f32
   i64 len;
 };
 
-struct GatherArgs { // gather_f32, gather_i8
+struct GatherArgs { // gather_f32, gather_q
   Ctx ctx;
   u64 src, out;
   i64 src_stride, src_off;
   i32 rows, cols, f, n, m, pool_rows, pool_cols, set_axis, fold, red;
-  Req req; // int8: reduced value to the gathered scale
+  Req req; // quantized: reduced value to the gathered scale
 };
 
 struct BiasActArgs { // bias_act_f32
@@ -307,12 +264,12 @@ struct BiasActArgs { // bias_act_f32
   i32 cols, relu;
 };
 
-struct SetPoolArgs { // set_pool_f32, set_pool_i8
+struct SetPoolArgs { // set_pool_f32, set_pool_q
   Ctx ctx;
   u64 x, out, query;
   i64 groups_per_sample;
   i32 n, k, mode, pad;
-  Req pooled, score; // int8
+  Req pooled, score; // quantized
 };
 
 struct AttnArgs { // attention_f32, attention_set_f32
@@ -330,7 +287,7 @@ struct ScatterArgs { // scatter_f32
   i32 rows, cols, f, ncontrib, relu, pad;
 };
 
-struct ResGatherArgs { // resample_gather_f32, resample_gather_i8
+struct ResGatherArgs { // resample_gather_f32, resample_gather_q
   Ctx ctx;
   u64 src, out;
   i64 src_stride;
@@ -345,59 +302,63 @@ struct ResScatterArgs { // resample_scatter_f32
   i32 dout, d1, f, combine, relu, pad;
 };
 
-struct AffineArgs { // affine_relu_f32, affine_relu_i8
+struct AffineArgs { // affine_relu_f32, affine_relu_q
   Ctx ctx;
   u64 x, scale, shift, bounds;
   i64 stride;
   i32 cells_total, f, ntensors, relu, has_affine, shift_bits;
 };
 
-struct SkipArgs { // input_skip_f32, input_skip_i8
+struct SkipArgs { // input_skip_f32, input_skip_q
   Ctx ctx;
   u64 x0, x, w, bias, bounds, cur, lin;
   i64 x0_stride, x_stride;
   i32 cells_total, fin, fout, ntensors;
 };
 
-struct HeadPoolArgs { // head_pool_f32, head_pool_i8
+struct HeadPoolArgs { // head_pool_f32, head_pool_q
   Ctx ctx;
   u64 x, groups, reqs, out;
   i64 x_stride;
   i32 f, ngroups, red, pad;
 };
 
-struct QuantArgs { // quantize_i8
+struct QuantArgs { // quantize_q
   Ctx ctx;
   u64 x, mean, std, scales, bounds, out;
   i64 len;
   i32 ntensors, pad;
 };
 
-#define LIN8_OUT8 0   // y = max(sat8(R(acc)), relu ? 0 : -127)
-#define LIN8_SUB8 1   // y = sat8(R(acc) - sub[row / sub_n, o])
-#define LIN8_REQ32 2  // y = R(acc) (int32)
-#define LIN8_LOGITS 3 // y = (float)acc * logit_scale
+// The epilogues of linear_q; R[o] is output o's requantization (`req` with
+// mantissa `req_m[o]` when the layer has one per output channel).
+#define LINQ_OUT 0    // y = max(sat(R[o](acc)), relu ? 0 : -MAX)
+#define LINQ_SUB 1    // y = sat(R[o](acc) - sub[row / sub_n, o])
+#define LINQ_REQ32 2  // y = R[o](acc) (int32)
+#define LINQ_LOGITS 3 // y = (float)acc * logit_scales[o]
 
-struct Linear8Args { // linear_i8
+struct LinearQArgs { // linear_q
   Ctx ctx;
   u64 x, w, bias, y, sub;
+  u64 req_m;        // params: fout i32 mantissas, or none (one for all: req.m)
+  u64 logit_scales; // params: fout f32 (LINQ_LOGITS)
   i64 rows_per_sample;
   i32 fin, fout;
   Req req;
-  i32 mode, relu, sub_n;
-  float logit_scale;
+  i32 mode, relu, sub_n, pad;
 };
 
-struct Attn8Args { // attention_i8, attention_set_i8
+struct AttnQArgs { // attention_q, attention_set_q
   Ctx ctx;
   u64 q, k, v, out, wo, bo;
+  u64 y_fc_m; // params: dv i32 mantissas of y_fc per output channel, or none
   i64 rows_per_sample;
   i32 n, dv, heads;
-  i32 heads_per_pass; // attention_set_i8
+  i32 heads_per_pass; // attention_set_q
   Req score, o_q, o_av, y_o, y_fc;
 };
 
-struct Scatter8Args { // scatter_i8
+struct ScatterQArgs { // scatter_q
   Ctx ctx;
   u64 out, contribs, mult, offs;
   i64 out_stride, out_off;
@@ -406,7 +367,7 @@ struct Scatter8Args { // scatter_i8
   i32 has_affine, affine_shift, relu, pad;
 };
 
-struct ResScatter8Args { // resample_scatter_i8
+struct ResScatterQArgs { // resample_scatter_q
   Ctx ctx;
   u64 y, skip, out, mult, offs;
   i64 out_stride;
@@ -415,7 +376,7 @@ struct ResScatter8Args { // resample_scatter_i8
   i32 has_affine, affine_shift, relu, pad;
 };
 
-struct DequantArgs { // dequant_i8
+struct DequantArgs { // dequant_q
   Ctx ctx;
   u64 x, scales, bounds, out;
   i64 x_stride, len;
@@ -423,7 +384,7 @@ struct DequantArgs { // dequant_i8
 };
 
 // ---------------------------------------------------------------------------
-// Index maps shared by the f32 and int8 kernels of one op.
+// Index maps shared by the f32 and quantized kernels of one op.
 
 // Output element e of gather_*: its sample, feature and source ranges (one
 // entry X[b * n + i, j * f + c] pools rows rr x cols cr of feature c).

@@ -86,20 +86,6 @@ impl From<dws_core::quant::Requant> for Req {
     }
 }
 
-impl TryFrom<dws_core::quant::LinearQ> for Req {
-    type Error = crate::Error;
-    /// One multiplier for every output; per-channel multipliers are not
-    /// lowered yet.
-    fn try_from(q: dws_core::quant::LinearQ) -> Result<Self, crate::Error> {
-        match q {
-            dws_core::quant::LinearQ::Tensor(r) => Ok(r.into()),
-            dws_core::quant::LinearQ::Channel { .. } => Err(crate::Error::Unsupported(
-                "per-channel weight scales on the GPU".into(),
-            )),
-        }
-    }
-}
-
 impl Req {
     /// The exact identity (`m = 2^30, shift = 30`).
     pub const IDENTITY: Req = Req {
@@ -110,7 +96,7 @@ impl Req {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
-pub struct Contrib8 {
+pub struct ContribQ {
     pub y: u64,
     pub n: i32,
     pub m: i32,
@@ -316,21 +302,23 @@ pub struct QuantArgs {
     pub pad: i32,
 }
 
-/// `linear_i8` epilogues (`LIN8_*`).
-pub const LIN8_OUT8: i32 = 0;
-pub const LIN8_SUB8: i32 = 1;
-pub const LIN8_REQ32: i32 = 2;
-pub const LIN8_LOGITS: i32 = 3;
+/// `linear_*` epilogues (`LINQ_*`).
+pub const LINQ_OUT: i32 = 0;
+pub const LINQ_SUB: i32 = 1;
+pub const LINQ_REQ32: i32 = 2;
+pub const LINQ_LOGITS: i32 = 3;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct Linear8Args {
+pub struct LinearQArgs {
     pub ctx: Ctx,
     pub x: u64,
     pub w: u64,
     pub bias: u64,
     pub y: u64,
     pub sub: u64,
+    pub req_m: u64,
+    pub logit_scales: u64,
     pub rows_per_sample: i64,
     pub fin: i32,
     pub fout: i32,
@@ -338,12 +326,12 @@ pub struct Linear8Args {
     pub mode: i32,
     pub relu: i32,
     pub sub_n: i32,
-    pub logit_scale: f32,
+    pub pad: i32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct Attn8Args {
+pub struct AttnQArgs {
     pub ctx: Ctx,
     pub q: u64,
     pub k: u64,
@@ -351,6 +339,7 @@ pub struct Attn8Args {
     pub out: u64,
     pub wo: u64,
     pub bo: u64,
+    pub y_fc_m: u64,
     pub rows_per_sample: i64,
     pub n: i32,
     pub dv: i32,
@@ -365,7 +354,7 @@ pub struct Attn8Args {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct Scatter8Args {
+pub struct ScatterQArgs {
     pub ctx: Ctx,
     pub out: u64,
     pub contribs: u64,
@@ -386,7 +375,7 @@ pub struct Scatter8Args {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct ResScatter8Args {
+pub struct ResScatterQArgs {
     pub ctx: Ctx,
     pub y: u64,
     pub skip: u64,
@@ -492,21 +481,21 @@ pub fn size_of_args(k: crate::kernels::Kernel) -> usize {
     use std::mem::size_of;
     match k {
         NormalizeF32 => size_of::<NormArgs>(),
-        GatherF32 | GatherI8 => size_of::<GatherArgs>(),
+        GatherF32 | GatherI8 | GatherI16 => size_of::<GatherArgs>(),
         BiasActF32 => size_of::<BiasActArgs>(),
-        SetPoolF32 | SetPoolI8 => size_of::<SetPoolArgs>(),
+        SetPoolF32 | SetPoolI8 | SetPoolI16 => size_of::<SetPoolArgs>(),
         AttentionF32 | AttentionSetF32 => size_of::<AttnArgs>(),
         ScatterF32 => size_of::<ScatterArgs>(),
-        ResampleGatherF32 | ResampleGatherI8 => size_of::<ResGatherArgs>(),
+        ResampleGatherF32 | ResampleGatherI8 | ResampleGatherI16 => size_of::<ResGatherArgs>(),
         ResampleScatterF32 => size_of::<ResScatterArgs>(),
-        AffineReluF32 | AffineReluI8 => size_of::<AffineArgs>(),
-        InputSkipF32 | InputSkipI8 => size_of::<SkipArgs>(),
-        HeadPoolF32 | HeadPoolI8 => size_of::<HeadPoolArgs>(),
-        QuantizeI8 => size_of::<QuantArgs>(),
-        LinearI8 => size_of::<Linear8Args>(),
-        AttentionI8 | AttentionSetI8 => size_of::<Attn8Args>(),
-        ScatterI8 => size_of::<Scatter8Args>(),
-        ResampleScatterI8 => size_of::<ResScatter8Args>(),
-        DequantI8 => size_of::<DequantArgs>(),
+        AffineReluF32 | AffineReluI8 | AffineReluI16 => size_of::<AffineArgs>(),
+        InputSkipF32 | InputSkipI8 | InputSkipI16 => size_of::<SkipArgs>(),
+        HeadPoolF32 | HeadPoolI8 | HeadPoolI16 => size_of::<HeadPoolArgs>(),
+        QuantizeI8 | QuantizeI16 => size_of::<QuantArgs>(),
+        LinearI8 | LinearI16 => size_of::<LinearQArgs>(),
+        AttentionI8 | AttentionSetI8 | AttentionI16 | AttentionSetI16 => size_of::<AttnQArgs>(),
+        ScatterI8 | ScatterI16 => size_of::<ScatterQArgs>(),
+        ResampleScatterI8 | ResampleScatterI16 => size_of::<ResScatterQArgs>(),
+        DequantI8 | DequantI16 => size_of::<DequantArgs>(),
     }
 }

@@ -5,6 +5,7 @@
 #include "common.cuh"
 #include "f32.cu"
 #include "int8.cu"
+#include "int16x8.cu"
 
 #include <string.h>
 #include <vector>
@@ -28,18 +29,31 @@ extern "C" void *dws_emu_dyn_smem(void) { return dyn_smem.data(); }
   X(input_skip_f32, SkipArgs)                                                  \
   X(head_pool_f32, HeadPoolArgs)                                               \
   X(quantize_i8, QuantArgs)                                                    \
+  X(quantize_i16, QuantArgs)                                                   \
   X(gather_i8, GatherArgs)                                                     \
-  X(linear_i8, Linear8Args)                                                    \
+  X(gather_i16, GatherArgs)                                                    \
+  X(linear_i8, LinearQArgs)                                                    \
+  X(linear_i16, LinearQArgs)                                                   \
   X(set_pool_i8, SetPoolArgs)                                                  \
-  X(attention_i8, Attn8Args)                                                   \
-  X(attention_set_i8, Attn8Args)                                               \
-  X(scatter_i8, Scatter8Args)                                                  \
+  X(set_pool_i16, SetPoolArgs)                                                 \
+  X(attention_i8, AttnQArgs)                                                   \
+  X(attention_i16, AttnQArgs)                                                  \
+  X(attention_set_i8, AttnQArgs)                                               \
+  X(attention_set_i16, AttnQArgs)                                              \
+  X(scatter_i8, ScatterQArgs)                                                  \
+  X(scatter_i16, ScatterQArgs)                                                 \
   X(resample_gather_i8, ResGatherArgs)                                         \
-  X(resample_scatter_i8, ResScatter8Args)                                      \
+  X(resample_gather_i16, ResGatherArgs)                                        \
+  X(resample_scatter_i8, ResScatterQArgs)                                      \
+  X(resample_scatter_i16, ResScatterQArgs)                                     \
   X(affine_relu_i8, AffineArgs)                                                \
+  X(affine_relu_i16, AffineArgs)                                               \
   X(input_skip_i8, SkipArgs)                                                   \
+  X(input_skip_i16, SkipArgs)                                                  \
   X(head_pool_i8, HeadPoolArgs)                                                \
-  X(dequant_i8, DequantArgs)
+  X(head_pool_i16, HeadPoolArgs)                                               \
+  X(dequant_i8, DequantArgs)                                                   \
+  X(dequant_i16, DequantArgs)
 
 // Size of the argument struct of kernel `name`, or -1 for an unknown kernel.
 extern "C" long long dws_emu_args_size(const char *name) {
@@ -80,4 +94,26 @@ extern "C" int dws_emu_launch(const char *name, unsigned gx, unsigned gy,
   DWS_EMU_KERNELS(DWS_RUN)
 #undef DWS_RUN
   return -1;
+}
+
+// Test hooks: the kernels' fixed-point helpers on the CPU, which the Rust
+// tests compare with `dws_core::quant` (`emulator::fixed`).
+extern "C" int dws_emu_req_apply(int m, int shift, int x) {
+  Req r = {m, shift};
+  return req_apply(r, x);
+}
+
+extern "C" int dws_emu_req_apply_wide(int m, int shift, long long x) {
+  Req r = {m, shift};
+  return req_apply_wide(r, x);
+}
+
+extern "C" int dws_emu_exp_arg(int mx, int z, int m, int shift) {
+  Req r = {m, shift};
+  return exp_arg(mx, z, r);
+}
+
+extern "C" int dws_emu_exp_arg_wide(long long mx, long long z, int m, int shift) {
+  Req r = {m, shift};
+  return exp_arg((i64)mx, (i64)z, r);
 }

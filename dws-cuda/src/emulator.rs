@@ -3,8 +3,8 @@
 //! block by block with one thread per block, with the GEMMs done by a plain
 //! loop. It executes exactly the launch list the GPU gets, so the tests check
 //! the lowering, the buffer layout, the argument structs and the kernel
-//! arithmetic (int8: bit for bit) on machines without a GPU. It is slow; it is
-//! a test and debugging aid, not a backend.
+//! arithmetic (int8 and 16x8: bit for bit) on machines without a GPU. It is
+//! slow; it is a test and debugging aid, not a backend.
 
 use crate::args::RawArgs;
 use crate::exec::{host_gemm, GemmCall, Runtime};
@@ -31,6 +31,66 @@ mod ffi {
             args_len: u64,
         ) -> i32;
         pub fn dws_emu_args_size(name: *const c_char) -> i64;
+        pub fn dws_emu_req_apply(m: i32, shift: i32, x: i32) -> i32;
+        pub fn dws_emu_req_apply_wide(m: i32, shift: i32, x: i64) -> i32;
+        pub fn dws_emu_exp_arg(mx: i32, z: i32, m: i32, shift: i32) -> i32;
+        pub fn dws_emu_exp_arg_wide(mx: i64, z: i64, m: i32, shift: i32) -> i32;
+    }
+}
+
+/// The kernels' fixed-point helpers (`quant.cuh`) run on the CPU, for tests
+/// against `dws_core::quant`. Each is `None` without the emulator.
+pub mod fixed {
+    use dws_core::quant::Requant;
+
+    /// `req_apply`: `Requant::apply`.
+    pub fn requant(r: Requant, x: i32) -> Option<i32> {
+        #[cfg(dws_emulator)]
+        // SAFETY: a pure function of its integer arguments.
+        return Some(unsafe { super::ffi::dws_emu_req_apply(r.m, r.shift as i32, x) });
+        #[cfg(not(dws_emulator))]
+        {
+            let _ = (r, x);
+            None
+        }
+    }
+
+    /// `req_apply_wide`: `Requant::apply_wide`.
+    pub fn requant_wide(r: Requant, x: i64) -> Option<i32> {
+        #[cfg(dws_emulator)]
+        // SAFETY: a pure function of its integer arguments.
+        return Some(unsafe { super::ffi::dws_emu_req_apply_wide(r.m, r.shift as i32, x) });
+        #[cfg(not(dws_emulator))]
+        {
+            let _ = (r, x);
+            None
+        }
+    }
+
+    /// `exp_arg` of int8 scores: `<i32 as Score>::exp_arg`.
+    pub fn exp_arg(max: i32, z: i32, r: Requant) -> Option<usize> {
+        #[cfg(dws_emulator)]
+        // SAFETY: a pure function of its integer arguments.
+        return Some(unsafe { super::ffi::dws_emu_exp_arg(max, z, r.m, r.shift as i32) } as usize);
+        #[cfg(not(dws_emulator))]
+        {
+            let _ = (max, z, r);
+            None
+        }
+    }
+
+    /// `exp_arg` of 16x8 scores: `<i64 as Score>::exp_arg`.
+    pub fn exp_arg_wide(max: i64, z: i64, r: Requant) -> Option<usize> {
+        #[cfg(dws_emulator)]
+        // SAFETY: a pure function of its integer arguments.
+        return Some(
+            unsafe { super::ffi::dws_emu_exp_arg_wide(max, z, r.m, r.shift as i32) } as usize,
+        );
+        #[cfg(not(dws_emulator))]
+        {
+            let _ = (max, z, r);
+            None
+        }
     }
 }
 

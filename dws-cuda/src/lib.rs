@@ -1,6 +1,6 @@
 //! `dws-cuda`: GPU batch scoring of DWSNets.
 //!
-//! Loads the same `.dws` blob as every other backend (f32 or int8), validates
+//! Loads the same `.dws` blob as every other backend (f32, int8 or 16x8), validates
 //! it with [`dws_core::Model::new_checked`], lowers its plan to a short list
 //! of kernel launches and cuBLAS GEMMs per DWS layer ([`lower`]), uploads the
 //! parameters once and runs whole batches:
@@ -19,8 +19,9 @@
 //! through [`emulator`], which is how this crate is tested without a GPU.
 //!
 //! f32 GEMMs use cuBLAS with TF32 off (`CUBLAS_DEFAULT_MATH`) unless
-//! [`Options::tf32`] is set. int8 plans use integer kernels only and are meant
-//! to match `dws_core` bit for bit (`docs/quantization.md`).
+//! [`Options::tf32`] is set. Quantized plans (int8 and 16x8) use integer
+//! kernels only and are meant to match `dws_core` bit for bit
+//! (`docs/quantization.md`).
 #![warn(missing_docs)]
 
 pub mod args;
@@ -116,10 +117,7 @@ impl CudaModel {
     /// kernels it needs and uploads the parameters.
     pub fn load_with(blob: &[u8], options: Options) -> Result<Self, Error> {
         let program = lower_blob(blob)?;
-        let module = match program.precision {
-            Precision::F32 => kernels::Module::F32,
-            Precision::Int8 | Precision::Int16x8 => kernels::Module::Int8,
-        };
+        let module = kernels::Module::of(program.precision);
         let gpu = gpu::Gpu::new(options.device, options.tf32, &program.params, &[module])?;
         let (free, _) = gpu.memory()?;
         let budget = (free as f64 * options.memory_fraction.clamp(0.01, 0.95)) as u64;
@@ -158,7 +156,7 @@ impl CudaModel {
         self.program.output_len
     }
 
-    /// f32 or int8.
+    /// f32, int8 or 16x8.
     pub fn precision(&self) -> Precision {
         self.program.precision
     }
@@ -195,7 +193,7 @@ pub fn run_batch(blob: &[u8], inputs: &[f32], batch: usize) -> Result<Vec<f32>, 
 pub struct BenchReport {
     /// The device.
     pub device: String,
-    /// f32 or int8.
+    /// f32, int8 or 16x8.
     pub precision: Precision,
     /// Whether TF32 was allowed.
     pub tf32: bool,

@@ -25,18 +25,20 @@
 //! strided batched GEMM. Then one scatter per destination tensor sums every
 //! block's contribution, with broadcasting, scale, the map's bias, DeepSets'
 //! `- Lambda`, set attention's `O + relu(.)`, and the following batch norm and
-//! ReLU fused in. int8 plans follow the same structure with integer kernels
-//! (`docs/quantization.md`).
+//! ReLU fused in. Quantized plans (int8 and 16x8) follow the same structure
+//! with integer kernels (`docs/quantization.md`): `linear_*` instead of the
+//! GEMMs, with each layer's requantization (one multiplier, or one mantissa
+//! per output channel read from the parameter image) in its epilogue.
 
 use crate::args::*;
-use crate::kernels::{Kernel, LINEAR_TILE, MAX_DYN_SMEM, THREADS};
+use crate::kernels::{Kernel, QuantKernels, LINEAR_TILE, MAX_DYN_SMEM, THREADS};
 use crate::Error;
 use dws_core::blob::Precision;
 use dws_core::kernels::block::Dims;
 use dws_core::plan::{
     Axis, Block, DwsLayer, Head, Linear, Map, Mlp, Op, Reduction, SetAxis, SetLayer, SetPooling,
 };
-use dws_core::quant::{LogitScale, MapQ, MlpQ, Quant, Requant};
+use dws_core::quant::{LinearQ, LogitScale, MapQ, MlpQ, Quant, Requant};
 use dws_core::validate::{block_dims, head_width};
 use dws_core::{Model, Shape};
 
@@ -52,7 +54,7 @@ pub enum Grid {
     Elems(u64),
     /// One block per item, this many items per sample.
     Blocks(u64),
-    /// `linear_i8` tiles: rows per sample, output columns.
+    /// `linear_*` tiles: rows per sample, output columns.
     Tiles {
         /// Rows per sample.
         rows: u64,
@@ -146,7 +148,7 @@ pub enum Step {
 /// A lowered plan.
 #[derive(Debug, Clone)]
 pub struct Program {
-    /// f32 or int8.
+    /// f32, int8 or 16x8.
     pub precision: Precision,
     /// The launches, in order.
     pub steps: Vec<Step>,
@@ -249,24 +251,41 @@ enum XIn {
 /// Ops fused into the scatter that ends a DWS layer.
 #[derive(Debug, Clone, Copy, Default)]
 struct Post {
-    /// f32: scale and shift refs; int8: multiplier and offset refs.
+    /// f32: scale and shift refs; quantized: multiplier (int32) and offset
+    /// (the mode's accumulator type) refs.
     affine: Option<(u64, u64)>,
-    /// int8: the affine shift.
+    /// Quantized: the affine shift.
     shift: i32,
     relu: bool,
 }
 
 impl Post {
-    /// Locations of tensor `t`'s `f` channels.
-    fn at(&self, t: usize, f: usize) -> (u64, u64) {
+    /// Locations of tensor `t`'s `f` channels, whose offsets (the second
+    /// array) are `off_bytes` long each (the first array's are 4).
+    fn at(&self, t: usize, f: usize, off_bytes: u64) -> (u64, u64) {
         match self.affine {
             Some((a, b)) => {
-                let off = (4 * t * f) as u64;
-                (a + off, b + off)
+                let i = (t * f) as u64;
+                (a + 4 * i, b + off_bytes * i)
             }
             None => (NONE, NONE),
         }
     }
+}
+
+/// What `linear_*` does with each accumulator (`LINQ_*` in common.cuh).
+#[derive(Debug, Clone, Copy)]
+enum Epilogue<'q> {
+    /// Requantized to activations (with a ReLU when `relu`).
+    Out { q: &'q LinearQ, relu: bool },
+    /// `sat(R(acc) - sub[row / n])`: DeepSets' Gamma minus the int32 Lambda of
+    /// each group of `n` rows.
+    Sub { q: &'q LinearQ, sub: u64, n: usize },
+    /// Requantized, kept in int32 (Lambda).
+    Req32(&'q LinearQ),
+    /// f32 logits, `acc * scale[o]` (a per-tensor scale is repeated for
+    /// every class in the parameter image).
+    Logits(&'q LogitScale),
 }
 
 struct Done {
@@ -279,7 +298,8 @@ struct Lowering<'a, 'b> {
     options: LowerOptions,
     ops: &'a [Op],
     shape: Shape,
-    int8: bool,
+    /// The kernels of a quantized plan (`None`: f32).
+    q: Option<&'static QuantKernels>,
     params: Vec<u8>,
     steps: Vec<Step>,
     regions: Regions,
@@ -344,11 +364,8 @@ impl<'a, 'b> Lowering<'a, 'b> {
         options: LowerOptions,
     ) -> Result<Self, Error> {
         let shape = model.shape();
-        if model.precision() == Precision::Int16x8 {
-            return Err(Error::Unsupported("16x8 models on the GPU".into()));
-        }
-        let int8 = model.precision() == Precision::Int8;
-        let elem = if int8 { 1 } else { 4 };
+        let q = QuantKernels::of(model.precision());
+        let elem = q.map_or(4, |q| q.act_bytes);
         let cells = shape.total_cells() as u64;
         let (mut act, mut down, mut up) = (0u64, 0u64, 0u64);
         for op in ops {
@@ -379,7 +396,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
             options,
             ops,
             shape,
-            int8,
+            q,
             params,
             steps: Vec::new(),
             regions: Regions {
@@ -410,9 +427,19 @@ impl<'a, 'b> Lowering<'a, 'b> {
         self.wk_base + self.wk.alloc(bytes)
     }
 
+    /// Bytes of one activation.
+    fn elem(&self) -> u64 {
+        self.q.map_or(4, |q| q.act_bytes)
+    }
+
+    /// Bytes of one batch-norm offset (f32: shift; quantized: the accumulator type).
+    fn off_bytes(&self) -> u64 {
+        self.q.map_or(4, |q| q.acc_bytes)
+    }
+
     /// A parameter reference of the blob as a location.
     fn param(&self, r: dws_core::plan::ParamRef) -> u64 {
-        let bytes = if self.int8 {
+        let bytes = if self.q.is_some() {
             r.offset as u64
         } else {
             4 * r.offset as u64
@@ -468,10 +495,9 @@ impl<'a, 'b> Lowering<'a, 'b> {
     // ---- the walk ---------------------------------------------------------
 
     fn run(mut self) -> Result<Done, Error> {
-        if self.int8 {
-            self.walk8()?;
-        } else {
-            self.walk32()?;
+        match self.q {
+            Some(q) => self.walk_q(q)?,
+            None => self.walk32()?,
         }
         let output_len = self.model.output_len();
         let program = Program {
@@ -630,11 +656,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
             has_affine: affine.is_some() as i32,
             shift_bits: shift,
         };
-        let k = if self.int8 {
-            Kernel::AffineReluI8
-        } else {
-            Kernel::AffineReluF32
-        };
+        let k = self.q.map_or(Kernel::AffineReluF32, |q| q.affine_relu);
         self.launch(k, Grid::Elems((cells * f) as u64), 0, &args);
         Ok(())
     }
@@ -661,8 +683,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
         fin: usize,
         req: Req,
     ) -> Result<u64, Error> {
-        let elem = if self.int8 { 1 } else { 4 };
-        let x = self.w_alloc((d.n * d.k) as u64 * elem);
+        let x = self.w_alloc((d.n * d.k) as u64 * self.elem());
         let args = GatherArgs {
             ctx: Ctx::default(),
             src: src.0,
@@ -681,11 +702,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
             red: enc_red(red),
             req,
         };
-        let k = if self.int8 {
-            Kernel::GatherI8
-        } else {
-            Kernel::GatherF32
-        };
+        let k = self.q.map_or(Kernel::GatherF32, |q| q.gather);
         self.launch(k, Grid::Elems((d.n * d.k) as u64), 0, &args);
         Ok(x)
     }
@@ -718,7 +735,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                 dst.loc,
                 dst.stride as i64,
                 self.shape.offset(t, fout) as i64,
-                post.at(t, fout),
+                post.at(t, fout, self.off_bytes()),
                 post.relu,
             )
         }
@@ -840,7 +857,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                 stride: (ds * d1 * fout) as u64,
             };
             let mo = self.resample_in32(&r.up, up, ds, d1, fout)?;
-            let (sc, sh) = post.at(0, fout);
+            let (sc, sh) = post.at(0, fout, 4);
             let args = ResScatterArgs {
                 ctx: Ctx::default(),
                 mo,
@@ -1147,16 +1164,16 @@ impl<'a, 'b> Lowering<'a, 'b> {
         Ok(())
     }
 
-    // ---- int8 ---------------------------------------------------------------
+    // ---- quantized (int8, 16x8) ----------------------------------------------
 
     fn quant_at(&self, i: usize) -> Result<&'a Quant, Error> {
         match self.ops.get(i) {
             Some(Op::Quant(q)) => Ok(q),
-            _ => Err(bad("int8 plan lacks a quantization record")),
+            _ => Err(bad("quantized plan lacks a quantization record")),
         }
     }
 
-    fn walk8(&mut self) -> Result<(), Error> {
+    fn walk_q(&mut self, qk: &'static QuantKernels) -> Result<(), Error> {
         let ops = self.ops;
         let input_len = self.model.input_len() as u64;
         let mut i = 0;
@@ -1166,7 +1183,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
             i = 1;
         }
         let Some(Op::Quant(Quant::Input { scales })) = ops.get(i) else {
-            return Err(bad("int8 plan must start with the input scales"));
+            return Err(bad("quantized plan must start with the input scales"));
         };
         let f_in = self.model.spec().input_features as usize;
         let scales = self.push(scales.as_slice());
@@ -1183,7 +1200,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
             ntensors: self.shape.tensors() as i32,
             pad: 0,
         };
-        self.launch(Kernel::QuantizeI8, Grid::Elems(input_len), 0, &args);
+        self.launch(qk.quantize, Grid::Elems(input_len), 0, &args);
         let x0 = Act {
             loc: self.regions.x0,
             stride: input_len,
@@ -1225,7 +1242,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     }
                     let before = self.steps.len();
                     let rq = resample.as_ref();
-                    cur = self.layer8(l, out, rq, &blocks, cur, post)?;
+                    cur = self.layer_q(qk, l, out, rq, &blocks, cur, post)?;
                     self.layer_steps.push(self.steps.len() - before);
                     feats = l.fout as usize;
                 }
@@ -1266,7 +1283,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                         ntensors: self.shape.tensors() as i32,
                     };
                     let per = (cells * l.fout as usize) as u64;
-                    self.launch(Kernel::InputSkipI8, Grid::Elems(per), 0, &args);
+                    self.launch(qk.input_skip, Grid::Elems(per), 0, &args);
                 }
                 Op::Head(h) => {
                     let Quant::Head {
@@ -1277,12 +1294,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     else {
                         return Err(bad("head without its quantization"));
                     };
-                    let LogitScale::Tensor(logit_scale) = *logit_scale else {
-                        return Err(Error::Unsupported(
-                            "per-channel weight scales on the GPU".into(),
-                        ));
-                    };
-                    return self.head8(h, pooled, mlp, logit_scale, cur, feats);
+                    return self.head_q(qk, h, pooled, mlp, logit_scale, cur, feats);
                 }
                 Op::Quant(Quant::Output { scales }) => {
                     let scales = self.push(scales.as_slice());
@@ -1299,7 +1311,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                         ntensors: self.shape.tensors() as i32,
                         pad: 0,
                     };
-                    self.launch(Kernel::DequantI8, Grid::Elems(len), 0, &args);
+                    self.launch(qk.dequant, Grid::Elems(len), 0, &args);
                     return Ok(());
                 }
                 Op::Normalize { .. } => return Err(bad("normalization must come first")),
@@ -1308,75 +1320,140 @@ impl<'a, 'b> Lowering<'a, 'b> {
             }
             i += 1;
         }
-        Err(bad("int8 plan does not end with its output"))
+        Err(bad("quantized plan does not end with its output"))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn linear8(
+    /// A linear layer's requantization as the kernels read it: the common
+    /// multiplier (its `m` unused where there is one mantissa per output) and
+    /// the location of the per-output mantissas (or none).
+    fn lin_req(&self, q: &LinearQ) -> (Req, u64) {
+        match *q {
+            LinearQ::Tensor(r) => (r.into(), NONE),
+            LinearQ::Channel { m, shift } => (
+                Req {
+                    m: 0,
+                    shift: shift as i32,
+                },
+                self.param(m),
+            ),
+        }
+    }
+
+    /// One `linear_*` launch over `rows` rows per sample of `x` into `y`.
+    fn linear_q(
         &mut self,
+        qk: &QuantKernels,
         l: &Linear,
         x: u64,
         rows: u64,
         y: u64,
-        req: Req,
-        mode: i32,
-        relu: bool,
-        sub: (u64, usize),
-        logit_scale: f32,
+        epilogue: Epilogue<'_>,
     ) -> Result<(), Error> {
-        let args = Linear8Args {
+        let mut args = LinearQArgs {
             ctx: Ctx::default(),
             x,
             w: self.param(l.weight),
             bias: self.opt_param(l.bias),
             y,
-            sub: sub.0,
+            sub: NONE,
+            req_m: NONE,
+            logit_scales: NONE,
             rows_per_sample: rows as i64,
             fin: l.fin as i32,
             fout: l.fout as i32,
-            req,
-            mode,
-            relu: relu as i32,
-            sub_n: i32of(sub.1.max(1))?,
-            logit_scale,
+            req: Req::default(),
+            mode: LINQ_OUT,
+            relu: 0,
+            sub_n: 1,
+            pad: 0,
         };
+        let q = match epilogue {
+            Epilogue::Out { q, relu } => {
+                args.relu = relu as i32;
+                Some(q)
+            }
+            Epilogue::Sub { q, sub, n } => {
+                args.mode = LINQ_SUB;
+                args.sub = sub;
+                args.sub_n = i32of(n.max(1))?;
+                Some(q)
+            }
+            Epilogue::Req32(q) => {
+                args.mode = LINQ_REQ32;
+                Some(q)
+            }
+            Epilogue::Logits(s) => {
+                args.mode = LINQ_LOGITS;
+                args.logit_scales = match *s {
+                    LogitScale::Tensor(v) => self.push(&vec![v; l.fout as usize]),
+                    LogitScale::Channel(r) => self.param(r),
+                };
+                None
+            }
+        };
+        if let Some(q) = q {
+            (args.req, args.req_m) = self.lin_req(q);
+        }
         let grid = Grid::Tiles {
             rows,
             cols: l.fout as u64,
         };
-        self.launch(Kernel::LinearI8, grid, 0, &args);
+        self.launch(qk.linear, grid, 0, &args);
         Ok(())
     }
 
     /// Hidden layers of an MLP (ReLU); returns the last layer's input.
-    fn hidden8(&mut self, m: &Mlp, q: &MlpQ, x: u64, rows: u64) -> Result<u64, Error> {
+    fn hidden_q(
+        &mut self,
+        qk: &QuantKernels,
+        m: &Mlp,
+        q: &MlpQ,
+        x: u64,
+        rows: u64,
+    ) -> Result<u64, Error> {
         let n = m.layers.len();
         if q.layers.len() != n {
             return Err(bad("MLP quantization does not match the MLP"));
         }
         let mut h = x;
-        for (k, l) in m.layers.iter().enumerate().take(n.saturating_sub(1)) {
-            let out = self.w_alloc(rows * l.fout as u64);
-            let r = Req::try_from(q.layers[k])?;
-            self.linear8(l, h, rows, out, r, LIN8_OUT8, true, (NONE, 1), 0.0)?;
+        for (l, q) in m.layers.iter().zip(&q.layers).take(n.saturating_sub(1)) {
+            let out = self.w_alloc(rows * l.fout as u64 * qk.act_bytes);
+            self.linear_q(qk, l, h, rows, out, Epilogue::Out { q, relu: true })?;
             h = out;
         }
         Ok(h)
     }
 
+    /// The last layer of an MLP (after [`Lowering::hidden_q`]).
+    fn last_q<'m>(m: &'m Mlp, q: &'m MlpQ) -> Result<(&'m Linear, &'m LinearQ), Error> {
+        match (m.layers.last(), q.layers.last()) {
+            (Some(l), Some(q)) => Ok((l, q)),
+            _ => Err(bad("empty MLP")),
+        }
+    }
+
     /// A whole MLP into the Y store.
-    fn mlp8(&mut self, m: &Mlp, q: &MlpQ, x: u64, rows: u64) -> Result<u64, Error> {
-        let h = self.hidden8(m, q, x, rows)?;
-        let last = m.layers.last().ok_or(bad("empty MLP"))?;
-        let y = self.y_alloc(rows * last.fout as u64);
-        let r = Req::try_from(q.layers[m.layers.len() - 1])?;
-        self.linear8(last, h, rows, y, r, LIN8_OUT8, false, (NONE, 1), 0.0)?;
+    fn mlp_q(
+        &mut self,
+        qk: &QuantKernels,
+        m: &Mlp,
+        q: &MlpQ,
+        x: u64,
+        rows: u64,
+    ) -> Result<u64, Error> {
+        let h = self.hidden_q(qk, m, q, x, rows)?;
+        let (last, lq) = Self::last_q(m, q)?;
+        let y = self.y_alloc(rows * last.fout as u64 * qk.act_bytes);
+        let out = Epilogue::Out { q: lq, relu: false };
+        self.linear_q(qk, last, h, rows, y, out)?;
         Ok(y)
     }
 
-    /// A set layer over `groups` groups of `n` int8 rows of width `k`.
-    fn set8(
+    /// A set layer over `groups` groups of `n` rows of width `k`.
+    #[allow(clippy::too_many_arguments)]
+    fn set_q(
         &mut self,
+        qk: &QuantKernels,
         s: &SetLayer,
         q: &MapQ,
         x: u64,
@@ -1385,6 +1462,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
         k: usize,
     ) -> Result<u64, Error> {
         let rows = (groups * n) as u64;
+        let (act, acc) = (qk.act_bytes as usize, qk.acc_bytes as usize);
         match (s, q) {
             (
                 SetLayer::DeepSets {
@@ -1399,13 +1477,13 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     lambda: lq,
                 },
             ) => {
-                let p = self.w_alloc((groups * k) as u64);
+                let p = self.w_alloc((groups * k * act) as u64);
                 let (mode, query, smem) = match pooling {
                     SetPooling::Reduce(r) => (enc_red(*r), NONE, 0),
                     SetPooling::Attention { query } => (
                         POOL_ATTENTION,
                         self.param(*query),
-                        smem_check(8 * n, "attention pooling")?,
+                        smem_check((acc + 4) * n, "attention pooling")?,
                     ),
                 };
                 let args = SetPoolArgs {
@@ -1421,18 +1499,21 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     pooled: Req::from(*pooled),
                     score: Req::from(*score),
                 };
-                self.launch(Kernel::SetPoolI8, Grid::Blocks(groups as u64), smem, &args);
-                let lh = self.hidden8(lambda, lq, p, groups as u64)?;
-                let ll = lambda.layers.last().ok_or(bad("empty MLP"))?;
-                let lam = self.w_alloc(groups as u64 * ll.fout as u64 * 4);
-                let rl = Req::try_from(lq.layers[lambda.layers.len() - 1])?;
+                self.launch(qk.set_pool, Grid::Blocks(groups as u64), smem, &args);
                 let g = groups as u64;
-                self.linear8(ll, lh, g, lam, rl, LIN8_REQ32, false, (NONE, 1), 0.0)?;
-                let gh = self.hidden8(gamma, gq, x, rows)?;
-                let gl = gamma.layers.last().ok_or(bad("empty MLP"))?;
-                let y = self.y_alloc(rows * gl.fout as u64);
-                let rg = Req::try_from(gq.layers[gamma.layers.len() - 1])?;
-                self.linear8(gl, gh, rows, y, rg, LIN8_SUB8, false, (lam, n), 0.0)?;
+                let lh = self.hidden_q(qk, lambda, lq, p, g)?;
+                let (ll, llq) = Self::last_q(lambda, lq)?;
+                let lam = self.w_alloc(g * ll.fout as u64 * 4);
+                self.linear_q(qk, ll, lh, g, lam, Epilogue::Req32(llq))?;
+                let gh = self.hidden_q(qk, gamma, gq, x, rows)?;
+                let (gl, glq) = Self::last_q(gamma, gq)?;
+                let y = self.y_alloc(rows * gl.fout as u64 * qk.act_bytes);
+                let sub = Epilogue::Sub {
+                    q: glq,
+                    sub: lam,
+                    n,
+                };
+                self.linear_q(qk, gl, gh, rows, y, sub)?;
                 Ok(y)
             }
             (
@@ -1456,13 +1537,14 @@ impl<'a, 'b> Lowering<'a, 'b> {
             ) => {
                 let dv = fc_o.fout as usize;
                 let mut qkv = [NONE; 3];
-                for (slot, (l, r)) in qkv.iter_mut().zip([(fc_q, rq), (fc_k, rk), (fc_v, rv)]) {
-                    *slot = self.w_alloc(rows * dv as u64);
-                    let r = Req::try_from(*r)?;
-                    self.linear8(l, x, rows, *slot, r, LIN8_OUT8, false, (NONE, 1), 0.0)?;
+                for (slot, (l, q)) in qkv.iter_mut().zip([(fc_q, rq), (fc_k, rk), (fc_v, rv)]) {
+                    *slot = self.w_alloc(rows * (dv * act) as u64);
+                    let out = Epilogue::Out { q, relu: false };
+                    self.linear_q(qk, l, x, rows, *slot, out)?;
                 }
-                let y = self.y_alloc(rows * dv as u64);
-                let mut args = Attn8Args {
+                let y = self.y_alloc(rows * (dv * act) as u64);
+                let (y_fc, y_fc_m) = self.lin_req(y_fc);
+                let mut args = AttnQArgs {
                     ctx: Ctx::default(),
                     q: qkv[0],
                     k: qkv[1],
@@ -1470,6 +1552,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     out: y,
                     wo: self.param(fc_o.weight),
                     bo: self.opt_param(fc_o.bias),
+                    y_fc_m,
                     rows_per_sample: rows as i64,
                     n: i32of(n)?,
                     dv: dv as i32,
@@ -1479,19 +1562,19 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     o_q: Req::from(*o_q),
                     o_av: Req::from(*o_av),
                     y_o: Req::from(*y_o),
-                    y_fc: Req::try_from(*y_fc)?,
+                    y_fc,
                 };
-                let set_smem = |hp: usize| 4 * (4 * n * dv + 2 * hp * n * n);
+                let set_smem = |hp: usize| 4 * 4 * n * dv + (acc + 4) * hp * n * n;
                 match self.heads_per_pass(*heads as usize, set_smem) {
                     Some(hp) => {
                         args.heads_per_pass = hp as i32;
                         let smem = set_smem(hp) as u32;
                         let grid = Grid::Blocks(groups as u64);
-                        self.launch(Kernel::AttentionSetI8, grid, smem, &args);
+                        self.launch(qk.attention_set, grid, smem, &args);
                     }
                     None => {
-                        let smem = smem_check(4 * (2 * n + dv), "set attention")?;
-                        self.launch(Kernel::AttentionI8, Grid::Blocks(rows), smem, &args);
+                        let smem = smem_check((acc + 4) * n + 4 * dv, "set attention")?;
+                        self.launch(qk.attention, Grid::Blocks(rows), smem, &args);
                     }
                 }
                 Ok(y)
@@ -1500,10 +1583,11 @@ impl<'a, 'b> Lowering<'a, 'b> {
         }
     }
 
-    /// The per-feature set layer of a resampling (int8), into the Y store.
+    /// The per-feature set layer of a resampling, into the Y store.
     #[allow(clippy::too_many_arguments)]
-    fn resample_in8(
+    fn resample_in_q(
         &mut self,
+        qk: &QuantKernels,
         s: &SetLayer,
         q: &MapQ,
         src: Act,
@@ -1511,7 +1595,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
         d1: usize,
         f: usize,
     ) -> Result<u64, Error> {
-        let x = self.w_alloc((f * d1 * din) as u64);
+        let x = self.w_alloc((f * d1 * din) as u64 * qk.act_bytes);
         let args = ResGatherArgs {
             ctx: Ctx::default(),
             src: src.loc,
@@ -1523,12 +1607,14 @@ impl<'a, 'b> Lowering<'a, 'b> {
             pad: 0,
         };
         let per = (f * d1 * din) as u64;
-        self.launch(Kernel::ResampleGatherI8, Grid::Elems(per), 0, &args);
-        self.set8(s, q, x, f, d1, din)
+        self.launch(qk.resample_gather, Grid::Elems(per), 0, &args);
+        self.set_q(qk, s, q, x, f, d1, din)
     }
 
-    fn layer8(
+    #[allow(clippy::too_many_arguments)]
+    fn layer_q(
         &mut self,
+        qk: &QuantKernels,
         l: &DwsLayer,
         out_reqs: &[Requant],
         rq: Option<&dws_core::quant::ResampleQ>,
@@ -1554,7 +1640,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                 // The skip MLP on the original W_0 (no requantization).
                 self.wk = Bump { top: 0, ..self.wk };
                 let cells0 = d0 * d1;
-                let xs = self.w_alloc((cells0 * fin) as u64);
+                let xs = self.w_alloc((cells0 * fin) as u64 * qk.act_bytes);
                 let args = GatherArgs {
                     ctx: Ctx::default(),
                     src: src.loc,
@@ -1573,16 +1659,12 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     red: enc_red(Reduction::Sum),
                     req: Req::IDENTITY,
                 };
-                self.launch(
-                    Kernel::GatherI8,
-                    Grid::Elems((cells0 * fin) as u64),
-                    0,
-                    &args,
-                );
-                skip = self.mlp8(&r.skip, &q.skip, xs, cells0 as u64)?;
+                let per = (cells0 * fin) as u64;
+                self.launch(qk.gather, Grid::Elems(per), 0, &args);
+                skip = self.mlp_q(qk, &r.skip, &q.skip, xs, cells0 as u64)?;
                 self.wk = Bump { top: 0, ..self.wk };
-                let y = self.resample_in8(&r.down, &q.down, src, d0, d1, fin)?;
-                let args = ResScatter8Args {
+                let y = self.resample_in_q(qk, &r.down, &q.down, src, d0, d1, fin)?;
+                let args = ResScatterQArgs {
                     ctx: Ctx::default(),
                     y,
                     skip: NONE,
@@ -1602,23 +1684,23 @@ impl<'a, 'b> Lowering<'a, 'b> {
                     pad: 0,
                 };
                 let per = (ds * d1 * fin) as u64;
-                self.launch(Kernel::ResampleScatterI8, Grid::Elems(per), 0, &args);
+                self.launch(qk.resample_scatter, Grid::Elems(per), 0, &args);
                 (shape.with_w0_rows(ds), Some((ds * d1 * fin) as u64))
             }
             None => (shape, None),
         };
-        let mut contribs: Vec<Vec<Contrib8>> = vec![Vec::new(); shape.tensors()];
+        let mut contribs: Vec<Vec<ContribQ>> = vec![Vec::new(); shape.tensors()];
         for (b, bq) in blocks {
             let d = block_dims(b, &inner, fin, fout)?;
             self.wk = Bump { top: 0, ..self.wk };
             let source = self.source(b, src, fin, down_stride);
             let x = self.gather(b, &d, l.reduction, source, fin, Req::from(bq.x))?;
             let y = match (&b.map, &bq.map) {
-                (Map::Mlp(m), MapQ::Mlp(mq)) => self.mlp8(m, mq, x, d.n as u64)?,
-                (Map::Set(s), q) => self.set8(s, q, x, 1, d.n, d.k)?,
+                (Map::Mlp(m), MapQ::Mlp(mq)) => self.mlp_q(qk, m, mq, x, d.n as u64)?,
+                (Map::Set(s), q) => self.set_q(qk, s, q, x, 1, d.n, d.k)?,
                 _ => return Err(bad("map quantization does not match the map")),
             };
-            contribs[b.dst as usize].push(Contrib8 {
+            contribs[b.dst as usize].push(ContribQ {
                 y,
                 n: i32of(d.n)?,
                 m: i32of(d.kout / fout)?,
@@ -1635,7 +1717,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
             let (rows, cols) = inner.grid(t);
             let (out, stride, off, (mult, offs), relu) =
                 self.scatter_target(t, (rows, cols), fout, down_stride.is_some(), dst, &post);
-            let args = Scatter8Args {
+            let args = ScatterQArgs {
                 ctx: Ctx::default(),
                 out,
                 contribs: table,
@@ -1654,7 +1736,7 @@ impl<'a, 'b> Lowering<'a, 'b> {
                 pad: 0,
             };
             let per = (rows * cols * fout) as u64;
-            self.launch(Kernel::ScatterI8, Grid::Elems(per), 0, &args);
+            self.launch(qk.scatter, Grid::Elems(per), 0, &args);
         }
         if let Some((r, q)) = resample {
             let ds = r.rows as usize;
@@ -1663,9 +1745,9 @@ impl<'a, 'b> Lowering<'a, 'b> {
                 loc: self.regions.up,
                 stride: (ds * d1 * fout) as u64,
             };
-            let y = self.resample_in8(&r.up, &q.up, up, ds, d1, fout)?;
-            let (mult, offs) = post.at(0, fout);
-            let args = ResScatter8Args {
+            let y = self.resample_in_q(qk, &r.up, &q.up, up, ds, d1, fout)?;
+            let (mult, offs) = post.at(0, fout, qk.acc_bytes);
+            let args = ResScatterQArgs {
                 ctx: Ctx::default(),
                 y,
                 skip,
@@ -1685,24 +1767,26 @@ impl<'a, 'b> Lowering<'a, 'b> {
                 pad: 0,
             };
             let per = (d0 * d1 * fout) as u64;
-            self.launch(Kernel::ResampleScatterI8, Grid::Elems(per), 0, &args);
+            self.launch(qk.resample_scatter, Grid::Elems(per), 0, &args);
         }
         Ok(dst)
     }
 
-    fn head8(
+    #[allow(clippy::too_many_arguments)]
+    fn head_q(
         &mut self,
+        qk: &QuantKernels,
         h: &Head,
         pooled: &[Requant],
         mlp: &MlpQ,
-        logit_scale: f32,
+        logit_scale: &LogitScale,
         cur: Act,
         f: usize,
     ) -> Result<(), Error> {
         let groups = self.head_groups(f);
         let width = groups.len() * f;
         self.wk = Bump { top: 0, ..self.wk };
-        let v = self.w_alloc(width as u64);
+        let v = self.w_alloc(width as u64 * qk.act_bytes);
         let table = self.push(&groups);
         let reqs: Vec<Req> = pooled.iter().map(|r| Req::from(*r)).collect();
         let reqs = self.push(&reqs);
@@ -1718,34 +1802,28 @@ impl<'a, 'b> Lowering<'a, 'b> {
             red: enc_red(h.reduction),
             pad: 0,
         };
-        self.launch(Kernel::HeadPoolI8, Grid::Elems(width as u64), 0, &args);
-        let hidden = self.hidden8(&h.mlp, mlp, v, 1)?;
+        self.launch(qk.head_pool, Grid::Elems(width as u64), 0, &args);
+        let hidden = self.hidden_q(qk, &h.mlp, mlp, v, 1)?;
         let last = h.mlp.layers.last().ok_or(bad("empty MLP"))?;
         let out = self.regions.output;
-        let none = Req::default();
-        self.linear8(
-            last,
-            hidden,
-            1,
-            out,
-            none,
-            LIN8_LOGITS,
-            false,
-            (NONE, 1),
-            logit_scale,
-        )
+        self.linear_q(qk, last, hidden, 1, out, Epilogue::Logits(logit_scale))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::Module;
     use dws_reference::shared;
 
     fn programs() -> Vec<(String, Program)> {
         let mut out = Vec::new();
         for f in shared() {
-            for (tag, blob) in [("f32", f.blob.bytes()), ("int8", f.int8.blob.bytes())] {
+            for (tag, blob) in [
+                ("f32", f.blob.bytes()),
+                ("int8", f.int8.blob.bytes()),
+                ("16x8", f.x16.blob.bytes()),
+            ] {
                 let p = crate::lower_blob(blob).unwrap();
                 out.push((format!("{} ({tag})", f.name), p));
             }
@@ -1789,21 +1867,20 @@ mod tests {
     }
 
     /// A DWS layer is its blocks' gathers and maps, then one scatter per
-    /// destination tensor; f32 plans have GEMMs and no int8 kernels, int8
-    /// plans the reverse.
+    /// destination tensor; f32 plans have GEMMs and only f32 kernels,
+    /// quantized plans no GEMMs and only their mode's kernels.
     #[test]
     fn layers_end_with_one_scatter_per_tensor() {
         for f in shared() {
             let tensors = 2 * (f.config.weight_shapes.len());
-            for (blob, int8) in [(f.blob.bytes(), false), (f.int8.blob.bytes(), true)] {
+            for blob in [f.blob.bytes(), f.int8.blob.bytes(), f.x16.blob.bytes()] {
                 let p = crate::lower_blob(blob).unwrap();
                 let model = dws_core::Model::new_checked(blob).unwrap();
+                let module = Module::of(model.precision());
+                assert_eq!(p.precision, model.precision(), "{}", f.name);
                 assert_eq!(p.layer_steps.len(), model.layout().dws_layers, "{}", f.name);
-                let scatter = if int8 {
-                    Kernel::ScatterI8
-                } else {
-                    Kernel::ScatterF32
-                };
+                let scatter =
+                    QuantKernels::of(p.precision).map_or(Kernel::ScatterF32, |q| q.scatter);
                 let scatters = p
                     .steps
                     .iter()
@@ -1812,18 +1889,66 @@ mod tests {
                 assert_eq!(scatters, tensors * p.layer_steps.len(), "{}", f.name);
                 for s in &p.steps {
                     match s {
-                        Step::Gemm(_) => assert!(!int8, "{}: GEMM in an int8 plan", f.name),
-                        Step::Launch(l) => assert_eq!(
-                            l.kernel.module() == crate::kernels::Module::Int8,
-                            int8,
-                            "{}: {}",
-                            f.name,
-                            l.kernel.name()
-                        ),
+                        Step::Gemm(_) => {
+                            assert_eq!(module, Module::F32, "{}: GEMM in a quantized plan", f.name)
+                        }
+                        Step::Launch(l) => {
+                            assert_eq!(l.kernel.module(), module, "{}: {}", f.name, l.kernel.name())
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// Per-channel requantizations and logit scales reach the kernels as
+    /// locations of the right length in the parameter image, holding the
+    /// blob's values.
+    #[test]
+    fn channel_requantizations_point_at_their_mantissas() {
+        let mut channels = 0;
+        for f in shared() {
+            for blob in [f.int8.blob.bytes(), f.x16.blob.bytes()] {
+                let p = crate::lower_blob(blob).unwrap();
+                let words = |loc: u64, n: usize| -> Vec<[u8; 4]> {
+                    let at = (loc & !PARAM_BIT) as usize;
+                    p.params[at..at + 4 * n]
+                        .chunks_exact(4)
+                        .map(|c| c.try_into().unwrap())
+                        .collect()
+                };
+                let i32s = |loc, n| -> Vec<i32> {
+                    words(loc, n).into_iter().map(i32::from_le_bytes).collect()
+                };
+                for s in &p.steps {
+                    let Step::Launch(l) = s else { continue };
+                    let b = l.args.bytes();
+                    if matches!(l.kernel, Kernel::LinearI8 | Kernel::LinearI16) {
+                        let a: LinearQArgs = bytemuck::pod_read_unaligned(b);
+                        let n = a.fout as usize;
+                        if a.req_m != NONE {
+                            channels += 1;
+                            let ms = i32s(a.req_m, n);
+                            assert!(ms.iter().all(|m| *m >= 0), "{}", f.name);
+                            assert!(ms.iter().any(|m| *m >= 1 << 30), "{}", f.name);
+                            assert!((1..=62).contains(&a.req.shift), "{}", f.name);
+                        }
+                        if a.mode == LINQ_LOGITS {
+                            let v = words(a.logit_scales, n).into_iter().map(f32::from_le_bytes);
+                            let v: Vec<f32> = v.collect();
+                            assert!(v.iter().all(|v| v.is_finite() && *v > 0.0), "{}", f.name);
+                        }
+                    }
+                    if matches!(l.kernel, Kernel::AttentionSetI8 | Kernel::AttentionSetI16) {
+                        let a: AttnQArgs = bytemuck::pod_read_unaligned(b);
+                        if a.y_fc_m != NONE {
+                            assert!(i32s(a.y_fc_m, a.dv as usize).iter().all(|m| *m >= 0));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(channels > 0, "no fixture has per-channel requantization");
     }
 
     /// Every GEMM reads and writes inside the arena (per sample) and reads its
@@ -1925,7 +2050,15 @@ mod tests {
             shift: 16,
             relu: true,
         };
-        assert_eq!(p.at(2, 8), (PARAM_BIT | (64 + 64), PARAM_BIT | (1024 + 64)));
-        assert_eq!(Post::default().at(3, 4), (NONE, NONE));
+        assert_eq!(
+            p.at(2, 8, 4),
+            (PARAM_BIT | (64 + 64), PARAM_BIT | (1024 + 64))
+        );
+        // 16x8: int32 multipliers, int64 offsets.
+        assert_eq!(
+            p.at(2, 8, 8),
+            (PARAM_BIT | (64 + 64), PARAM_BIT | (1024 + 128))
+        );
+        assert_eq!(Post::default().at(3, 4, 8), (NONE, NONE));
     }
 }

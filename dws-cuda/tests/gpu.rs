@@ -84,7 +84,7 @@ fn gpu_quantized_reference_suites_are_bit_exact() {
     }
 }
 
-/// int8 results are identical whatever the chunk and the batch position;
+/// Quantized results (int8, 16x8) are identical whatever the chunk and the batch position;
 /// f32 results agree to float rounding.
 #[test]
 fn gpu_chunking_and_batch_position() {
