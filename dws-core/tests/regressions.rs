@@ -330,3 +330,267 @@ fn section_offsets_saturate() {
     assert_eq!(blob_len(usize::MAX - 20, 16), usize::MAX);
     assert_eq!(blob_len(16, usize::MAX), usize::MAX);
 }
+
+// ---------------------------------------------------------------------------
+// Format-2 records (per-channel requantization, 16x8): hostile values are
+// typed errors, extreme but valid ones run.
+// ---------------------------------------------------------------------------
+
+/// A quantized plan of one `W_0 -> W_0` MLP block (input network `[1, 1, 1]`,
+/// one feature) whose linear layer (weight at byte 0, bias at `bias`)
+/// requantizes per channel with mantissas at `m`; or, with `head`, a
+/// classifier of two classes whose head has per-class logit scales at
+/// `head`.
+fn per_channel_plan(bias: u32, m: u32, shift: u8, head: Option<u32>) -> (Spec, Vec<Op>) {
+    let one = Requant {
+        m: 1 << 30,
+        shift: 30,
+    };
+    let four = |r: Requant| heapless::Vec::from_slice(&[r; 4]).expect("4 tensors");
+    let linear = |fin: u32, fout: u32| Linear {
+        fin,
+        fout,
+        weight: ParamRef {
+            offset: 0,
+            len: fin * fout,
+        },
+        bias: Some(ParamRef {
+            offset: bias,
+            len: fout,
+        }),
+    };
+    let channel = |fout: u32| LinearQ::Channel {
+        m: ParamRef {
+            offset: m,
+            len: fout,
+        },
+        shift,
+    };
+    let mlp = |l: Linear| Mlp {
+        layers: heapless::Vec::from_slice(&[l]).expect("one layer"),
+    };
+    let mlpq = |q: LinearQ| MlpQ {
+        layers: heapless::Vec::from_slice(&[q]).expect("one layer"),
+    };
+    let mut ops = vec![
+        Op::Quant(Quant::Input {
+            scales: heapless::Vec::from_slice(&[1.0f32; 4]).expect("4 tensors"),
+        }),
+        Op::Dws(DwsLayer {
+            fin: 1,
+            fout: 1,
+            reduction: Reduction::Sum,
+            blocks: 1,
+            resample: None,
+        }),
+        Op::Quant(Quant::Layer {
+            out: four(one),
+            resample: None,
+        }),
+        Op::Block(Block {
+            kind: BlockKind::W2wGeneralMatrixSet,
+            src: 0,
+            dst: 0,
+            pool: Pool {
+                rows: false,
+                cols: false,
+            },
+            set_axis: SetAxis::Rows,
+            fold: Axis::Cols,
+            map: Map::Mlp(mlp(linear(1, 1))),
+            place: SetAxis::Rows,
+            unfold: Axis::Cols,
+            scale: 1.0,
+        }),
+        Op::Quant(Quant::Block(BlockQ {
+            x: one,
+            map: MapQ::Mlp(mlpq(LinearQ::Tensor(one))),
+            contrib: one,
+        })),
+    ];
+    let mut s = spec(&[1, 1, 1], 1, 0);
+    match head {
+        None => {
+            // The block's linear layer requantizes per channel.
+            if let Some(Op::Quant(Quant::Block(q))) = ops.last_mut() {
+                q.map = MapQ::Mlp(mlpq(channel(1)));
+            }
+            ops.push(Op::Quant(Quant::Output {
+                scales: heapless::Vec::from_slice(&[1.0f32; 4]).expect("4 tensors"),
+            }));
+        }
+        Some(scales) => {
+            // Head width for [1, 1, 1] with one feature: 4.
+            ops.push(Op::Head(dws_core::plan::Head {
+                reduction: Reduction::Max,
+                mlp: mlp(linear(4, 2)),
+            }));
+            ops.push(Op::Quant(Quant::Head {
+                pooled: four(one),
+                mlp: mlpq(channel(2)),
+                logit_scale: dws_core::quant::LogitScale::Channel(ParamRef {
+                    offset: scales,
+                    len: 2,
+                }),
+            }));
+            s.output = Output::Logits { classes: 2 };
+        }
+    }
+    s.ops = ops.len() as u32;
+    (s, ops)
+}
+
+/// Parameters: weights (1 byte each, up to 8) at 0, then `wide` at 8 (4 or 8
+/// bytes each), then i32 `m` at 24, then f32 `logit` at 32.
+fn per_channel_params(wide: &[i64], wide8: bool, m: &[i32], logit: &[f32]) -> Vec<u8> {
+    let mut p = vec![1u8; 8];
+    for v in wide {
+        if wide8 {
+            p.extend(v.to_le_bytes());
+        } else {
+            p.extend((*v as i32).to_le_bytes());
+        }
+    }
+    p.resize(24, 0);
+    p.extend(m.iter().flat_map(|v| v.to_le_bytes()));
+    p.resize(32, 0);
+    p.extend(logit.iter().flat_map(|v| v.to_le_bytes()));
+    p.resize(p.len().next_multiple_of(8), 0);
+    p
+}
+
+/// Opens a per-channel plan in `precision` and runs it on `input` when it opens.
+fn open_per_channel(
+    precision: Precision,
+    plan: (Spec, Vec<Op>),
+    params: &[u8],
+) -> Result<Vec<f32>, Error> {
+    let (s, ops) = plan;
+    let words = blob_of(precision, &s, &ops, params);
+    let mut result = Err(Error::Decode);
+    open(&words, |r| {
+        result = r.and_then(|m| {
+            let mut scratch = vec![0f32; m.scratch_len()];
+            let mut out = vec![0f32; m.output_len()];
+            m.run(&vec![0.5; m.input_len()], &mut scratch, &mut out)?;
+            Ok(out)
+        });
+    });
+    result
+}
+
+#[test]
+fn per_channel_records_open_and_run_in_both_modes() {
+    for (precision, wide8, bias) in [(Precision::Int8, false, 8), (Precision::Int16x8, true, 8)] {
+        let params = per_channel_params(&[3, 4], wide8, &[1 << 30, 1 << 29], &[0.5, 0.25]);
+        let y = open_per_channel(precision, per_channel_plan(bias, 24, 30, None), &params);
+        assert!(y.is_ok(), "{precision:?}: {y:?}");
+        let y = open_per_channel(precision, per_channel_plan(bias, 24, 30, Some(32)), &params);
+        assert!(y.is_ok_and(|y| y.len() == 2), "{precision:?} head");
+    }
+}
+
+#[test]
+fn hostile_per_channel_records_are_typed_errors() {
+    let ok = per_channel_params(&[3, 4], true, &[1 << 30, 1 << 29], &[0.5, 0.25]);
+    let run = |plan, params: &[u8]| open_per_channel(Precision::Int16x8, plan, params);
+    // Mantissas past the parameter section.
+    assert_eq!(
+        run(per_channel_plan(8, 4096, 30, None), &ok),
+        Err(Error::ParamOutOfBounds)
+    );
+    // A mantissa reference not 4-aligned.
+    assert!(matches!(
+        run(per_channel_plan(8, 26, 30, None), &ok),
+        Err(Error::InvalidPlan(_))
+    ));
+    // Shifts outside 1..=62, and a negative mantissa.
+    for shift in [0, 63, 255] {
+        assert_eq!(
+            run(per_channel_plan(8, 24, shift, None), &ok),
+            Err(Error::InvalidPlan("malformed requantization multiplier")),
+            "shift {shift}"
+        );
+    }
+    let negative = per_channel_params(&[3, 4], true, &[-1, 1 << 29], &[0.5, 0.25]);
+    assert_eq!(
+        run(per_channel_plan(8, 24, 30, None), &negative),
+        Err(Error::InvalidPlan("malformed requantization multiplier"))
+    );
+    // A 16x8 bias (int64) not 8-aligned.
+    assert!(matches!(
+        run(per_channel_plan(12, 24, 30, None), &ok),
+        Err(Error::InvalidPlan(_))
+    ));
+    // Per-class logit scales: NaN, or past the section.
+    let nan = per_channel_params(&[3, 4], true, &[1 << 30, 1 << 29], &[f32::NAN, 0.25]);
+    assert_eq!(
+        run(per_channel_plan(8, 24, 30, Some(32)), &nan),
+        Err(Error::InvalidPlan("logit scale is not finite"))
+    );
+    assert_eq!(
+        run(per_channel_plan(8, 24, 30, Some(4096)), &ok),
+        Err(Error::ParamOutOfBounds)
+    );
+}
+
+#[test]
+fn extreme_16x8_biases_run_without_panic() {
+    // int64 biases at the extremes: the accumulator wraps, the requantization
+    // saturates; nothing panics (debug builds check overflow).
+    for bias in [i64::MAX, i64::MIN, 1 << 62, -(1 << 40)] {
+        let params = per_channel_params(&[bias, bias], true, &[i32::MAX, 1], &[1.0, 1.0]);
+        for plan in [
+            per_channel_plan(8, 24, 1, None),
+            per_channel_plan(8, 24, 62, Some(32)),
+        ] {
+            let y = open_per_channel(Precision::Int16x8, plan, &params).expect("runs");
+            assert!(y.iter().all(|v| v.is_finite()), "{bias}: {y:?}");
+        }
+    }
+}
+
+#[test]
+fn a_16x8_blob_needs_format_2_and_8_byte_alignment() {
+    let params = per_channel_params(&[3, 4], true, &[1 << 30, 1 << 29], &[0.5, 0.25]);
+    let (s, ops) = per_channel_plan(8, 24, 30, None);
+    let mut words = blob_of(Precision::Int16x8, &s, &ops, &params);
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    let plan_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let params_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
+    let len = dws_core::blob::blob_len(plan_len, params_len);
+    // Parameters 4 bytes off an 8-byte boundary.
+    let mut shifted = vec![0u128; len.div_ceil(16) + 1];
+    let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut shifted);
+    buf[4..4 + len].copy_from_slice(&bytes[..len]);
+    assert_eq!(
+        Model::new_checked(&buf[4..4 + len]).err(),
+        Some(Error::Misaligned)
+    );
+    // The same blob labelled format 1 (which has no 16x8 mode).
+    bytes[4] = 1;
+    let crc = dws_core::crc32(&bytes[32..len]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        Model::new_checked(&bytes[..len]).err(),
+        Some(Error::WrongPrecision)
+    );
+}
+
+#[test]
+fn a_16x8_plan_refuses_tensors_whose_sums_could_wrap() {
+    // 257 x 256 entries: sums of that many int16 values may pass 2^31.
+    let s = spec(&[1, 257, 256, 1], 1, 1);
+    let ops = [Op::Quant(Quant::Input {
+        scales: heapless::Vec::from_slice(&[1.0f32; 6]).expect("6 tensors"),
+    })];
+    let words = blob_of(Precision::Int16x8, &s, &ops, &[0; 8]);
+    open(&words, |r| {
+        assert_eq!(
+            r.err(),
+            Some(Error::InvalidPlan(
+                "a 16x8 plan's tensors have at most 65,536 entries"
+            ))
+        );
+    });
+}
