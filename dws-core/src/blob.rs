@@ -21,7 +21,8 @@
 //!
 //! Format versions: 1 (f32 and int8 with one weight scale per tensor) and 2
 //! (adds per-channel weight scales and the 16x8 mode). This build writes 2 and
-//! reads both; an f32 plan is encoded the same way in both.
+//! reads both (version 1 with feature `format-1`, a default); an f32 plan is
+//! encoded the same way in both.
 
 use crate::crc::crc32;
 use crate::Error;
@@ -30,8 +31,8 @@ use crate::Error;
 pub const MAGIC: [u8; 4] = *b"DWSB";
 /// The format version this build writes.
 pub const FORMAT_VERSION: u16 = 2;
-/// The oldest format version this build reads.
-pub const OLDEST_FORMAT_VERSION: u16 = 1;
+/// The oldest format version this build reads (1 with feature `format-1`).
+pub const OLDEST_FORMAT_VERSION: u16 = if cfg!(feature = "format-1") { 1 } else { 2 };
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 32;
 /// Alignment of the parameter section relative to the blob start.

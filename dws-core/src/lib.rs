@@ -121,6 +121,7 @@ impl Iterator for Ops<'_> {
         if self.left == 0 {
             return None;
         }
+        #[cfg(feature = "format-1")]
         if self.version == 1 {
             return Some(self.decode::<quant::v1::Op>(0).map(Op::from));
         }

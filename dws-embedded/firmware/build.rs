@@ -7,9 +7,9 @@
 //! `case_16x8.bin`), both checked bit for bit. Each blob is opened with
 //! `dws_core::Model::new_checked` (through `dws_embedded::build`). The
 //! benchmark case (`DWS_BENCH`, default `paper_default`, int8) is always
-//! carried, then the [`MIN_16X8`] smallest 16x8 cases; the others are taken
-//! smallest first while the chip keeps [`HEADROOM_PERCENT`] of its flash and
-//! RAM free:
+//! carried, then the smallest f32 case and the [`MIN_16X8`] smallest 16x8
+//! cases; the others are taken smallest first while the chip keeps
+//! [`HEADROOM_PERCENT`] of its flash and RAM free:
 //!
 //! * flash: code ([`CODE_RESERVE`], or `DWS_CODE_RESERVE`) + blobs + cases
 //!   <= 85% of the FLASH region of memory.x;
@@ -36,7 +36,7 @@ const CODE_RESERVE: u64 = 96 * 1024;
 const STATIC_RESERVE: u64 = 1024;
 /// The part of the chip kept free, percent of flash and of RAM.
 const HEADROOM_PERCENT: u64 = 15;
-/// 16x8 cases carried before any other (after the benchmark), smallest first.
+/// 16x8 cases carried before the others (after the benchmark), smallest first.
 const MIN_16X8: usize = 2;
 
 /// The precisions of a fixture's cases: name, blob and case file.
@@ -193,19 +193,22 @@ fn main() {
         }
     }
 
-    // The benchmark first, then the smallest 16x8 cases, then smallest first:
-    // as many cases as the budgets allow.
+    // The benchmark first, then the smallest f32 case and the smallest 16x8
+    // cases, then smallest first: as many cases as the budgets allow.
     candidates.sort_by(|a, b| (a.flash(), &a.name).cmp(&(b.flash(), &b.name)));
-    let first_16x8: Vec<String> = candidates
-        .iter()
-        .filter(|c| c.kind == "16x8" && c.name != bench_name)
-        .take(MIN_16X8)
-        .map(|c| c.name.clone())
-        .collect();
+    let smallest = |kind: &str, n: usize| -> Vec<String> {
+        candidates
+            .iter()
+            .filter(|c| c.kind == kind && c.name != bench_name)
+            .take(n)
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let first: Vec<String> = [smallest("f32", 1), smallest("16x8", MIN_16X8)].concat();
     candidates.sort_by_key(|c| {
         (
             c.name != bench_name,
-            !first_16x8.contains(&c.name),
+            !first.contains(&c.name),
             c.flash(),
         )
     });

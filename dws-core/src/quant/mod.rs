@@ -6,11 +6,12 @@
 //! scale is a [`Requant`]: a fixed-point multiply with round-half-up and an
 //! arithmetic shift. Softmax uses two exponential tables ([`softmax`]).
 //!
-//! [`records`] holds the quantization records of a plan; [`v1`] reads the
-//! records of format-1 blobs.
+//! [`records`] holds the quantization records of a plan; `v1` (feature
+//! `format-1`) reads the records of format-1 blobs.
 
 mod records;
 pub mod softmax;
+#[cfg(feature = "format-1")]
 pub(crate) mod v1;
 
 pub use records::{BlockQ, LinearQ, LogitScale, MapQ, MlpQ, Quant, ResampleQ};

@@ -140,7 +140,7 @@ fn hostile_header_is_rejected() -> bool {
     struct Blob([u8; 64]);
     let mut b = Blob([0; 64]);
     b.0[..4].copy_from_slice(b"DWSB");
-    b.0[4] = 1; // format version 1; flags 0 (f32)
+    b.0[4] = 2; // format version 2; flags 0 (f32)
     b.0[8..12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes()); // plan_len
     b.0[12..16].copy_from_slice(&48u32.to_le_bytes()); // params_len
     b.0[16..20].copy_from_slice(&0x190A_55ADu32.to_le_bytes()); // CRC-32 of 32 zero bytes
