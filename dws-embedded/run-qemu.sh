@@ -7,10 +7,10 @@
 #   instructions per inference: X (paper_default int8, ..)   (the benchmark first,
 #   instructions per inference: X (<case> <f32|int8>, ..)     then every other case)
 #
-#   run-qemu.sh --profile[=FIXTURE]
+#   run-qemu.sh --profile[=FIXTURE[.int8|.16x8]]
 #
-# also prints where the instructions of an int8 case go (FIXTURE's int8 case,
-# default the benchmark): the same run with the per-PC plugin
+# also prints where the instructions of a quantized case go (FIXTURE's int8
+# case, or its 16x8 case; default the benchmark): the same run with the per-PC plugin
 # qemu-plugin/pcprof.c, then the per-op table of
 # `cargo run -p dws-embedded --example int8-profile` (see README.md).
 #
@@ -87,8 +87,14 @@ fi
 
 ROOT="$(cd "$HERE/.." && pwd)"
 if [ -n "$PROFILE" ]; then
-  blob="$(realpath -m "${DWS_FIXTURES:-$ROOT/tests/fixtures}")/$PROFILE/model.int8.dws"
-  [ -f "$blob" ] || die "--profile=$PROFILE: no int8 blob $blob"
+  # FIXTURE, FIXTURE.int8 or FIXTURE.16x8.
+  PMODE=int8
+  case "$PROFILE" in
+    *.16x8) PMODE=16x8 PROFILE="${PROFILE%.16x8}" ;;
+    *.int8) PROFILE="${PROFILE%.int8}" ;;
+  esac
+  blob="$(realpath -m "${DWS_FIXTURES:-$ROOT/tests/fixtures}")/$PROFILE/model.$PMODE.dws"
+  [ -f "$blob" ] || die "--profile=$PROFILE.$PMODE: no $PMODE blob $blob"
 fi
 # The host tool of --profile builds with the workspace's target folder.
 HOST_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -240,14 +246,14 @@ fi
 
 # ---- the per-op profile (--profile) ----------------------------------------------
 if [ -n "$PROFILE" ]; then
-  read -r first n < <(awk -v c="$PROFILE int8" '$1 " " $2 == c {print $3, $4}' "$WORK/cases.txt") || true
+  read -r first n < <(awk -v c="$PROFILE $PMODE" '$1 " " $2 == c {print $3, $4}' "$WORK/cases.txt") || true
   [ -n "${n:-}" ] && [ "$n" -gt 0 ] ||
-    die "--profile=$PROFILE: the firmware ran no int8 case $PROFILE (it ran: $(awk '$2 == "int8" {printf "%s%s", s, $1; s = " "}' "$WORK/cases.txt"))"
+    die "--profile=$PROFILE.$PMODE: the firmware ran no $PMODE case $PROFILE (it ran: $(awk -v m="$PMODE" '$2 == m {printf "%s%s", s, $1; s = " "}' "$WORK/cases.txt"))"
   echo
-  echo "== per-op profile of $PROFILE int8 (cargo run -p dws-embedded --example int8-profile)"
+  echo "== per-op profile of $PROFILE $PMODE (cargo run -p dws-embedded --example int8-profile)"
   (cd "$ROOT" && CARGO_TARGET_DIR="$HOST_TARGET_DIR" cargo run -q -p dws-embedded --example int8-profile -- \
     --blob "$blob" --elf "$ELF" --profile "$WORK/pcprof.txt" --intervals "$first-$((first + n - 1))" \
-    --name "$PROFILE int8" --addr2line "$ADDR2LINE") | tee "$WORK/profile.md" ||
+    --name "$PROFILE $PMODE" --addr2line "$ADDR2LINE") | tee "$WORK/profile.md" ||
     die "the per-op profile failed"
 fi
 
